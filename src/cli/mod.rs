@@ -1,0 +1,162 @@
+//! Command-line interface: clap types here, one file per subcommand with its handler.
+
+mod inspect;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use fissile_oci::extract::ExtractLimits;
+use fissile_oci::release::LoadOptions;
+
+/// Compile BOSH release packages into OCI image layers, without a container daemon.
+#[derive(Parser, Debug)]
+#[command(name = "fissile-oci", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    /// Print more detail (timings, per-release progress)
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Print only results and errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show releases, packages, fingerprints, dependencies and the compile order.
+    ///
+    /// Every package and job archive is verified against the digest its release records, so
+    /// `inspect` is also a quick integrity check. No sandbox or work dir is needed.
+    ///
+    /// RELEASE is a path: a release tarball, a directory with an extracted tarball, a release
+    /// directory with dev_releases/ (archives from the bosh cache), or a release source directory.
+    Inspect(inspect::InspectArgs),
+}
+
+/// Where releases come from and how they are read; shared by every command that takes releases.
+#[derive(Args, Debug)]
+pub struct ReleaseArgs {
+    /// Release paths (tarball, dev release dir, or source dir)
+    #[arg(value_name = "RELEASE")]
+    pub releases: Vec<PathBuf>,
+    /// Release paths, comma-separated (fissile's spelling; adds to the positional ones)
+    #[arg(short = 'r', long = "release", value_name = "PATHS", value_delimiter = ',')]
+    pub release_flag: Vec<PathBuf>,
+    /// Dev releases: the bosh CLI's blob cache holding package and job archives
+    #[arg(long, value_name = "DIR", env = "BOSH_CACHE_DIR")]
+    pub bosh_cache: Option<PathBuf>,
+    /// Dev releases: read this version instead of the latest (e.g. 3+dev.2)
+    #[arg(long, value_name = "VERSION")]
+    pub release_version: Option<String>,
+    /// Compile only what these instance groups' jobs need (fissile role manifest)
+    #[arg(short = 'm', long = "role-manifest", value_name = "FILE")]
+    pub role_manifest: Option<PathBuf>,
+    /// Only these releases (by name, comma-separated)
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub only_releases: Option<Vec<String>>,
+    /// Refuse archives that unpack to more than this (e.g. 64G, 500M); guards against bombs
+    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
+    pub max_unpacked_size: u64,
+}
+
+impl ReleaseArgs {
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.releases.iter().chain(self.release_flag.iter()).cloned().collect()
+    }
+
+    pub fn load_options(&self) -> LoadOptions {
+        let mut options = LoadOptions::new(self.bosh_cache.clone().unwrap_or_else(LoadOptions::default_bosh_cache));
+        options.release_version = self.release_version.clone();
+        options.limits = ExtractLimits {
+            max_unpacked_bytes: self.max_unpacked_size,
+            ..ExtractLimits::default()
+        };
+        options
+    }
+}
+
+/// `123`, `10K`, `500M`, `64G`, `1T` (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, factor) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let factor: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size suffix {c:?}; use K, M, G or T")),
+            };
+            (&s[..i], factor)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size like 500M or 64G"))?;
+    n.checked_mul(factor).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// How output is shown.
+#[derive(Clone, Copy, Debug)]
+pub struct Printer {
+    pub verbose: bool,
+    pub quiet: bool,
+}
+
+impl Printer {
+    /// Progress and notices go to stderr so stdout stays parseable.
+    pub fn detail(&self, message: impl std::fmt::Display) {
+        if self.verbose {
+            eprintln!("{message}");
+        }
+    }
+
+    pub fn warn(&self, message: impl std::fmt::Display) {
+        if !self.quiet {
+            eprintln!("warning: {message}");
+        }
+    }
+}
+
+/// Exit codes of the contract: 0 success, 1 packages failed, 2 bad usage or input, 130 interrupted.
+pub fn run(cli: Cli) -> ExitCode {
+    let printer = Printer {
+        verbose: cli.verbose,
+        quiet: cli.quiet,
+    };
+    let result = match cli.command {
+        Command::Inspect(args) => inspect::run(args, printer),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10").unwrap(), 10);
+        assert_eq!(parse_size("10K").unwrap(), 10240);
+        assert_eq!(parse_size("64G").unwrap(), 64 << 30);
+        assert!(parse_size("5X").is_err());
+        assert!(parse_size("G").is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

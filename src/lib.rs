@@ -1,0 +1,11 @@
+//! fissile-oci: compile BOSH release packages into OCI image layers without a container daemon.
+//!
+//! The data flow is `release` (read and verify releases) -> `plan` (the package graph) -> later
+//! stages that compile in sandboxes and store results in an OCI layout.
+
+pub mod digest;
+pub mod plan;
+pub mod release;
+pub mod role_manifest;
+pub mod extract;
+pub mod yaml;

@@ -1,0 +1,194 @@
+//! BOSH releases in their three on-disk forms, read into one model: final release tarballs (or
+//! their extracted directories), dev releases built by the bosh CLI, and release source
+//! directories. Every package and job archive is verified against its recorded digest on load.
+
+mod dev;
+mod error;
+mod final_tarball;
+pub mod fingerprint;
+mod index;
+mod job;
+mod listed;
+mod manifest;
+mod names;
+mod source_dir;
+pub mod version;
+
+use std::path::{Path, PathBuf};
+
+pub use error::ReleaseError;
+pub use names::validate_name;
+
+use crate::extract::ExtractLimits;
+
+/// How a release was given to us; detected from the path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseKind {
+    /// A final (or dev) release tarball as `bosh create-release --tarball` writes it.
+    Tarball,
+    /// A directory holding an extracted release tarball (`release.MF` at its top).
+    ExtractedTarball,
+    /// A release directory with `dev_releases/`, package archives in the bosh blob cache.
+    Dev,
+    /// A release source directory: `packages/<n>/spec`, fingerprints computed here.
+    Source,
+}
+
+impl ReleaseKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            ReleaseKind::Tarball => "release tarball",
+            ReleaseKind::ExtractedTarball => "extracted release tarball",
+            ReleaseKind::Dev => "dev release",
+            ReleaseKind::Source => "release source directory",
+        }
+    }
+}
+
+/// Where a package's sources come from when it is staged for compilation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PackageSource {
+    /// A verified package archive on disk (bosh cache, extracted release).
+    Archive(PathBuf),
+    /// The member `packages/<name>.tgz` of a release tarball.
+    TarballMember { tarball: PathBuf, member: String },
+    /// Files of a source-directory package, the way `bosh create-release` would archive them.
+    Files(Vec<SourceFile>),
+}
+
+/// One file of a source-directory package.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceFile {
+    /// Path inside the package archive (and under `/var/vcap/source/<pkg>`).
+    pub relative_path: String,
+    /// Where it is on disk; `None` for a blob known only from `config/blobs.yml`.
+    pub disk_path: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Package {
+    pub name: String,
+    /// BOSH v2 fingerprint (40-hex for the sha1 era, 64-hex for the sha256 era).
+    pub fingerprint: String,
+    /// The archive's recorded digest string, when the release has archives.
+    pub sha1: Option<String>,
+    /// Direct dependencies, by package name within the same release.
+    pub dependencies: Vec<String>,
+    pub source: PackageSource,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub name: String,
+    pub fingerprint: Option<String>,
+    /// Packages this job lists in its `job.MF` (or `spec` in a source directory).
+    pub packages: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Release {
+    pub name: String,
+    pub version: String,
+    pub kind: ReleaseKind,
+    pub path: PathBuf,
+    pub packages: Vec<Package>,
+    pub jobs: Vec<Job>,
+    /// Non-fatal findings worth telling the user (e.g. a license listed but absent).
+    pub warnings: Vec<String>,
+}
+
+impl Release {
+    pub fn package(&self, name: &str) -> Option<&Package> {
+        self.packages.iter().find(|p| p.name == name)
+    }
+}
+
+/// Settings that affect how releases are found and checked.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// The bosh CLI's local blob cache, where dev releases keep their archives.
+    pub bosh_cache: PathBuf,
+    /// Dev releases: the version to read instead of the latest.
+    pub release_version: Option<String>,
+    pub limits: ExtractLimits,
+}
+
+impl LoadOptions {
+    pub fn new(bosh_cache: PathBuf) -> LoadOptions {
+        LoadOptions {
+            bosh_cache,
+            release_version: None,
+            limits: ExtractLimits::default(),
+        }
+    }
+
+    /// `~/.bosh/cache`, the bosh CLI's default.
+    pub fn default_bosh_cache() -> PathBuf {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+        home.join(".bosh").join("cache")
+    }
+}
+
+/// Works out which kind of release `path` holds.
+pub fn detect(path: &Path) -> Result<ReleaseKind, ReleaseError> {
+    let meta = std::fs::metadata(path).map_err(|source| ReleaseError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.is_file() {
+        return Ok(ReleaseKind::Tarball);
+    }
+    if path.join("release.MF").is_file() {
+        return Ok(ReleaseKind::ExtractedTarball);
+    }
+    if path.join("dev_releases").is_dir() {
+        return Ok(ReleaseKind::Dev);
+    }
+    if path.join("packages").is_dir() || path.join("jobs").is_dir() {
+        return Ok(ReleaseKind::Source);
+    }
+    Err(ReleaseError::NotARelease {
+        path: path.to_path_buf(),
+    })
+}
+
+/// Reads and verifies the release at `path`, whatever its kind.
+pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError> {
+    let kind = detect(path)?;
+    if options.release_version.is_some() && kind != ReleaseKind::Dev {
+        return Err(ReleaseError::VersionNotApplicable {
+            path: path.to_path_buf(),
+            kind: kind.describe(),
+        });
+    }
+    let release = match kind {
+        ReleaseKind::Tarball => final_tarball::load(path, options)?,
+        ReleaseKind::ExtractedTarball => final_tarball::load_extracted(path, options)?,
+        ReleaseKind::Dev => dev::load(path, options)?,
+        ReleaseKind::Source => source_dir::load(path)?,
+    };
+    check_unique_names(&release)?;
+    Ok(release)
+}
+
+fn check_unique_names(release: &Release) -> Result<(), ReleaseError> {
+    let mut seen = std::collections::HashSet::new();
+    for p in &release.packages {
+        if !seen.insert(p.name.as_str()) {
+            return Err(ReleaseError::DuplicatePackage {
+                path: release.path.clone(),
+                name: p.name.clone(),
+            });
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for j in &release.jobs {
+        if !seen.insert(j.name.as_str()) {
+            return Err(ReleaseError::DuplicateJob {
+                path: release.path.clone(),
+                name: j.name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
