@@ -132,10 +132,11 @@ impl MultiDigest {
             path: path.to_path_buf(),
             source,
         })?;
-        let actual = digest_reader(expected.algorithm, file).map_err(|source| DigestError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let actual =
+            digest_reader(expected.algorithm, file).map_err(|source| DigestError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         self.check(path, &actual)
     }
 
@@ -250,7 +251,10 @@ mod tests {
             &format!("{ABC_SHA1};{ABC_SHA1}"),
             "zz993e364706816aba3e25717850c26c9cd0d89d",
         ] {
-            assert!(MultiDigest::parse(bad).is_err(), "{bad:?} should be rejected");
+            assert!(
+                MultiDigest::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 
@@ -270,6 +274,9 @@ mod tests {
     #[test]
     fn known_vectors() {
         assert_eq!(digest_bytes(Algorithm::Sha1, b"abc").hex, ABC_SHA1);
-        assert_eq!(digest_bytes(Algorithm::Sha256, b"abc").to_string(), format!("sha256:{ABC_SHA256}"));
+        assert_eq!(
+            digest_bytes(Algorithm::Sha256, b"abc").to_string(),
+            format!("sha256:{ABC_SHA256}")
+        );
     }
 }

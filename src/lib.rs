@@ -4,8 +4,8 @@
 //! stages that compile in sandboxes and store results in an OCI layout.
 
 pub mod digest;
+pub mod extract;
 pub mod plan;
 pub mod release;
 pub mod role_manifest;
-pub mod extract;
 pub mod yaml;

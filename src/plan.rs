@@ -59,7 +59,11 @@ pub enum PlanError {
         known: String,
     },
     #[error("{manifest}: job {job:?} (instance group {group:?}) does not name its release, and several releases were given")]
-    RoleReleaseAmbiguous { manifest: PathBuf, group: String, job: String },
+    RoleReleaseAmbiguous {
+        manifest: PathBuf,
+        group: String,
+        job: String,
+    },
     #[error("{manifest}: release {release:?} has no job {job:?} (instance group {group:?})")]
     RoleJobMissing {
         manifest: PathBuf,
@@ -102,7 +106,13 @@ impl Plan {
                 });
             }
         }
-        let known = || releases.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ");
+        let known = || {
+            releases
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let mut release_selected = vec![true; releases.len()];
         if let Some(only) = selection.only_releases {
             for name in only {
@@ -128,15 +138,29 @@ impl Plan {
             None => releases
                 .iter()
                 .enumerate()
-                .map(|(i, r)| if release_selected[i] { (0..r.packages.len()).collect() } else { HashSet::new() })
+                .map(|(i, r)| {
+                    if release_selected[i] {
+                        (0..r.packages.len()).collect()
+                    } else {
+                        HashSet::new()
+                    }
+                })
                 .collect(),
         };
 
         let mut nodes: Vec<Node> = Vec::new();
-        let mut node_of: Vec<Vec<Option<NodeId>>> = releases.iter().map(|r| vec![None; r.packages.len()]).collect();
+        let mut node_of: Vec<Vec<Option<NodeId>>> = releases
+            .iter()
+            .map(|r| vec![None; r.packages.len()])
+            .collect();
         let mut by_identity: HashMap<(String, String, Vec<NodeId>), NodeId> = HashMap::new();
         for (rid, release) in releases.iter().enumerate() {
-            let index: HashMap<&str, usize> = release.packages.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
+            let index: HashMap<&str, usize> = release
+                .packages
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.name.as_str(), i))
+                .collect();
             for &pid in &orders[rid] {
                 if !wanted[rid].contains(&pid) {
                     continue;
@@ -145,12 +169,19 @@ impl Plan {
                 let dependencies: Vec<NodeId> = package
                     .dependencies
                     .iter()
-                    .map(|d| node_of[rid][index[d.as_str()]].expect("dependencies are selected and ordered first"))
+                    .map(|d| {
+                        node_of[rid][index[d.as_str()]]
+                            .expect("dependencies are selected and ordered first")
+                    })
                     .collect();
                 let mut identity_deps = dependencies.clone();
                 identity_deps.sort();
                 identity_deps.dedup();
-                let identity = (package.name.clone(), package.fingerprint.clone(), identity_deps);
+                let identity = (
+                    package.name.clone(),
+                    package.fingerprint.clone(),
+                    identity_deps,
+                );
                 let id = *by_identity.entry(identity).or_insert_with(|| {
                     nodes.push(Node {
                         name: package.name.clone(),
@@ -164,7 +195,11 @@ impl Plan {
                 node_of[rid][pid] = Some(id);
             }
         }
-        let mut plan = Plan { releases, nodes, node_of };
+        let mut plan = Plan {
+            releases,
+            nodes,
+            node_of,
+        };
         plan.sort_nodes();
         Ok(plan)
     }
@@ -173,15 +208,26 @@ impl Plan {
     /// fingerprint, so the same input always prints the same order.
     fn sort_nodes(&mut self) {
         let n = self.nodes.len();
-        let mut remaining: Vec<usize> = self.nodes.iter().map(|node| node.dependencies.len()).collect();
+        let mut remaining: Vec<usize> = self
+            .nodes
+            .iter()
+            .map(|node| node.dependencies.len())
+            .collect();
         let mut dependants: Vec<Vec<NodeId>> = vec![Vec::new(); n];
         for (id, node) in self.nodes.iter().enumerate() {
             for &d in &node.dependencies {
                 dependants[d].push(id);
             }
         }
-        let key = |id: NodeId| (self.nodes[id].name.clone(), self.nodes[id].fingerprint.clone(), id);
-        let mut ready: BTreeSet<(String, String, NodeId)> = (0..n).filter(|&i| remaining[i] == 0).map(key).collect();
+        let key = |id: NodeId| {
+            (
+                self.nodes[id].name.clone(),
+                self.nodes[id].fingerprint.clone(),
+                id,
+            )
+        };
+        let mut ready: BTreeSet<(String, String, NodeId)> =
+            (0..n).filter(|&i| remaining[i] == 0).map(key).collect();
         let mut order = Vec::with_capacity(n);
         while let Some(first) = ready.pop_first() {
             let id = first.2;
@@ -193,12 +239,19 @@ impl Plan {
                 }
             }
         }
-        debug_assert_eq!(order.len(), n, "cycles are rejected per release before this point");
+        debug_assert_eq!(
+            order.len(),
+            n,
+            "cycles are rejected per release before this point"
+        );
         let mut new_id = vec![0; n];
         for (new, &old) in order.iter().enumerate() {
             new_id[old] = new;
         }
-        let mut old_nodes: Vec<Option<Node>> = std::mem::take(&mut self.nodes).into_iter().map(Some).collect();
+        let mut old_nodes: Vec<Option<Node>> = std::mem::take(&mut self.nodes)
+            .into_iter()
+            .map(Some)
+            .collect();
         self.nodes = order
             .iter()
             .map(|&old| {
@@ -232,7 +285,12 @@ impl Plan {
 
 /// Packages in dependency order, or the missing dependency / cycle that prevents one.
 fn topological_order(release: &Release) -> Result<Vec<usize>, PlanError> {
-    let index: HashMap<&str, usize> = release.packages.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = release
+        .packages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.as_str(), i))
+        .collect();
     for p in &release.packages {
         for d in &p.dependencies {
             if !index.contains_key(d.as_str()) {
@@ -255,7 +313,12 @@ fn topological_order(release: &Release) -> Result<Vec<usize>, PlanError> {
     let n = release.packages.len();
     let mut colour = vec![Colour::White; n];
     let mut order = Vec::with_capacity(n);
-    let mut names: Vec<(usize, &str)> = release.packages.iter().enumerate().map(|(i, p)| (i, p.name.as_str())).collect();
+    let mut names: Vec<(usize, &str)> = release
+        .packages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i, p.name.as_str()))
+        .collect();
     names.sort_by_key(|&(_, name)| name);
     for (start, _) in names {
         if colour[start] != Colour::White {
@@ -274,8 +337,14 @@ fn topological_order(release: &Release) -> Result<Vec<usize>, PlanError> {
                         stack.push((dep, 0));
                     }
                     Colour::Grey => {
-                        let from = stack.iter().position(|&(n, _)| n == dep).expect("grey nodes are on the stack");
-                        let mut cycle: Vec<String> = stack[from..].iter().map(|&(n, _)| release.packages[n].name.clone()).collect();
+                        let from = stack
+                            .iter()
+                            .position(|&(n, _)| n == dep)
+                            .expect("grey nodes are on the stack");
+                        let mut cycle: Vec<String> = stack[from..]
+                            .iter()
+                            .map(|&(n, _)| release.packages[n].name.clone())
+                            .collect();
                         cycle.push(release.packages[dep].name.clone());
                         return Err(PlanError::Cycle {
                             path: release.path.clone(),
@@ -296,18 +365,31 @@ fn topological_order(release: &Release) -> Result<Vec<usize>, PlanError> {
 }
 
 /// Per release, the packages the role manifest's jobs need, with their transitive dependencies.
-fn role_closure(releases: &[Release], selected: &[bool], manifest: &RoleManifest) -> Result<Vec<HashSet<usize>>, PlanError> {
+fn role_closure(
+    releases: &[Release],
+    selected: &[bool],
+    manifest: &RoleManifest,
+) -> Result<Vec<HashSet<usize>>, PlanError> {
     let mut wanted: Vec<HashSet<usize>> = vec![HashSet::new(); releases.len()];
-    let known = || releases.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ");
+    let known = || {
+        releases
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     for role_job in &manifest.jobs {
         let rid = match &role_job.release {
-            Some(name) => releases.iter().position(|r| &r.name == name).ok_or_else(|| PlanError::RoleReleaseMissing {
-                manifest: manifest.path.clone(),
-                group: role_job.instance_group.clone(),
-                job: role_job.job.clone(),
-                release: name.clone(),
-                known: known(),
-            })?,
+            Some(name) => releases
+                .iter()
+                .position(|r| &r.name == name)
+                .ok_or_else(|| PlanError::RoleReleaseMissing {
+                    manifest: manifest.path.clone(),
+                    group: role_job.instance_group.clone(),
+                    job: role_job.job.clone(),
+                    release: name.clone(),
+                    known: known(),
+                })?,
             None if releases.len() == 1 => 0,
             None => {
                 return Err(PlanError::RoleReleaseAmbiguous {
@@ -321,20 +403,28 @@ fn role_closure(releases: &[Release], selected: &[bool], manifest: &RoleManifest
             continue;
         }
         let release = &releases[rid];
-        let job = release.jobs.iter().find(|j| j.name == role_job.job).ok_or_else(|| PlanError::RoleJobMissing {
-            manifest: manifest.path.clone(),
-            group: role_job.instance_group.clone(),
-            job: role_job.job.clone(),
-            release: release.name.clone(),
-        })?;
+        let job = release
+            .jobs
+            .iter()
+            .find(|j| j.name == role_job.job)
+            .ok_or_else(|| PlanError::RoleJobMissing {
+                manifest: manifest.path.clone(),
+                group: role_job.instance_group.clone(),
+                job: role_job.job.clone(),
+                release: release.name.clone(),
+            })?;
         let mut stack: Vec<usize> = Vec::new();
         for p in &job.packages {
-            let pid = release.packages.iter().position(|x| &x.name == p).ok_or_else(|| PlanError::JobPackageMissing {
-                manifest: manifest.path.clone(),
-                job: job.name.clone(),
-                release: release.name.clone(),
-                package: p.clone(),
-            })?;
+            let pid = release
+                .packages
+                .iter()
+                .position(|x| &x.name == p)
+                .ok_or_else(|| PlanError::JobPackageMissing {
+                    manifest: manifest.path.clone(),
+                    job: job.name.clone(),
+                    release: release.name.clone(),
+                    package: p.clone(),
+                })?;
             stack.push(pid);
         }
         while let Some(pid) = stack.pop() {

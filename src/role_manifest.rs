@@ -63,15 +63,20 @@ impl RoleManifest {
             .into_iter()
             .flat_map(|g| {
                 let group = g.name.unwrap_or_default();
-                g.jobs.unwrap_or_default().into_iter().map(move |j| RoleJob {
-                    instance_group: group.clone(),
-                    job: j.name,
-                    release: j.release.or(j.release_name),
-                })
+                g.jobs
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |j| RoleJob {
+                        instance_group: group.clone(),
+                        job: j.name,
+                        release: j.release.or(j.release_name),
+                    })
             })
             .collect();
         if jobs.is_empty() {
-            return Err(RoleManifestError::Empty { path: path.to_path_buf() });
+            return Err(RoleManifestError::Empty {
+                path: path.to_path_buf(),
+            });
         }
         Ok(RoleManifest {
             path: path.to_path_buf(),

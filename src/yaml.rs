@@ -54,7 +54,11 @@ mod tests {
 
     #[test]
     fn last_duplicate_wins_and_binary_decodes() {
-        let m: M = parse(b"name: a\nname: b\nsha1: !binary |-\n  YWJj\n", Path::new("r.MF")).unwrap();
+        let m: M = parse(
+            b"name: a\nname: b\nsha1: !binary |-\n  YWJj\n",
+            Path::new("r.MF"),
+        )
+        .unwrap();
         assert_eq!(m.name, "b");
         assert_eq!(m.sha1.as_deref(), Some("abc"));
     }

@@ -68,7 +68,9 @@ pub fn run(args: InspectArgs, printer: Printer) -> anyhow::Result<ExitCode> {
                         .collect(),
                 })
                 .collect(),
-            compile_order: (0..plan.nodes.len()).map(|id| plan.node_label(id)).collect(),
+            compile_order: (0..plan.nodes.len())
+                .map(|id| plan.node_label(id))
+                .collect(),
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -87,7 +89,8 @@ pub fn load_plan(args: &ReleaseArgs, printer: Printer) -> anyhow::Result<Plan> {
     let mut releases = Vec::with_capacity(paths.len());
     for path in &paths {
         let started = Instant::now();
-        let release = release::load(path, &options).with_context(|| format!("cannot read release {}", path.display()))?;
+        let release = release::load(path, &options)
+            .with_context(|| format!("cannot read release {}", path.display()))?;
         printer.detail(format_args!(
             "{} {}: {} from {} ({} packages, {} jobs) verified in {:.2}s",
             release.name,
@@ -129,7 +132,11 @@ fn print_table(plan: &Plan) {
             .enumerate()
             .filter(|(pid, _)| plan.node_of[rid][*pid].is_some())
             .map(|(_, p)| {
-                let deps = if p.dependencies.is_empty() { "-".to_string() } else { p.dependencies.join(", ") };
+                let deps = if p.dependencies.is_empty() {
+                    "-".to_string()
+                } else {
+                    p.dependencies.join(", ")
+                };
                 (p.name.as_str(), p.fingerprint.clone(), deps)
             })
             .collect();
@@ -137,16 +144,31 @@ fn print_table(plan: &Plan) {
             println!("  (no packages selected)");
             continue;
         }
-        let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max("PACKAGE".len());
+        let width = rows
+            .iter()
+            .map(|r| r.0.len())
+            .max()
+            .unwrap_or(0)
+            .max("PACKAGE".len());
         println!("  {:width$}  {:64}  DEPENDENCIES", "PACKAGE", "FINGERPRINT");
         for (name, fp, deps) in rows {
             println!("  {name:width$}  {fp:64}  {deps}");
         }
     }
-    let order: Vec<String> = (0..plan.nodes.len()).map(|id| plan.node_label(id)).collect();
+    let order: Vec<String> = (0..plan.nodes.len())
+        .map(|id| plan.node_label(id))
+        .collect();
     let shared: usize = plan.nodes.iter().map(|n| n.members.len() - 1).sum();
     println!();
-    println!("compile order ({} packages{}):", order.len(), if shared > 0 { format!(", {shared} shared between releases") } else { String::new() });
+    println!(
+        "compile order ({} packages{}):",
+        order.len(),
+        if shared > 0 {
+            format!(", {shared} shared between releases")
+        } else {
+            String::new()
+        }
+    );
     for (i, label) in order.iter().enumerate() {
         println!("  {:>3}. {label}", i + 1);
     }

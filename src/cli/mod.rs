@@ -43,7 +43,12 @@ pub struct ReleaseArgs {
     #[arg(value_name = "RELEASE")]
     pub releases: Vec<PathBuf>,
     /// Release paths, comma-separated (fissile's spelling; adds to the positional ones)
-    #[arg(short = 'r', long = "release", value_name = "PATHS", value_delimiter = ',')]
+    #[arg(
+        short = 'r',
+        long = "release",
+        value_name = "PATHS",
+        value_delimiter = ','
+    )]
     pub release_flag: Vec<PathBuf>,
     /// Dev releases: the bosh CLI's blob cache holding package and job archives
     #[arg(long, value_name = "DIR", env = "BOSH_CACHE_DIR")]
@@ -64,11 +69,19 @@ pub struct ReleaseArgs {
 
 impl ReleaseArgs {
     pub fn paths(&self) -> Vec<PathBuf> {
-        self.releases.iter().chain(self.release_flag.iter()).cloned().collect()
+        self.releases
+            .iter()
+            .chain(self.release_flag.iter())
+            .cloned()
+            .collect()
     }
 
     pub fn load_options(&self) -> LoadOptions {
-        let mut options = LoadOptions::new(self.bosh_cache.clone().unwrap_or_else(LoadOptions::default_bosh_cache));
+        let mut options = LoadOptions::new(
+            self.bosh_cache
+                .clone()
+                .unwrap_or_else(LoadOptions::default_bosh_cache),
+        );
         options.release_version = self.release_version.clone();
         options.limits = ExtractLimits {
             max_unpacked_bytes: self.max_unpacked_size,
@@ -94,8 +107,11 @@ fn parse_size(s: &str) -> Result<u64, String> {
         }
         _ => (s, 1),
     };
-    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size like 500M or 64G"))?;
-    n.checked_mul(factor).ok_or_else(|| format!("{s:?} is too large"))
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 500M or 64G"))?;
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// How output is shown.

@@ -40,38 +40,65 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
     let packages = listed::packages(&manifest, &manifest_path)?;
     let jobs = listed::jobs(&manifest, &manifest_path)?;
 
-    let locate = |kind: &str, name: &str, fingerprint: Option<&str>, digest: &MultiDigest, raw: &str| {
-        archive_path(path, options, kind, name, fingerprint, digest, raw).ok_or_else(|| ReleaseError::MissingArchive {
-            path: manifest_path.clone(),
-            package: name.to_string(),
-            digest: raw.to_string(),
-            cache: options.bosh_cache.clone(),
-        })
-    };
+    let locate =
+        |kind: &str, name: &str, fingerprint: Option<&str>, digest: &MultiDigest, raw: &str| {
+            archive_path(path, options, kind, name, fingerprint, digest, raw).ok_or_else(|| {
+                ReleaseError::MissingArchive {
+                    path: manifest_path.clone(),
+                    package: name.to_string(),
+                    digest: raw.to_string(),
+                    cache: options.bosh_cache.clone(),
+                }
+            })
+        };
     let package_files = packages
         .iter()
         .map(|p| {
             let raw = p.entry.sha1.as_deref().unwrap_or_default();
-            Ok((locate("packages", &p.entry.name, p.entry.fingerprint(), &p.digest, raw)?, &p.digest))
+            Ok((
+                locate(
+                    "packages",
+                    &p.entry.name,
+                    p.entry.fingerprint(),
+                    &p.digest,
+                    raw,
+                )?,
+                &p.digest,
+            ))
         })
         .collect::<Result<Vec<(PathBuf, &MultiDigest)>, ReleaseError>>()?;
     let job_files = jobs
         .iter()
         .map(|j| {
             let raw = j.entry.sha1.as_deref().unwrap_or_default();
-            let fp = j.entry.fingerprint.as_deref().or(j.entry.version.as_deref());
-            Ok((locate("jobs", &j.entry.name, fp, &j.digest, raw)?, &j.digest))
+            let fp = j
+                .entry
+                .fingerprint
+                .as_deref()
+                .or(j.entry.version.as_deref());
+            Ok((
+                locate("jobs", &j.entry.name, fp, &j.digest, raw)?,
+                &j.digest,
+            ))
         })
         .collect::<Result<Vec<(PathBuf, &MultiDigest)>, ReleaseError>>()?;
     verify_files(package_files.iter().chain(job_files.iter()))?;
-    let mut specs = read_job_specs(jobs.iter().map(|j| j.entry.name.as_str()).zip(job_files.iter().map(|f| f.0.as_path())))?;
+    let mut specs = read_job_specs(
+        jobs.iter()
+            .map(|j| j.entry.name.as_str())
+            .zip(job_files.iter().map(|f| f.0.as_path())),
+    )?;
     let mut model_packages = to_packages(&packages, |_| PackageSource::Archive(PathBuf::new()));
     for (package, (file, _)) in model_packages.iter_mut().zip(package_files.iter()) {
         package.source = PackageSource::Archive(file.clone());
     }
     Ok(Release {
         name: manifest.name.clone(),
-        version: if manifest.version.is_empty() { version } else { manifest.version.clone() },
+        version: if manifest.version.is_empty() {
+            version
+        } else {
+            manifest.version.clone()
+        },
         kind: ReleaseKind::Dev,
         path: path.to_path_buf(),
         packages: model_packages,
@@ -137,7 +164,13 @@ fn archive_path(
     }
     if let Some(fp) = fingerprint.filter(|f| !f.contains('/') && !f.contains("..")) {
         for builds in [".dev_builds", ".final_builds"] {
-            candidates.push(release.join(builds).join(kind).join(name).join(format!("{fp}.tgz")));
+            candidates.push(
+                release
+                    .join(builds)
+                    .join(kind)
+                    .join(name)
+                    .join(format!("{fp}.tgz")),
+            );
         }
     }
     candidates.into_iter().find(|c| c.is_file())

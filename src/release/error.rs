@@ -51,7 +51,9 @@ pub enum ReleaseError {
     },
     #[error("{path}: --release-version applies to dev releases only, this is a {kind}")]
     VersionNotApplicable { path: PathBuf, kind: &'static str },
-    #[error("{path}: package {package:?}: pattern {pattern:?} matches no file under src/ or blobs/")]
+    #[error(
+        "{path}: package {package:?}: pattern {pattern:?} matches no file under src/ or blobs/"
+    )]
     NoFilesForPattern {
         path: PathBuf,
         package: String,

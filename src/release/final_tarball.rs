@@ -26,22 +26,42 @@ fn member_path(tarball: &Path, member: &str) -> PathBuf {
 }
 
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError> {
-    let manifest_bytes = extract::read_member(extract::open_archive(path)?, path, "release.MF", MAX_RELEASE_MF)?
-        .ok_or_else(|| ReleaseError::invalid(path, "no release.MF in the tarball; is this a BOSH release?"))?;
-    let manifest: ReleaseManifest = crate::yaml::parse(&manifest_bytes, &member_path(path, "release.MF"))?;
+    let manifest_bytes = extract::read_member(
+        extract::open_archive(path)?,
+        path,
+        "release.MF",
+        MAX_RELEASE_MF,
+    )?
+    .ok_or_else(|| {
+        ReleaseError::invalid(
+            path,
+            "no release.MF in the tarball; is this a BOSH release?",
+        )
+    })?;
+    let manifest: ReleaseManifest =
+        crate::yaml::parse(&manifest_bytes, &member_path(path, "release.MF"))?;
     listed::check_manifest(&manifest, path)?;
     let packages = listed::packages(&manifest, path)?;
     let jobs = listed::jobs(&manifest, path)?;
 
     let mut expected: HashMap<String, (&MultiDigest, Kind)> = HashMap::new();
     for p in &packages {
-        expected.insert(format!("packages/{}.tgz", p.entry.name), (&p.digest, Kind::Package));
+        expected.insert(
+            format!("packages/{}.tgz", p.entry.name),
+            (&p.digest, Kind::Package),
+        );
     }
     for j in &jobs {
-        expected.insert(format!("jobs/{}.tgz", j.entry.name), (&j.digest, Kind::Job(j.entry.name.clone())));
+        expected.insert(
+            format!("jobs/{}.tgz", j.entry.name),
+            (&j.digest, Kind::Job(j.entry.name.clone())),
+        );
     }
     let license_digest = match manifest.license.as_ref().and_then(|l| l.sha1.as_deref()) {
-        Some(s) => Some(MultiDigest::parse(s).map_err(|e| ReleaseError::invalid(path, format!("license: {e}")))?),
+        Some(s) => Some(
+            MultiDigest::parse(s)
+                .map_err(|e| ReleaseError::invalid(path, format!("license: {e}")))?,
+        ),
         None => None,
     };
     if let Some(d) = &license_digest {
@@ -52,16 +72,23 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
     let mut seen = std::collections::HashSet::new();
     let mut unpacked: u64 = 0;
     let mut archive = tar::Archive::new(extract::open_archive(path)?);
-    let corrupt = |e: std::io::Error| ReleaseError::invalid(path, format!("the tarball is truncated or corrupt: {e}"));
+    let corrupt = |e: std::io::Error| {
+        ReleaseError::invalid(path, format!("the tarball is truncated or corrupt: {e}"))
+    };
     for entry in archive.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
         let name = match extract::normalize_entry_path(&entry.path_bytes()) {
             Ok(p) => p.to_string_lossy().into_owned(),
             Err(reason) => return Err(ReleaseError::invalid(path, format!("bad entry: {reason}"))),
         };
-        let Some((want, kind)) = expected.get(&name) else { continue };
+        let Some((want, kind)) = expected.get(&name) else {
+            continue;
+        };
         if !entry.header().entry_type().is_file() {
-            return Err(ReleaseError::invalid(member_path(path, &name), "is not a regular file"));
+            return Err(ReleaseError::invalid(
+                member_path(path, &name),
+                "is not a regular file",
+            ));
         }
         unpacked += entry.size();
         if unpacked > options.limits.max_unpacked_bytes {
@@ -79,7 +106,10 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
             }
             Kind::Job(job_name) => {
                 if entry.size() > MAX_JOB_ARCHIVE {
-                    return Err(ReleaseError::invalid(&member, "job archive is implausibly large"));
+                    return Err(ReleaseError::invalid(
+                        &member,
+                        "job archive is implausibly large",
+                    ));
                 }
                 let mut bytes = Vec::with_capacity(entry.size() as usize);
                 entry.read_to_end(&mut bytes).map_err(corrupt)?;
@@ -96,7 +126,10 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
         if !seen.contains(member) {
             if member == "license.tgz" {
                 // Old tarballs list a license they do not carry; nothing we compile needs it.
-                warnings.push(format!("{}: license listed in release.MF but license.tgz is missing", path.display()));
+                warnings.push(format!(
+                    "{}: license listed in release.MF but license.tgz is missing",
+                    path.display()
+                ));
                 continue;
             }
             return Err(ReleaseError::MissingMember {
@@ -134,20 +167,36 @@ pub fn load_extracted(path: &Path, _options: &LoadOptions) -> Result<Release, Re
     let jobs = listed::jobs(&manifest, path)?;
     let package_files: Vec<(PathBuf, &MultiDigest)> = packages
         .iter()
-        .map(|p| (path.join("packages").join(format!("{}.tgz", p.entry.name)), &p.digest))
+        .map(|p| {
+            (
+                path.join("packages").join(format!("{}.tgz", p.entry.name)),
+                &p.digest,
+            )
+        })
         .collect();
     let job_files: Vec<(PathBuf, &MultiDigest)> = jobs
         .iter()
-        .map(|j| (path.join("jobs").join(format!("{}.tgz", j.entry.name)), &j.digest))
+        .map(|j| {
+            (
+                path.join("jobs").join(format!("{}.tgz", j.entry.name)),
+                &j.digest,
+            )
+        })
         .collect();
     verify_files(package_files.iter().chain(job_files.iter()))?;
-    let mut job_specs = read_job_specs(jobs.iter().map(|j| j.entry.name.as_str()).zip(job_files.iter().map(|f| f.0.as_path())))?;
+    let mut job_specs = read_job_specs(
+        jobs.iter()
+            .map(|j| j.entry.name.as_str())
+            .zip(job_files.iter().map(|f| f.0.as_path())),
+    )?;
     Ok(Release {
         name: manifest.name.clone(),
         version: manifest.version.clone(),
         kind: ReleaseKind::ExtractedTarball,
         path: path.to_path_buf(),
-        packages: to_packages(&packages, |name| PackageSource::Archive(path.join("packages").join(format!("{name}.tgz")))),
+        packages: to_packages(&packages, |name| {
+            PackageSource::Archive(path.join("packages").join(format!("{name}.tgz")))
+        }),
         jobs: to_jobs(&jobs, &mut job_specs),
         warnings: Vec::new(),
     })
@@ -155,13 +204,18 @@ pub fn load_extracted(path: &Path, _options: &LoadOptions) -> Result<Release, Re
 
 /// Verifies archive files against their digests on all cores; reports the first failure in
 /// manifest order so the message does not depend on scheduling.
-pub(super) fn verify_files<'a>(files: impl Iterator<Item = &'a (PathBuf, &'a MultiDigest)>) -> Result<(), ReleaseError> {
+pub(super) fn verify_files<'a>(
+    files: impl Iterator<Item = &'a (PathBuf, &'a MultiDigest)>,
+) -> Result<(), ReleaseError> {
     let files: Vec<_> = files.collect();
     let results: Vec<Result<(), ReleaseError>> = files
         .par_iter()
         .map(|(file, digest)| {
             if !file.is_file() {
-                return Err(ReleaseError::invalid(file.clone(), "listed in the release manifest but missing"));
+                return Err(ReleaseError::invalid(
+                    file.clone(),
+                    "listed in the release manifest but missing",
+                ));
             }
             digest.verify_file(file).map_err(ReleaseError::from)
         })
@@ -175,7 +229,10 @@ pub(super) fn read_job_specs<'a>(
     let mut specs = HashMap::new();
     for (name, file) in jobs {
         let reader = std::fs::File::open(file).map_err(ReleaseError::io(file))?;
-        specs.insert(name.to_string(), job::read_job_manifest(reader, file)?.packages);
+        specs.insert(
+            name.to_string(),
+            job::read_job_manifest(reader, file)?.packages,
+        );
     }
     Ok(specs)
 }
@@ -196,11 +253,18 @@ pub(super) fn to_packages(
         .collect()
 }
 
-pub(super) fn to_jobs(jobs: &[Listed<'_, super::manifest::JobEntry>], specs: &mut HashMap<String, Vec<String>>) -> Vec<Job> {
+pub(super) fn to_jobs(
+    jobs: &[Listed<'_, super::manifest::JobEntry>],
+    specs: &mut HashMap<String, Vec<String>>,
+) -> Vec<Job> {
     jobs.iter()
         .map(|j| Job {
             name: j.entry.name.clone(),
-            fingerprint: j.entry.fingerprint.clone().or_else(|| j.entry.version.clone()),
+            fingerprint: j
+                .entry
+                .fingerprint
+                .clone()
+                .or_else(|| j.entry.version.clone()),
             packages: specs.remove(&j.entry.name).unwrap_or_default(),
         })
         .collect()

@@ -45,7 +45,9 @@ impl Era {
 pub enum ChunkMode {
     /// `packaging` and `pre_packaging`: no mode at all.
     Script,
-    Regular { executable: bool },
+    Regular {
+        executable: bool,
+    },
     Symlink,
 }
 
@@ -79,7 +81,10 @@ impl Chunk {
             (ChunkMode::Symlink, hash_both(target)?)
         } else {
             let executable = meta.permissions().mode() & 0o111 != 0;
-            (ChunkMode::Regular { executable }, hash_both(std::fs::File::open(path)?)?)
+            (
+                ChunkMode::Regular { executable },
+                hash_both(std::fs::File::open(path)?)?,
+            )
         };
         let mode = if script { ChunkMode::Script } else { mode };
         Ok(Chunk {
@@ -121,7 +126,9 @@ pub fn fingerprint(era: Era, chunks: &[Chunk], dependencies: &[String]) -> Resul
     sorted.sort_by(|a, b| a.relative_path.as_bytes().cmp(b.relative_path.as_bytes()));
     let mut text = String::from("v2");
     for chunk in sorted {
-        let digest = chunk.digest(era).ok_or_else(|| chunk.relative_path.clone())?;
+        let digest = chunk
+            .digest(era)
+            .ok_or_else(|| chunk.relative_path.clone())?;
         text.push_str(&chunk.relative_path);
         text.push_str(&digest.to_string());
         text.push_str(chunk.mode.suffix());
@@ -129,7 +136,13 @@ pub fn fingerprint(era: Era, chunks: &[Chunk], dependencies: &[String]) -> Resul
     if !dependencies.is_empty() {
         let mut deps: Vec<&String> = dependencies.iter().collect();
         deps.sort();
-        text.push_str(&deps.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","));
+        text.push_str(
+            &deps
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
     }
     Ok(digest::digest_bytes(era.algorithm(), text.as_bytes()).hex)
 }
@@ -152,7 +165,11 @@ mod tests {
     fn matches_a_hand_built_chunk_string_in_both_eras() {
         let chunks = vec![
             chunk("packaging", b"make\n", ChunkMode::Script),
-            chunk("b/run.sh", b"#!/bin/sh\n", ChunkMode::Regular { executable: true }),
+            chunk(
+                "b/run.sh",
+                b"#!/bin/sh\n",
+                ChunkMode::Regular { executable: true },
+            ),
             chunk("a.txt", b"hello", ChunkMode::Regular { executable: false }),
             chunk("link", b"a.txt", ChunkMode::Symlink),
         ];
@@ -178,14 +195,20 @@ mod tests {
             s2(b"make\n")
         );
         let fp = fingerprint(Era::Sha256, &chunks, &deps).unwrap();
-        assert_eq!(fp, digest::digest_bytes(Algorithm::Sha256, expected_text.as_bytes()).hex);
+        assert_eq!(
+            fp,
+            digest::digest_bytes(Algorithm::Sha256, expected_text.as_bytes()).hex
+        );
         assert_eq!(fp.len(), 64);
     }
 
     #[test]
     fn no_dependency_chunk_without_dependencies() {
         let chunks = vec![chunk("packaging", b"x", ChunkMode::Script)];
-        let text = format!("v2packaging{}", digest::digest_bytes(Algorithm::Sha1, b"x").hex);
+        let text = format!(
+            "v2packaging{}",
+            digest::digest_bytes(Algorithm::Sha1, b"x").hex
+        );
         assert_eq!(
             fingerprint(Era::Sha1, &chunks, &[]).unwrap(),
             digest::digest_bytes(Algorithm::Sha1, text.as_bytes()).hex

@@ -11,7 +11,10 @@ use crate::extract;
 const MAX_JOB_MF: u64 = 16 * 1024 * 1024;
 
 /// Reads `job.MF` from a (gzip or plain) job archive stream; `archive_name` is used in messages.
-pub fn read_job_manifest(reader: impl Read + Send + 'static, archive_name: &Path) -> Result<JobSpec, ReleaseError> {
+pub fn read_job_manifest(
+    reader: impl Read + Send + 'static,
+    archive_name: &Path,
+) -> Result<JobSpec, ReleaseError> {
     let reader = extract::decompressing_reader(reader).map_err(ReleaseError::io(archive_name))?;
     let bytes = extract::read_member(reader, archive_name, "job.MF", MAX_JOB_MF)?
         .ok_or_else(|| ReleaseError::invalid(archive_name, "job archive has no job.MF"))?;

@@ -19,16 +19,24 @@ pub fn check_manifest(manifest: &ReleaseManifest, path: &Path) -> Result<(), Rel
     }
     validate_name(path, "release", &manifest.name)?;
     if manifest.packages.is_empty() && !manifest.compiled_packages.is_empty() {
-        let stemcell = manifest.compiled_packages[0].stemcell.as_deref().unwrap_or("unknown stemcell");
+        let stemcell = manifest.compiled_packages[0]
+            .stemcell
+            .as_deref()
+            .unwrap_or("unknown stemcell");
         return Err(ReleaseError::invalid(
             path,
-            format!("this is a compiled release (for {stemcell}); fissile-oci compiles source releases"),
+            format!(
+                "this is a compiled release (for {stemcell}); fissile-oci compiles source releases"
+            ),
         ));
     }
     Ok(())
 }
 
-pub fn packages<'a>(manifest: &'a ReleaseManifest, path: &Path) -> Result<Vec<Listed<'a, PackageEntry>>, ReleaseError> {
+pub fn packages<'a>(
+    manifest: &'a ReleaseManifest,
+    path: &Path,
+) -> Result<Vec<Listed<'a, PackageEntry>>, ReleaseError> {
     manifest
         .packages
         .iter()
@@ -38,7 +46,10 @@ pub fn packages<'a>(manifest: &'a ReleaseManifest, path: &Path) -> Result<Vec<Li
                 validate_name(path, "package", dep)?;
             }
             if p.fingerprint().is_none() {
-                return Err(ReleaseError::invalid(path, format!("package {:?} has no fingerprint or version", p.name)));
+                return Err(ReleaseError::invalid(
+                    path,
+                    format!("package {:?} has no fingerprint or version", p.name),
+                ));
             }
             Ok(Listed {
                 digest: parse_digest(path, "package", &p.name, p.sha1.as_deref())?,
@@ -48,7 +59,10 @@ pub fn packages<'a>(manifest: &'a ReleaseManifest, path: &Path) -> Result<Vec<Li
         .collect()
 }
 
-pub fn jobs<'a>(manifest: &'a ReleaseManifest, path: &Path) -> Result<Vec<Listed<'a, JobEntry>>, ReleaseError> {
+pub fn jobs<'a>(
+    manifest: &'a ReleaseManifest,
+    path: &Path,
+) -> Result<Vec<Listed<'a, JobEntry>>, ReleaseError> {
     manifest
         .jobs
         .iter()
@@ -62,7 +76,15 @@ pub fn jobs<'a>(manifest: &'a ReleaseManifest, path: &Path) -> Result<Vec<Listed
         .collect()
 }
 
-fn parse_digest(path: &Path, what: &str, name: &str, sha1: Option<&str>) -> Result<MultiDigest, ReleaseError> {
-    let sha1 = sha1.ok_or_else(|| ReleaseError::invalid(path, format!("{what} {name:?} has no sha1 digest")))?;
-    MultiDigest::parse(sha1).map_err(|e| ReleaseError::invalid(path, format!("{what} {name:?}: {e}")))
+fn parse_digest(
+    path: &Path,
+    what: &str,
+    name: &str,
+    sha1: Option<&str>,
+) -> Result<MultiDigest, ReleaseError> {
+    let sha1 = sha1.ok_or_else(|| {
+        ReleaseError::invalid(path, format!("{what} {name:?} has no sha1 digest"))
+    })?;
+    MultiDigest::parse(sha1)
+        .map_err(|e| ReleaseError::invalid(path, format!("{what} {name:?}: {e}")))
 }

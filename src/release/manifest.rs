@@ -135,22 +135,9 @@ fn scalar_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 fn opt_scalar_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Scalar {
-        S(String),
-        U(u64),
-        I(i64),
-        F(f64),
-        B(bool),
-    }
-    Ok(Option::<Scalar>::deserialize(d)?.map(|s| match s {
-        Scalar::S(s) => s,
-        Scalar::U(u) => u.to_string(),
-        Scalar::I(i) => i.to_string(),
-        Scalar::F(f) => f.to_string(),
-        Scalar::B(b) => b.to_string(),
-    }))
+    // serde-saphyr hands a String target the scalar's source text, so `1.10` stays "1.10" and
+    // an all-digit sha1 is not turned into a number.
+    Option::<String>::deserialize(d)
 }
 
 /// `key:` with no value, `key: ~` and a missing key all mean "none" in BOSH files.
@@ -173,7 +160,7 @@ mod tests {
         let text = b"---
 name: r
 version: 12
-version: 13
+version: 1.10
 commit_hash: abc
 uncommitted_changes: false
 packages:
@@ -189,7 +176,7 @@ packages:
   dependencies: [a]
 - name: c
   fingerprint: cccc
-  sha1: cc
+  sha1: 1111111111111111111111111111111111111111
 jobs: ~
 license:
   version: x
@@ -197,13 +184,17 @@ license:
 ";
         let m: ReleaseManifest = parse(text, Path::new("release.MF")).unwrap();
         assert_eq!(m.name, "r");
-        assert_eq!(m.version, "13");
+        assert_eq!(m.version, "1.10");
         assert_eq!(m.packages.len(), 3);
         assert_eq!(m.packages[0].sha1.as_deref(), Some("abc"));
         assert!(m.packages[0].dependencies.is_empty());
         assert_eq!(m.packages[1].dependencies, vec!["a"]);
         assert_eq!(m.packages[1].fingerprint(), Some("bbbb"));
         assert_eq!(m.packages[2].fingerprint(), Some("cccc"));
+        assert_eq!(
+            m.packages[2].sha1.as_deref(),
+            Some("1111111111111111111111111111111111111111")
+        );
         assert!(m.jobs.is_empty());
         assert_eq!(m.license.unwrap().sha1.as_deref(), Some("ll"));
     }

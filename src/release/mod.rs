@@ -124,7 +124,9 @@ impl LoadOptions {
 
     /// `~/.bosh/cache`, the bosh CLI's default.
     pub fn default_bosh_cache() -> PathBuf {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "/root".into());
         home.join(".bosh").join("cache")
     }
 }

@@ -11,7 +11,10 @@ use rayon::prelude::*;
 
 use super::fingerprint::{self, Chunk, ChunkMode, Era};
 use super::manifest::{BlobEntry, JobSpec, PackageSpec, PackageSpecLock, ReleaseManifest};
-use super::{dev, index, validate_name, version, Job, Package, PackageSource, Release, ReleaseError, ReleaseKind, SourceFile};
+use super::{
+    dev, index, validate_name, version, Job, Package, PackageSource, Release, ReleaseError,
+    ReleaseKind, SourceFile,
+};
 use crate::digest::{Algorithm, MultiDigest};
 
 pub fn load(path: &Path) -> Result<Release, ReleaseError> {
@@ -59,7 +62,11 @@ fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, ReleaseError> {
     let mut dirs = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(ReleaseError::io(dir))? {
         let entry = entry.map_err(ReleaseError::io(dir))?;
-        if entry.file_type().map_err(ReleaseError::io(entry.path()))?.is_dir() {
+        if entry
+            .file_type()
+            .map_err(ReleaseError::io(entry.path()))?
+            .is_dir()
+        {
             dirs.push(entry.path());
         }
     }
@@ -71,7 +78,10 @@ fn load_job(dir: &Path) -> Result<Job, ReleaseError> {
     let spec_path = dir.join("spec");
     let spec: JobSpec = crate::yaml::read(&spec_path)?;
     let name = if spec.name.is_empty() {
-        dir.file_name().unwrap_or_default().to_string_lossy().into_owned()
+        dir.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
     } else {
         spec.name
     };
@@ -86,14 +96,25 @@ fn load_job(dir: &Path) -> Result<Job, ReleaseError> {
     })
 }
 
-fn load_package(release: &Path, dir: &Path, trees: &SourceTrees, default_era: Era) -> Result<Package, ReleaseError> {
+fn load_package(
+    release: &Path,
+    dir: &Path,
+    trees: &SourceTrees,
+    default_era: Era,
+) -> Result<Package, ReleaseError> {
     let lock_path = dir.join("spec.lock");
     if lock_path.is_file() {
         // A locked package keeps its recorded fingerprint; bosh does not look at its files.
         let lock: PackageSpecLock = crate::yaml::read(&lock_path)?;
         validate_name(&lock_path, "package", &lock.name)?;
         if Era::of(&lock.fingerprint).is_none() {
-            return Err(ReleaseError::invalid(&lock_path, format!("fingerprint {:?} is not 40 or 64 hex characters", lock.fingerprint)));
+            return Err(ReleaseError::invalid(
+                &lock_path,
+                format!(
+                    "fingerprint {:?} is not 40 or 64 hex characters",
+                    lock.fingerprint
+                ),
+            ));
         }
         return Ok(Package {
             name: lock.name,
@@ -114,12 +135,18 @@ fn load_package(release: &Path, dir: &Path, trees: &SourceTrees, default_era: Er
     let mut files = Vec::new();
     let packaging = dir.join("packaging");
     if std::fs::symlink_metadata(&packaging).is_err() {
-        return Err(ReleaseError::invalid(&packaging, format!("missing: package {:?} needs a packaging script", spec.name)));
+        return Err(ReleaseError::invalid(
+            &packaging,
+            format!("missing: package {:?} needs a packaging script", spec.name),
+        ));
     }
     for script in ["packaging", "pre_packaging"] {
         let script_path = dir.join(script);
         if std::fs::symlink_metadata(&script_path).is_ok() {
-            chunks.push(Chunk::from_disk(script.to_string(), &script_path, true).map_err(ReleaseError::io(&script_path))?);
+            chunks.push(
+                Chunk::from_disk(script.to_string(), &script_path, true)
+                    .map_err(ReleaseError::io(&script_path))?,
+            );
             files.push(SourceFile {
                 relative_path: script.to_string(),
                 disk_path: Some(script_path),
@@ -132,13 +159,18 @@ fn load_package(release: &Path, dir: &Path, trees: &SourceTrees, default_era: Er
         if selected.contains_key(special) {
             return Err(ReleaseError::invalid(
                 &spec_path,
-                format!("package {:?} must not include its {special} file through `files`", spec.name),
+                format!(
+                    "package {:?} must not include its {special} file through `files`",
+                    spec.name
+                ),
             ));
         }
     }
     for (relative, entry) in &selected {
         let chunk = match entry {
-            TreeEntry::Disk(disk) => Chunk::from_disk(relative.clone(), disk, false).map_err(ReleaseError::io(disk))?,
+            TreeEntry::Disk(disk) => {
+                Chunk::from_disk(relative.clone(), disk, false).map_err(ReleaseError::io(disk))?
+            }
             TreeEntry::RecordedBlob(digest) => recorded_blob_chunk(relative, digest),
         };
         chunks.push(chunk);
@@ -151,7 +183,13 @@ fn load_package(release: &Path, dir: &Path, trees: &SourceTrees, default_era: Er
         });
     }
 
-    let era = package_era(release, &spec.name, &chunks, &spec.dependencies, default_era)?;
+    let era = package_era(
+        release,
+        &spec.name,
+        &chunks,
+        &spec.dependencies,
+        default_era,
+    )?;
     let fingerprint = fingerprint::fingerprint(era, &chunks, &spec.dependencies).map_err(|file| {
         ReleaseError::invalid(
             &spec_path,
@@ -180,10 +218,22 @@ fn recorded_blob_chunk(relative: &str, digest: &MultiDigest) -> Chunk {
 
 /// The era of a package: the one whose fingerprint bosh already recorded for it, else the era
 /// of the release's latest recorded build, else sha1 (the bosh CLI's default).
-fn package_era(release: &Path, name: &str, chunks: &[Chunk], deps: &[String], default_era: Era) -> Result<Era, ReleaseError> {
+fn package_era(
+    release: &Path,
+    name: &str,
+    chunks: &[Chunk],
+    deps: &[String],
+    default_era: Era,
+) -> Result<Era, ReleaseError> {
     let mut recorded = HashSet::new();
     for builds in [".final_builds", ".dev_builds"] {
-        let idx = index::read(&release.join(builds).join("packages").join(name).join("index.yml"))?;
+        let idx = index::read(
+            &release
+                .join(builds)
+                .join("packages")
+                .join(name)
+                .join("index.yml"),
+        )?;
         recorded.extend(idx.builds.keys().cloned());
         recorded.extend(index::versions(&idx));
     }
@@ -208,7 +258,12 @@ fn recorded_release_era(path: &Path, name: &str) -> Result<Era, ReleaseError> {
             let manifest_path = releases.join(format!("{name}-{latest}.yml"));
             if manifest_path.is_file() {
                 let manifest: ReleaseManifest = crate::yaml::read(&manifest_path)?;
-                if let Some(era) = manifest.packages.iter().filter_map(|p| p.fingerprint()).find_map(Era::of) {
+                if let Some(era) = manifest
+                    .packages
+                    .iter()
+                    .filter_map(|p| p.fingerprint())
+                    .find_map(Era::of)
+                {
                     return Ok(era);
                 }
             }
@@ -218,7 +273,9 @@ fn recorded_release_era(path: &Path, name: &str) -> Result<Era, ReleaseError> {
 }
 
 fn latest_final_version(path: &Path, name: &str) -> Result<Option<String>, ReleaseError> {
-    let versions = index::versions(&index::read(&path.join("releases").join(name).join("index.yml"))?);
+    let versions = index::versions(&index::read(
+        &path.join("releases").join(name).join("index.yml"),
+    )?);
     Ok(version::latest(versions.iter().map(String::as_str)).map(str::to_string))
 }
 
@@ -254,8 +311,9 @@ impl SourceTrees {
                     continue;
                 }
                 let Some(sha) = entry.sha else { continue };
-                let digest = MultiDigest::parse(&sha)
-                    .map_err(|e| ReleaseError::invalid(&blobs_yml, format!("blob {blob_path:?}: {e}")))?;
+                let digest = MultiDigest::parse(&sha).map_err(|e| {
+                    ReleaseError::invalid(&blobs_yml, format!("blob {blob_path:?}: {e}"))
+                })?;
                 blobs.insert(blob_path, TreeEntryTemplate::Recorded(digest));
             }
         }
@@ -264,7 +322,11 @@ impl SourceTrees {
 
     /// The files a spec selects: `files` globs over src/ then blobs/ (src wins), minus
     /// `excluded_files`; a glob matching nothing is an error, as in bosh.
-    fn select(&self, spec: &PackageSpec, spec_path: &Path) -> Result<BTreeMap<String, TreeEntry>, ReleaseError> {
+    fn select(
+        &self,
+        spec: &PackageSpec,
+        spec_path: &Path,
+    ) -> Result<BTreeMap<String, TreeEntry>, ReleaseError> {
         let mut selected = BTreeMap::new();
         for pattern in &spec.files {
             let matcher = compile_glob(pattern, spec_path)?;
@@ -272,7 +334,9 @@ impl SourceTrees {
             for (rel, disk) in &self.src {
                 if matcher.is_match(rel) {
                     found = true;
-                    selected.entry(rel.clone()).or_insert_with(|| TreeEntry::Disk(disk.clone()));
+                    selected
+                        .entry(rel.clone())
+                        .or_insert_with(|| TreeEntry::Disk(disk.clone()));
                 }
             }
             for (rel, blob) in &self.blobs {
@@ -312,13 +376,18 @@ fn list_tree(root: &Path) -> Result<BTreeMap<String, PathBuf>, ReleaseError> {
             let path = e.path().unwrap_or(root).to_path_buf();
             ReleaseError::Io {
                 path,
-                source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("filesystem loop")),
+                source: e
+                    .into_io_error()
+                    .unwrap_or_else(|| std::io::Error::other("filesystem loop")),
             }
         })?;
         if entry.file_type().is_dir() {
             continue;
         }
-        let rel = entry.path().strip_prefix(root).expect("walkdir yields paths under its root");
+        let rel = entry
+            .path()
+            .strip_prefix(root)
+            .expect("walkdir yields paths under its root");
         let rel = rel
             .components()
             .map(|c| c.as_os_str().to_string_lossy())
@@ -332,7 +401,9 @@ fn list_tree(root: &Path) -> Result<BTreeMap<String, PathBuf>, ReleaseError> {
 /// Globs as bosh's doublestar reads them after `filepath.Join` cleaned them: `*` stays within a
 /// path component but matches dotfiles, `**` spans directories, `{a,b}` alternates.
 fn compile_glob(pattern: &str, spec_path: &Path) -> Result<GlobMatcher, ReleaseError> {
-    let bad = |why: String| ReleaseError::invalid(spec_path, format!("bad files pattern {pattern:?}: {why}"));
+    let bad = |why: String| {
+        ReleaseError::invalid(spec_path, format!("bad files pattern {pattern:?}: {why}"))
+    };
     let mut parts: Vec<String> = Vec::new();
     for component in Path::new(pattern).components() {
         match component {

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Shared helpers for the project's scripts: idempotent installs on a fresh Debian machine.
+
+# Installs the given Debian packages that are not installed yet; runs `apt-get update` once.
+ensure_apt_packages() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing Debian packages: ${missing[*]} (run as root, or install them first)" >&2
+    return 1
+  fi
+  echo "installing: ${missing[*]}" >&2
+  if [ -z "${_APT_UPDATED:-}" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    _APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Makes sure cargo is on PATH (rustup installs it under ~/.cargo/bin).
+ensure_cargo() {
+  if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+  fi
+  command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install a Rust toolchain (rustup)" >&2; return 1; }
+}
+
+# The Debian packages the build and the whole test suite need.
+PROJECT_APT_PACKAGES=(ca-certificates gcc libc6-dev make pkg-config tar gzip)

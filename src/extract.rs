@@ -1,0 +1,1203 @@
+//! Safe extraction of untrusted tarballs.
+//!
+//! BOSH releases, jobs and packages arrive as tarballs we did not build, so this module treats every
+//! archive as hostile: it owns gzip detection, path normalization, the checks that keep every write
+//! inside the destination (no absolute paths, no `..`, no escaping or traversed symlinks, no
+//! special files), resource limits against archive bombs, and the all-or-nothing placement of the
+//! result. Callers get either a complete destination directory or an [`ExtractError`] that names
+//! the archive and the offending entry, never a half-filled directory.
+//!
+//! The `tar` crate is used only to parse headers; every file-system write happens here so that
+//! each one goes through the checks above.
+
+use std::cell::Cell;
+use std::collections::{HashSet, VecDeque};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use flate2::read::MultiGzDecoder;
+use tar::EntryType;
+
+/// Limits for extracting untrusted archives.
+#[derive(Clone, Debug)]
+pub struct ExtractLimits {
+    /// Upper bound on the sum of all entry sizes (declared and actually written).
+    pub max_unpacked_bytes: u64,
+    /// Upper bound on the number of entries in the archive.
+    pub max_entries: u64,
+}
+
+impl Default for ExtractLimits {
+    /// Generous enough for any real release (64 GiB, 10 million entries) while still stopping a bomb
+    /// before it fills the disk.
+    fn default() -> Self {
+        ExtractLimits {
+            max_unpacked_bytes: 64 << 30,
+            max_entries: 10_000_000,
+        }
+    }
+}
+
+/// What an extraction produced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExtractStats {
+    /// Entries created (files, directories, symlinks, hard links); skipped root and pax global
+    /// headers are not counted.
+    pub entries: u64,
+    /// Bytes of regular-file content written.
+    pub bytes: u64,
+}
+
+/// Everything that can go wrong while reading or extracting an archive. Every variant names the
+/// archive, and the entry when one is to blame.
+#[derive(thiserror::Error, Debug)]
+pub enum ExtractError {
+    #[error("{}: cannot open the archive", .archive.display())]
+    Open {
+        archive: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: cannot read the archive", .archive.display())]
+    Read {
+        archive: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: entry {entry:?} has an absolute path; refusing to extract it", .archive.display())]
+    AbsolutePath { archive: PathBuf, entry: String },
+    #[error("{}: entry {entry:?} has a \"..\" path component; refusing to extract it", .archive.display())]
+    ParentComponent { archive: PathBuf, entry: String },
+    #[error("{}: entry {entry:?} has an invalid path ({reason}); refusing to extract it", .archive.display())]
+    InvalidPath {
+        archive: PathBuf,
+        entry: String,
+        reason: String,
+    },
+    #[error(
+        "{}: entry {entry:?} is a {kind} to {target:?}, which points outside the destination; refusing to extract it",
+        .archive.display()
+    )]
+    LinkEscape {
+        archive: PathBuf,
+        entry: String,
+        /// "symbolic link" or "hard link".
+        kind: &'static str,
+        target: String,
+    },
+    #[error(
+        "{}: entry {entry:?} would be written through the symbolic link {link:?} extracted earlier; refusing to extract it",
+        .archive.display()
+    )]
+    ThroughSymlink {
+        archive: PathBuf,
+        entry: String,
+        link: String,
+    },
+    #[error(
+        "{}: entry {entry:?} is a hard link to {target:?}, which is not an earlier regular file in the archive",
+        .archive.display()
+    )]
+    HardlinkTarget {
+        archive: PathBuf,
+        entry: String,
+        target: String,
+    },
+    #[error(
+        "{}: entry {entry:?} is a {kind}; only regular files, directories, symbolic links and hard links can be extracted",
+        .archive.display()
+    )]
+    SpecialFile {
+        archive: PathBuf,
+        entry: String,
+        kind: String,
+    },
+    #[error(
+        "{}: entry {entry:?} takes the unpacked size past the limit of {}; if the archive is trusted, raise the limit with --max-unpacked-size",
+        .archive.display(), human_bytes(*.limit)
+    )]
+    TooLarge {
+        archive: PathBuf,
+        entry: String,
+        limit: u64,
+    },
+    #[error(
+        "{}: the archive has more than {limit} entries, the limit that guards against archive bombs; refusing to extract it",
+        .archive.display()
+    )]
+    TooManyEntries { archive: PathBuf, limit: u64 },
+    #[error("{}: member {entry:?} is larger than the {} allowed for it", .archive.display(), human_bytes(*.limit))]
+    MemberTooLarge {
+        archive: PathBuf,
+        entry: String,
+        limit: u64,
+    },
+    #[error("{}: member {entry:?} is a {kind}, not a regular file", .archive.display())]
+    NotRegularFile {
+        archive: PathBuf,
+        entry: String,
+        kind: String,
+    },
+    #[error("{}: the archive is truncated or corrupt: {detail}", .archive.display())]
+    Corrupt { archive: PathBuf, detail: String },
+    #[error("{}: cannot extract into {}: it already exists", .archive.display(), .dest.display())]
+    DestinationExists { archive: PathBuf, dest: PathBuf },
+    #[error("{}: cannot write {}", .archive.display(), .path.display())]
+    Write {
+        archive: PathBuf,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ExtractError {
+    /// The archive the error is about.
+    pub fn archive(&self) -> &Path {
+        match self {
+            ExtractError::Open { archive, .. }
+            | ExtractError::Read { archive, .. }
+            | ExtractError::AbsolutePath { archive, .. }
+            | ExtractError::ParentComponent { archive, .. }
+            | ExtractError::InvalidPath { archive, .. }
+            | ExtractError::LinkEscape { archive, .. }
+            | ExtractError::ThroughSymlink { archive, .. }
+            | ExtractError::HardlinkTarget { archive, .. }
+            | ExtractError::SpecialFile { archive, .. }
+            | ExtractError::TooLarge { archive, .. }
+            | ExtractError::TooManyEntries { archive, .. }
+            | ExtractError::MemberTooLarge { archive, .. }
+            | ExtractError::NotRegularFile { archive, .. }
+            | ExtractError::Corrupt { archive, .. }
+            | ExtractError::DestinationExists { archive, .. }
+            | ExtractError::Write { archive, .. } => archive,
+        }
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    for (unit, size) in UNITS {
+        if n >= size {
+            return format!("{n} bytes ({:.1} {unit})", n as f64 / size as f64);
+        }
+    }
+    format!("{n} bytes")
+}
+
+/// Opens a tarball that may be gzip-compressed (magic 1f 8b) or a plain tar; detect by magic bytes,
+/// not by file name.
+pub fn open_archive(path: &Path) -> Result<Box<dyn Read + Send>, ExtractError> {
+    let file = File::open(path).map_err(|source| ExtractError::Open {
+        archive: path.to_owned(),
+        source,
+    })?;
+    decompressing_reader(io::BufReader::new(file)).map_err(|source| ExtractError::Read {
+        archive: path.to_owned(),
+        source,
+    })
+}
+
+/// Same as [`open_archive`], over any reader (peeks the first 2 bytes, then chains them back).
+pub fn decompressing_reader<R: Read + Send + 'static>(r: R) -> io::Result<Box<dyn Read + Send>> {
+    Ok(Box::new(sniff(r)?))
+}
+
+/// Either the reader itself or a gzip decoder over it; generic so that borrowed, non-`Send`
+/// readers can be sniffed too.
+enum Sniffed<R: Read> {
+    Plain(io::Chain<io::Cursor<Vec<u8>>, R>),
+    // Multi-member, like gzip(1): concatenated .gz files are one stream.
+    Gzip(Box<MultiGzDecoder<io::Chain<io::Cursor<Vec<u8>>, R>>>),
+}
+
+impl<R: Read> Read for Sniffed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sniffed::Plain(r) => r.read(buf),
+            Sniffed::Gzip(r) => r.read(buf),
+        }
+    }
+}
+
+fn sniff<R: Read>(mut r: R) -> io::Result<Sniffed<R>> {
+    let mut magic = [0u8; 2];
+    let mut got = 0;
+    while got < magic.len() {
+        match r.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let chained = io::Cursor::new(magic[..got].to_vec()).chain(r);
+    if magic[..got] == [0x1f, 0x8b] {
+        Ok(Sniffed::Gzip(Box::new(MultiGzDecoder::new(chained))))
+    } else {
+        Ok(Sniffed::Plain(chained))
+    }
+}
+
+/// Why a raw entry path was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PathProblem {
+    Empty,
+    Nul,
+    Absolute,
+    Parent,
+}
+
+impl PathProblem {
+    fn describe(self) -> &'static str {
+        match self {
+            PathProblem::Empty => "the name is empty",
+            PathProblem::Nul => "the name contains a NUL byte",
+            PathProblem::Absolute => "the path is absolute",
+            PathProblem::Parent => "the path has a \"..\" component",
+        }
+    }
+
+    fn into_error(self, archive: &Path, entry: String) -> ExtractError {
+        let archive = archive.to_owned();
+        match self {
+            PathProblem::Absolute => ExtractError::AbsolutePath { archive, entry },
+            PathProblem::Parent => ExtractError::ParentComponent { archive, entry },
+            PathProblem::Empty | PathProblem::Nul => ExtractError::InvalidPath {
+                archive,
+                entry,
+                reason: self.describe().to_owned(),
+            },
+        }
+    }
+}
+
+fn normalize(raw: &[u8]) -> Result<PathBuf, PathProblem> {
+    if raw.is_empty() {
+        return Err(PathProblem::Empty);
+    }
+    if raw.contains(&0) {
+        return Err(PathProblem::Nul);
+    }
+    if raw[0] == b'/' {
+        return Err(PathProblem::Absolute);
+    }
+    let mut out = PathBuf::new();
+    for comp in raw.split(|b| *b == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => return Err(PathProblem::Parent),
+            c => out.push(OsStr::from_bytes(c)),
+        }
+    }
+    Ok(out)
+}
+
+/// Normalizes an entry path: strips leading "./" (and repeated "./" or "/" anywhere), rejects
+/// absolute paths, `..` components, empty names and NUL bytes; returns a relative PathBuf.
+///
+/// A name that denotes the archive root ("." or "./") normalizes to an empty `PathBuf`; callers
+/// decide what the root means to them (extraction skips it).
+pub fn normalize_entry_path(raw: &[u8]) -> Result<PathBuf, String> {
+    normalize(raw).map_err(|p| p.describe().to_owned())
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn special_kind(t: EntryType) -> String {
+    match t {
+        EntryType::Char => "character device".to_owned(),
+        EntryType::Block => "block device".to_owned(),
+        EntryType::Fifo => "fifo".to_owned(),
+        EntryType::GNUSparse => "sparse file".to_owned(),
+        EntryType::GNULongName | EntryType::GNULongLink => "stray GNU long-name header".to_owned(),
+        other => format!("entry of unsupported type {:?}", other.as_byte() as char),
+    }
+}
+
+// The tar crate buffers GNU long names and pax records in memory, sized by a header we don't
+// trust, so the bytes it may read while looking for the next entry are capped.
+const METADATA_BUDGET: u64 = 16 << 20;
+
+#[derive(Debug)]
+struct MetadataTooLarge;
+
+impl std::fmt::Display for MetadataTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "extension headers (long names or pax records) exceed {}",
+            human_bytes(METADATA_BUDGET)
+        )
+    }
+}
+
+impl std::error::Error for MetadataTooLarge {}
+
+/// Passes reads through, failing once the metadata budget (when armed) is spent.
+struct Metered<R> {
+    inner: R,
+    budget: Rc<Cell<Option<u64>>>,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(left) = self.budget.get() {
+            let n64 = n as u64;
+            if n64 > left {
+                return Err(io::Error::other(MetadataTooLarge));
+            }
+            self.budget.set(Some(left - n64));
+        }
+        Ok(n)
+    }
+}
+
+/// Read failures of the archive stream: data problems are reported as corruption, anything else
+/// (e.g. EIO) as a plain read error.
+fn read_error(archive: &Path, e: io::Error) -> ExtractError {
+    use io::ErrorKind::{InvalidData, InvalidInput, Other, UnexpectedEof};
+    let archive = archive.to_owned();
+    let ours = e
+        .get_ref()
+        .is_some_and(|inner| inner.is::<MetadataTooLarge>());
+    if ours || matches!(e.kind(), UnexpectedEof | InvalidData | InvalidInput | Other) {
+        ExtractError::Corrupt {
+            archive,
+            detail: e.to_string(),
+        }
+    } else {
+        ExtractError::Read { archive, source: e }
+    }
+}
+
+fn truncated(archive: &Path, entry: &str, got: u64, want: u64) -> ExtractError {
+    ExtractError::Corrupt {
+        archive: archive.to_owned(),
+        detail: format!("entry {entry:?} ends after {got} of its {want} bytes"),
+    }
+}
+
+/// Walks the tar entries of a (possibly gzip-compressed) stream, keeping the metadata budget armed
+/// only while the tar crate is parsing headers.
+struct TarWalk<R: Read> {
+    archive: tar::Archive<Metered<Sniffed<R>>>,
+    budget: Rc<Cell<Option<u64>>>,
+}
+
+impl<R: Read> TarWalk<R> {
+    fn new(reader: R, archive_name: &Path) -> Result<Self, ExtractError> {
+        let sniffed = sniff(reader).map_err(|e| read_error(archive_name, e))?;
+        let budget = Rc::new(Cell::new(None));
+        Ok(TarWalk {
+            archive: tar::Archive::new(Metered {
+                inner: sniffed,
+                budget: budget.clone(),
+            }),
+            budget,
+        })
+    }
+}
+
+/// Calls `f` for every entry until it returns false. `f` must consume the entry's data itself:
+/// otherwise the tar crate would skip it while the metadata budget is armed.
+fn walk<R: Read>(
+    walk: &mut TarWalk<R>,
+    archive_name: &Path,
+    mut f: impl FnMut(&mut tar::Entry<'_, Metered<Sniffed<R>>>) -> Result<bool, ExtractError>,
+) -> Result<(), ExtractError> {
+    let budget = walk.budget.clone();
+    let mut entries = walk
+        .archive
+        .entries()
+        .map_err(|e| read_error(archive_name, e))?;
+    loop {
+        budget.set(Some(METADATA_BUDGET));
+        let next = entries.next();
+        budget.set(None);
+        let mut entry = match next {
+            None => return Ok(()),
+            Some(Err(e)) => return Err(read_error(archive_name, e)),
+            Some(Ok(entry)) => entry,
+        };
+        if !f(&mut entry)? {
+            return Ok(());
+        }
+    }
+}
+
+/// Feeds the rest of an entry's data to `on_chunk` in bounded pieces, returning how many bytes
+/// there were (fewer than the header said means the archive was cut short).
+fn pump(
+    entry: &mut impl Read,
+    buf: &mut [u8],
+    mut on_chunk: impl FnMut(&[u8]) -> Result<(), ExtractError>,
+    archive: &Path,
+) -> Result<u64, ExtractError> {
+    let mut total = 0u64;
+    loop {
+        let n = match entry.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_error(archive, e)),
+        };
+        total += n as u64;
+        on_chunk(&buf[..n])?;
+    }
+}
+
+/// Extracts `archive` into `dest`, which must not exist yet. Everything is written into a
+/// temporary sibling directory (same parent, named `.dest-name.partial-<random>`) and renamed to
+/// `dest` only on success; on any error the temp dir is removed, so `dest` never exists
+/// half-filled. Gzip compression is detected by magic bytes.
+pub fn extract_archive(
+    archive: &Path,
+    dest: &Path,
+    limits: &ExtractLimits,
+) -> Result<ExtractStats, ExtractError> {
+    // Checked before opening so that a busy destination is reported even for unreadable archives.
+    check_dest_absent(archive, dest)?;
+    let file = File::open(archive).map_err(|source| ExtractError::Open {
+        archive: archive.to_owned(),
+        source,
+    })?;
+    extract_reader(io::BufReader::new(file), archive, dest, limits)
+}
+
+/// Same as [`extract_archive`], from a reader yielding a plain or gzip-compressed tar stream
+/// (detected by magic bytes); `archive_name` is only used in messages.
+pub fn extract_reader(
+    reader: impl Read,
+    archive_name: &Path,
+    dest: &Path,
+    limits: &ExtractLimits,
+) -> Result<ExtractStats, ExtractError> {
+    check_dest_absent(archive_name, dest)?;
+    let write_err = |path: &Path, source| ExtractError::Write {
+        archive: archive_name.to_owned(),
+        path: path.to_owned(),
+        source,
+    };
+    let name = dest.file_name().ok_or_else(|| {
+        write_err(
+            dest,
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the destination path has no final component",
+            ),
+        )
+    })?;
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(parent).map_err(|e| write_err(parent, e))?;
+    let mut prefix = OsString::from(".");
+    prefix.push(name);
+    prefix.push(".partial-");
+    // Dropping the TempDir on any early return is what removes the partial tree.
+    let tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .tempdir_in(parent)
+        .map_err(|e| write_err(parent, e))?;
+
+    let mut x = Extractor {
+        archive: archive_name,
+        root: tmp.path(),
+        dest,
+        limits,
+        stats: ExtractStats::default(),
+        seen_entries: 0,
+        declared: 0,
+        written: 0,
+        files: HashSet::new(),
+        dirs: HashSet::new(),
+        symlinks: Vec::new(),
+        root_mode: None,
+        buf: vec![0; 64 * 1024],
+    };
+    let mut tw = TarWalk::new(reader, archive_name)?;
+    walk(&mut tw, archive_name, |entry| x.entry(entry).map(|()| true))?;
+
+    // The tar end marker comes before the gzip trailer; reading on verifies the gzip CRC. The
+    // padding is counted so that a stream of trailing zeros can't keep us busy forever.
+    let mut rest = tw.archive.into_inner();
+    let mut buf = std::mem::take(&mut x.buf);
+    let limit = limits.max_unpacked_bytes;
+    let mut trailing = 0u64;
+    pump(
+        &mut rest,
+        &mut buf,
+        |chunk| {
+            trailing += chunk.len() as u64;
+            if x.written.saturating_add(trailing) > limit {
+                return Err(ExtractError::TooLarge {
+                    archive: archive_name.to_owned(),
+                    entry: "(data after the end of the tar stream)".to_owned(),
+                    limit,
+                });
+            }
+            Ok(())
+        },
+        archive_name,
+    )?;
+
+    x.check_symlinks()?;
+    let root_mode = x.root_mode.unwrap_or(0o755);
+    let stats = x.stats;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(root_mode))
+        .map_err(|e| write_err(dest, e))?;
+
+    check_dest_absent(archive_name, dest)?;
+    let kept = tmp.keep();
+    if let Err(e) = fs::rename(&kept, dest) {
+        // Best effort: the tree is complete but unwanted; its name marks it as partial anyway.
+        let _ = fs::remove_dir_all(&kept);
+        return Err(write_err(dest, e));
+    }
+    Ok(stats)
+}
+
+fn check_dest_absent(archive: &Path, dest: &Path) -> Result<(), ExtractError> {
+    match fs::symlink_metadata(dest) {
+        Ok(_) => Err(ExtractError::DestinationExists {
+            archive: archive.to_owned(),
+            dest: dest.to_owned(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ExtractError::Write {
+            archive: archive.to_owned(),
+            path: dest.to_owned(),
+            source,
+        }),
+    }
+}
+
+struct Extractor<'a> {
+    archive: &'a Path,
+    /// The temporary directory being filled.
+    root: &'a Path,
+    /// Where `root` will end up; used to name paths in messages.
+    dest: &'a Path,
+    limits: &'a ExtractLimits,
+    stats: ExtractStats,
+    seen_entries: u64,
+    declared: u64,
+    written: u64,
+    /// Regular files currently in the tree: the only valid hard-link targets.
+    files: HashSet<PathBuf>,
+    /// Paths known to be real directories (not symlinks), to spare an lstat per ancestor.
+    dirs: HashSet<PathBuf>,
+    /// Symlinks created, re-checked once the whole tree exists.
+    symlinks: Vec<PathBuf>,
+    root_mode: Option<u32>,
+    buf: Vec<u8>,
+}
+
+impl Extractor<'_> {
+    fn write_err(&self, rel: &Path, source: io::Error) -> ExtractError {
+        ExtractError::Write {
+            archive: self.archive.to_owned(),
+            path: self.dest.join(rel),
+            source,
+        }
+    }
+
+    fn too_large(&self, entry: &str) -> ExtractError {
+        ExtractError::TooLarge {
+            archive: self.archive.to_owned(),
+            entry: entry.to_owned(),
+            limit: self.limits.max_unpacked_bytes,
+        }
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ExtractError> {
+        self.seen_entries += 1;
+        if self.seen_entries > self.limits.max_entries {
+            return Err(ExtractError::TooManyEntries {
+                archive: self.archive.to_owned(),
+                limit: self.limits.max_entries,
+            });
+        }
+        let raw = entry.path_bytes().into_owned();
+        let name = lossy(&raw);
+        let kind = entry.header().entry_type();
+        let size = entry.size();
+        self.declared = self.declared.saturating_add(size);
+        if self.declared > self.limits.max_unpacked_bytes {
+            return Err(self.too_large(&name));
+        }
+
+        if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader) {
+            // Pax records that describe no entry (global ones such as git's commit id) hold
+            // nothing we extract.
+            return self.skip_data(entry, &name, size);
+        }
+
+        let rel = normalize(&raw).map_err(|p| p.into_error(self.archive, name.clone()))?;
+        // Old tar writers mark directories only by a trailing slash.
+        let is_dir = kind == EntryType::Directory
+            || (matches!(kind, EntryType::Regular) && raw.ends_with(b"/") && size == 0);
+        let mode = || {
+            entry.header().mode().map_err(|e| ExtractError::Corrupt {
+                archive: self.archive.to_owned(),
+                detail: format!("entry {name:?} has an unreadable mode: {e}"),
+            })
+        };
+
+        if rel.as_os_str().is_empty() {
+            if !is_dir {
+                return Err(ExtractError::InvalidPath {
+                    archive: self.archive.to_owned(),
+                    entry: name,
+                    reason: "it names the destination itself but is not a directory".to_owned(),
+                });
+            }
+            self.root_mode = Some(dir_mode(mode()?));
+            return self.skip_data(entry, &name, size);
+        }
+
+        if is_dir {
+            let mode = dir_mode(mode()?);
+            self.create_dir(&rel, &name, mode)?;
+            self.skip_data(entry, &name, size)?;
+        } else {
+            match kind {
+                EntryType::Regular | EntryType::Continuous => {
+                    let mode = mode()? & 0o777;
+                    self.write_file(entry, &rel, &name, size, mode)?;
+                }
+                EntryType::Symlink => {
+                    let target = link_target(entry, self.archive, &name)?;
+                    self.create_symlink(&rel, &name, &target)?;
+                    self.skip_data(entry, &name, size)?;
+                }
+                EntryType::Link => {
+                    let target = link_target(entry, self.archive, &name)?;
+                    self.create_hardlink(&rel, &name, &target)?;
+                    self.skip_data(entry, &name, size)?;
+                }
+                other => {
+                    return Err(ExtractError::SpecialFile {
+                        archive: self.archive.to_owned(),
+                        entry: name,
+                        kind: special_kind(other),
+                    })
+                }
+            }
+        }
+        self.stats.entries += 1;
+        Ok(())
+    }
+
+    /// Consumes an entry's data without writing it, still counting it against the limits.
+    fn skip_data(
+        &mut self,
+        entry: &mut impl Read,
+        name: &str,
+        size: u64,
+    ) -> Result<(), ExtractError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let archive = self.archive;
+        let res = pump(
+            entry,
+            &mut buf,
+            |chunk| self.count_written(chunk.len(), name),
+            archive,
+        );
+        self.buf = buf;
+        let got = res?;
+        if got < size {
+            return Err(truncated(self.archive, name, got, size));
+        }
+        Ok(())
+    }
+
+    fn count_written(&mut self, n: usize, name: &str) -> Result<(), ExtractError> {
+        self.written = self.written.saturating_add(n as u64);
+        if self.written > self.limits.max_unpacked_bytes {
+            return Err(self.too_large(name));
+        }
+        Ok(())
+    }
+
+    /// Makes sure every ancestor of `rel` is a real directory, creating missing ones, and refuses
+    /// to go through a symlink: that is the one way a later entry could land outside the tree.
+    fn ensure_parents(&mut self, rel: &Path, name: &str) -> Result<(), ExtractError> {
+        let Some(parent) = rel.parent() else {
+            return Ok(());
+        };
+        let mut cur = PathBuf::new();
+        for comp in parent.components() {
+            cur.push(comp);
+            if self.dirs.contains(&cur) {
+                continue;
+            }
+            let full = self.root.join(&cur);
+            match fs::symlink_metadata(&full) {
+                Ok(md) if md.file_type().is_symlink() => {
+                    return Err(ExtractError::ThroughSymlink {
+                        archive: self.archive.to_owned(),
+                        entry: name.to_owned(),
+                        link: cur.to_string_lossy().into_owned(),
+                    })
+                }
+                Ok(md) if md.is_dir() => {}
+                Ok(_) => {
+                    return Err(self.write_err(
+                        rel,
+                        io::Error::new(
+                            io::ErrorKind::NotADirectory,
+                            format!("{} is not a directory", cur.display()),
+                        ),
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::DirBuilder::new()
+                        .mode(0o755)
+                        .create(&full)
+                        .map_err(|e| self.write_err(&cur, e))?;
+                }
+                Err(e) => return Err(self.write_err(&cur, e)),
+            }
+            self.dirs.insert(cur.clone());
+        }
+        Ok(())
+    }
+
+    /// Clears `rel` for a new entry, like tar does for duplicates. Uses lstat and unlink so that an
+    /// existing symlink is removed rather than followed. Returns true if a directory was kept.
+    fn clear(&mut self, rel: &Path, keep_dir: bool) -> Result<bool, ExtractError> {
+        let full = self.root.join(rel);
+        match fs::symlink_metadata(&full) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(self.write_err(rel, e)),
+            Ok(md) if md.is_dir() => {
+                if keep_dir {
+                    return Ok(true);
+                }
+                fs::remove_dir(&full).map_err(|e| self.write_err(rel, e))?;
+                self.dirs.remove(rel);
+                Ok(false)
+            }
+            Ok(_) => {
+                fs::remove_file(&full).map_err(|e| self.write_err(rel, e))?;
+                self.files.remove(rel);
+                Ok(false)
+            }
+        }
+    }
+
+    fn create_dir(&mut self, rel: &Path, name: &str, mode: u32) -> Result<(), ExtractError> {
+        self.ensure_parents(rel, name)?;
+        let full = self.root.join(rel);
+        if !self.clear(rel, true)? {
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&full)
+                .map_err(|e| self.write_err(rel, e))?;
+        }
+        // `full` was just verified or created as a real directory, so this chmod can't follow a link.
+        fs::set_permissions(&full, fs::Permissions::from_mode(mode))
+            .map_err(|e| self.write_err(rel, e))?;
+        self.dirs.insert(rel.to_owned());
+        Ok(())
+    }
+
+    fn write_file(
+        &mut self,
+        entry: &mut impl Read,
+        rel: &Path,
+        name: &str,
+        size: u64,
+        mode: u32,
+    ) -> Result<(), ExtractError> {
+        self.ensure_parents(rel, name)?;
+        self.clear(rel, false)?;
+        let full = self.root.join(rel);
+        // create_new means O_CREAT|O_EXCL, which never follows a symlink at the final component.
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&full)
+            .map_err(|e| self.write_err(rel, e))?;
+        let mut buf = std::mem::take(&mut self.buf);
+        let archive = self.archive;
+        let res = pump(
+            entry,
+            &mut buf,
+            |chunk| {
+                self.count_written(chunk.len(), name)?;
+                file.write_all(chunk).map_err(|e| self.write_err(rel, e))
+            },
+            archive,
+        );
+        self.buf = buf;
+        let got = res?;
+        if got < size {
+            return Err(truncated(self.archive, name, got, size));
+        }
+        // Through the handle, not the path: the mode lands on the file we wrote.
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| self.write_err(rel, e))?;
+        self.stats.bytes += got;
+        self.files.insert(rel.to_owned());
+        Ok(())
+    }
+
+    fn create_symlink(
+        &mut self,
+        rel: &Path,
+        name: &str,
+        target: &[u8],
+    ) -> Result<(), ExtractError> {
+        if target.is_empty() || target.contains(&0) {
+            return Err(ExtractError::InvalidPath {
+                archive: self.archive.to_owned(),
+                entry: name.to_owned(),
+                reason: "the symbolic link target is empty or contains a NUL byte".to_owned(),
+            });
+        }
+        if lexically_escapes(rel, target) {
+            return Err(ExtractError::LinkEscape {
+                archive: self.archive.to_owned(),
+                entry: name.to_owned(),
+                kind: "symbolic link",
+                target: lossy(target),
+            });
+        }
+        self.ensure_parents(rel, name)?;
+        self.clear(rel, false)?;
+        std::os::unix::fs::symlink(OsStr::from_bytes(target), self.root.join(rel))
+            .map_err(|e| self.write_err(rel, e))?;
+        self.symlinks.push(rel.to_owned());
+        Ok(())
+    }
+
+    fn create_hardlink(
+        &mut self,
+        rel: &Path,
+        name: &str,
+        target: &[u8],
+    ) -> Result<(), ExtractError> {
+        let escape = || ExtractError::LinkEscape {
+            archive: self.archive.to_owned(),
+            entry: name.to_owned(),
+            kind: "hard link",
+            target: lossy(target),
+        };
+        let target_rel = match normalize(target) {
+            Ok(t) => t,
+            Err(PathProblem::Absolute | PathProblem::Parent) => return Err(escape()),
+            Err(p) => {
+                return Err(ExtractError::InvalidPath {
+                    archive: self.archive.to_owned(),
+                    entry: name.to_owned(),
+                    reason: format!("hard link target: {}", p.describe()),
+                })
+            }
+        };
+        if !self.files.contains(&target_rel) {
+            return Err(ExtractError::HardlinkTarget {
+                archive: self.archive.to_owned(),
+                entry: name.to_owned(),
+                target: lossy(target),
+            });
+        }
+        if target_rel == rel {
+            // A link to itself: the file is already there.
+            return Ok(());
+        }
+        self.ensure_parents(rel, name)?;
+        self.clear(rel, false)?;
+        // link(2) does not follow a symlink at the source, and `files` only holds regular files
+        // written through real directories.
+        fs::hard_link(self.root.join(&target_rel), self.root.join(rel))
+            .map_err(|e| self.write_err(rel, e))?;
+        self.files.insert(rel.to_owned());
+        Ok(())
+    }
+
+    /// Each symlink passed the lexical check when created, but links can point through other
+    /// links (`a -> .`, `b -> a/..`), so the finished tree is resolved the way the kernel would.
+    fn check_symlinks(&self) -> Result<(), ExtractError> {
+        let mut checked = HashSet::new();
+        for rel in &self.symlinks {
+            if !checked.insert(rel) {
+                continue;
+            }
+            let full = self.root.join(rel);
+            let Ok(target) = fs::read_link(&full) else {
+                // Replaced by a later entry.
+                continue;
+            };
+            if resolves_outside(self.root, rel).map_err(|e| self.write_err(rel, e))? {
+                return Err(ExtractError::LinkEscape {
+                    archive: self.archive.to_owned(),
+                    entry: rel.to_string_lossy().into_owned(),
+                    kind: "symbolic link",
+                    target: lossy(target.as_os_str().as_bytes()),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn dir_mode(mode: u32) -> u32 {
+    // u+rwx so that we (and the cleanup of a failed extraction) can always fill and remove it.
+    (mode & 0o777) | 0o700
+}
+
+fn link_target<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    archive: &Path,
+    name: &str,
+) -> Result<Vec<u8>, ExtractError> {
+    entry
+        .link_name_bytes()
+        .map(|t| t.into_owned())
+        .ok_or_else(|| ExtractError::InvalidPath {
+            archive: archive.to_owned(),
+            entry: name.to_owned(),
+            reason: "the link has no target".to_owned(),
+        })
+}
+
+/// Whether `target`, read relative to the directory holding the link at `link_rel`, leaves the
+/// tree without following any other link.
+fn lexically_escapes(link_rel: &Path, target: &[u8]) -> bool {
+    if target.first() == Some(&b'/') {
+        return true;
+    }
+    let mut depth = link_rel.parent().map_or(0, |p| p.components().count());
+    for comp in target.split(|b| *b == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => {
+                if depth == 0 {
+                    return true;
+                }
+                depth -= 1;
+            }
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
+/// Same as the kernel's hop limit: a chain longer than this can't be followed by anyone.
+const MAX_SYMLINK_HOPS: usize = 40;
+
+/// Resolves the symlink at `link_rel` inside `root`, following links found on the way, and reports
+/// whether resolution ever climbs above `root` or reaches an absolute path. Missing components are
+/// taken lexically, which errs on the side of refusing.
+fn resolves_outside(root: &Path, link_rel: &Path) -> io::Result<bool> {
+    let mut stack: Vec<OsString> = link_rel
+        .components()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let mut pending: VecDeque<OsString> = VecDeque::new();
+    let mut hops = 0;
+    // Start by "arriving" at the link itself.
+    let mut at_link = true;
+    loop {
+        if at_link {
+            at_link = false;
+            let here: PathBuf = root.join(stack.iter().collect::<PathBuf>());
+            let md = match fs::symlink_metadata(&here) {
+                Ok(md) => Some(md),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) if e.kind() == io::ErrorKind::NotADirectory => None,
+                Err(e) => return Err(e),
+            };
+            if md.is_some_and(|m| m.file_type().is_symlink()) {
+                hops += 1;
+                if hops > MAX_SYMLINK_HOPS {
+                    return Ok(false);
+                }
+                let target = fs::read_link(&here)?;
+                let bytes = target.as_os_str().as_bytes();
+                if bytes.first() == Some(&b'/') {
+                    return Ok(true);
+                }
+                stack.pop();
+                for comp in bytes.split(|b| *b == b'/').rev() {
+                    pending.push_front(OsStr::from_bytes(comp).to_owned());
+                }
+            }
+        }
+        let Some(comp) = pending.pop_front() else {
+            return Ok(false);
+        };
+        match comp.as_bytes() {
+            b"" | b"." => {}
+            b".." => {
+                if stack.pop().is_none() {
+                    return Ok(true);
+                }
+            }
+            _ => {
+                stack.push(comp);
+                at_link = true;
+            }
+        }
+    }
+}
+
+/// Reads one regular-file member by its normalized path (e.g. "job.MF" matches "job.MF" and
+/// "./job.MF") fully into memory, at most `max_bytes`; Ok(None) if absent. The stream may be plain
+/// or gzip-compressed. The first matching entry wins: reading stops there rather than scanning a
+/// possibly huge archive for duplicates.
+pub fn read_member(
+    reader: impl Read,
+    archive_name: &Path,
+    member: &str,
+    max_bytes: u64,
+) -> Result<Option<Vec<u8>>, ExtractError> {
+    let wanted =
+        normalize(member.as_bytes()).map_err(|p| p.into_error(archive_name, member.to_owned()))?;
+    let mut tw = TarWalk::new(reader, archive_name)?;
+    let mut found = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    walk(&mut tw, archive_name, |entry| {
+        let raw = entry.path_bytes().into_owned();
+        let kind = entry.header().entry_type();
+        let size = entry.size();
+        let name = lossy(&raw);
+        // Hostile names can't match a normalized member; they are just skipped.
+        let matches = normalize(&raw).is_ok_and(|p| p == wanted)
+            && !matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader);
+        if !matches {
+            let got = pump(entry, &mut buf, |_| Ok(()), archive_name)?;
+            if got < size {
+                return Err(truncated(archive_name, &name, got, size));
+            }
+            return Ok(true);
+        }
+        let is_file =
+            matches!(kind, EntryType::Regular | EntryType::Continuous) && !raw.ends_with(b"/");
+        if !is_file {
+            let kind = match kind {
+                EntryType::Directory | EntryType::Regular => "directory".to_owned(),
+                EntryType::Symlink => "symbolic link".to_owned(),
+                EntryType::Link => "hard link".to_owned(),
+                other => special_kind(other),
+            };
+            return Err(ExtractError::NotRegularFile {
+                archive: archive_name.to_owned(),
+                entry: name,
+                kind,
+            });
+        }
+        let too_large = || ExtractError::MemberTooLarge {
+            archive: archive_name.to_owned(),
+            entry: name.clone(),
+            limit: max_bytes,
+        };
+        if size > max_bytes {
+            return Err(too_large());
+        }
+        // The header size is trusted only as an upper bound on the allocation.
+        let mut data = Vec::with_capacity(size.min(1 << 20) as usize);
+        entry
+            .take(max_bytes.saturating_add(1))
+            .read_to_end(&mut data)
+            .map_err(|e| read_error(archive_name, e))?;
+        if data.len() as u64 > max_bytes {
+            return Err(too_large());
+        }
+        if (data.len() as u64) < size {
+            return Err(truncated(archive_name, &name, data.len() as u64, size));
+        }
+        found = Some(data);
+        Ok(false)
+    })?;
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(raw: &str) -> PathBuf {
+        normalize_entry_path(raw.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn strips_dot_prefixes_and_empty_components() {
+        assert_eq!(ok("job.MF"), PathBuf::from("job.MF"));
+        assert_eq!(ok("./job.MF"), PathBuf::from("job.MF"));
+        assert_eq!(ok("././job.MF"), PathBuf::from("job.MF"));
+        assert_eq!(ok(".//a//./b/"), PathBuf::from("a/b"));
+        assert_eq!(ok("a/./b/."), PathBuf::from("a/b"));
+    }
+
+    #[test]
+    fn root_normalizes_to_empty() {
+        assert_eq!(ok("."), PathBuf::new());
+        assert_eq!(ok("./"), PathBuf::new());
+        assert_eq!(ok(".//./"), PathBuf::new());
+    }
+
+    #[test]
+    fn dotted_names_are_not_parent_components() {
+        assert_eq!(ok("..foo"), PathBuf::from("..foo"));
+        assert_eq!(ok("a/...b/c.."), PathBuf::from("a/...b/c.."));
+        assert_eq!(ok(".hidden"), PathBuf::from(".hidden"));
+    }
+
+    #[test]
+    fn rejects_hostile_names() {
+        for (raw, why) in [
+            (&b""[..], "empty"),
+            (b"/etc/passwd", "absolute"),
+            (b"//etc", "absolute"),
+            (b"../x", ".."),
+            (b"a/../../x", ".."),
+            (b"a/..", ".."),
+            (b"./..", ".."),
+            (b"a\0b", "NUL"),
+        ] {
+            let err = normalize_entry_path(raw).unwrap_err();
+            assert!(err.contains(why), "{raw:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn non_utf8_names_survive() {
+        let p = normalize_entry_path(b"caf\xe9/x").unwrap();
+        assert_eq!(p.as_os_str().as_bytes(), b"caf\xe9/x");
+    }
+
+    #[test]
+    fn lexical_escape() {
+        assert!(lexically_escapes(Path::new("a"), b".."));
+        assert!(lexically_escapes(Path::new("a/b"), b"../../x"));
+        assert!(!lexically_escapes(Path::new("a/b"), b"../x"));
+        assert!(!lexically_escapes(Path::new("a/b"), b"c/../../d"));
+        assert!(lexically_escapes(Path::new("a/b"), b"/etc"));
+        assert!(!lexically_escapes(Path::new("a"), b"."));
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(10), "10 bytes");
+        assert_eq!(human_bytes(10 << 20), "10485760 bytes (10.0 MiB)");
+    }
+}
