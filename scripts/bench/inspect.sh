@@ -179,6 +179,17 @@ check_tool() {
   fi
 }
 
+# Busy share of all cores over one second while this script sleeps, i.e. what other processes
+# use (e.g. a cargo build running beside the benchmark): a reading well above 0 means noisy results.
+busy_pct() {
+  local a b
+  a=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
+  sleep 1
+  b=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN {split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2];
+    printf "%.0f", (busy + idle > 0) ? 100 * busy / (busy + idle) : 0}'
+}
+
 q() { printf '%q' "$1"; }
 SHA1_SINGLE="find $(q "$CACHE") -type f -print0 | xargs -0 sha1sum > /dev/null"
 SHA1_PAR="find $(q "$CACHE") -type f -print0 | xargs -0 -n 16 -P $NPROC sha1sum > /dev/null"
@@ -237,6 +248,10 @@ header() {
   echo "nproc: $NPROC    archives: $ARCHIVE_COUNT files, $(awk -v b="$ARCHIVE_BYTES" 'BEGIN {printf "%.1f", b / 1e6}') MB    ($params)"
   echo "warm page cache: each command ran once as warm-up, then $RUNS measured runs (median shown);"
   echo "dropping the page cache is not reliably possible here, so disk reads are not measured."
+  echo "CPU used by other processes (all cores, 1 s sample) before/after measuring: ${BUSY_BEFORE}% / ${BUSY_AFTER}%"
+  if ((BUSY_BEFORE > 10 || BUSY_AFTER > 10)); then
+    echo "WARNING: the machine was busy with other work; timings are noisy (see min-max), rerun when idle."
+  fi
   echo "timer: $( ((HAVE_HYPERFINE)) && echo "hyperfine $(hyperfine --version | awk '{print $2}')" || echo "median-of-$RUNS loop")   binary: $BIN"
   echo
 }
@@ -245,9 +260,11 @@ run_dev() {
   local cmd
   check_tool "$BIN" inspect "$REL" --bosh-cache "$CACHE" --json
   cmd="$(q "$BIN") inspect $(q "$REL") --bosh-cache $(q "$CACHE") --json > /dev/null"
+  BUSY_BEFORE=$(busy_pct)
   measure fissile "$cmd"
   measure sha1 "$SHA1_SINGLE"
   measure sha1par "$SHA1_PAR"
+  BUSY_AFTER=$(busy_pct)
   header "dev release ($REL, --bosh-cache $CACHE)"
   report dev \
     "fissile=fissile-oci inspect DEV --json" \
@@ -259,10 +276,12 @@ run_tarball() {
   local cmd
   check_tool "$BIN" inspect "$TGZ" --json
   cmd="$(q "$BIN") inspect $(q "$TGZ") --json > /dev/null"
+  BUSY_BEFORE=$(busy_pct)
   measure fissile "$cmd"
   measure sha1 "$SHA1_SINGLE"
   measure gunzip "gzip -dc $(q "$TGZ") > /dev/null"
   measure gunzip_sha1 "gzip -dc $(q "$TGZ") | sha1sum > /dev/null"
+  BUSY_AFTER=$(busy_pct)
   header "final release tarball ($TGZ, $(awk -v b="$(stat -c %s "$TGZ")" 'BEGIN {printf "%.1f", b / 1e6}') MB)"
   report tarball \
     "fissile=fissile-oci inspect release.tgz --json" \
