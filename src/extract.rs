@@ -11,14 +11,16 @@
 //! each one goes through the checks above.
 
 use std::cell::Cell;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::ops::Bound;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use flate2::read::MultiGzDecoder;
 use tar::EntryType;
@@ -147,6 +149,11 @@ pub enum ExtractError {
     Corrupt { archive: PathBuf, detail: String },
     #[error("{}: cannot extract into {}: it already exists", .archive.display(), .dest.display())]
     DestinationExists { archive: PathBuf, dest: PathBuf },
+    #[error(
+        "{}: an earlier archive failed to apply, so the tree is incomplete; start a new one",
+        .archive.display()
+    )]
+    Abandoned { archive: PathBuf },
     #[error("{}: cannot write {}", .archive.display(), .path.display())]
     Write {
         archive: PathBuf,
@@ -175,6 +182,7 @@ impl ExtractError {
             | ExtractError::NotRegularFile { archive, .. }
             | ExtractError::Corrupt { archive, .. }
             | ExtractError::DestinationExists { archive, .. }
+            | ExtractError::Abandoned { archive }
             | ExtractError::Write { archive, .. } => archive,
         }
     }
@@ -195,8 +203,8 @@ fn human_bytes(n: u64) -> String {
     format!("{n} bytes")
 }
 
-/// Opens a tarball that may be gzip-compressed (magic 1f 8b) or a plain tar; detect by magic bytes,
-/// not by file name.
+/// Opens a tarball that may be gzip-compressed (magic 1f 8b), zstd-compressed (magic 28 b5 2f fd)
+/// or a plain tar; detect by magic bytes, not by file name.
 pub fn open_archive(path: &Path) -> Result<Box<dyn Read + Send>, ExtractError> {
     let file = File::open(path).map_err(|source| ExtractError::Open {
         archive: path.to_owned(),
@@ -208,17 +216,22 @@ pub fn open_archive(path: &Path) -> Result<Box<dyn Read + Send>, ExtractError> {
     })
 }
 
-/// Same as [`open_archive`], over any reader (peeks the first 2 bytes, then chains them back).
+/// Same as [`open_archive`], over any reader (peeks the first 4 bytes, then chains them back).
 pub fn decompressing_reader<R: Read + Send + 'static>(r: R) -> io::Result<Box<dyn Read + Send>> {
     Ok(Box::new(sniff(r)?))
 }
 
-/// Either the reader itself or a gzip decoder over it; generic so that borrowed, non-`Send`
-/// readers can be sniffed too.
+type Rechained<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
+
+/// Either the reader itself or a decoder over it; generic so that borrowed, non-`Send` readers can
+/// be sniffed too.
 enum Sniffed<R: Read> {
-    Plain(io::Chain<io::Cursor<Vec<u8>>, R>),
+    Plain(Rechained<R>),
     // Multi-member, like gzip(1): concatenated .gz files are one stream.
-    Gzip(Box<MultiGzDecoder<io::Chain<io::Cursor<Vec<u8>>, R>>>),
+    Gzip(Box<MultiGzDecoder<Rechained<R>>>),
+    // Concatenated frames are one stream too. The decoder refuses frames whose window exceeds
+    // zstd's default limit (128 MiB), which bounds its memory whatever the header claims.
+    Zstd(Box<zstd::stream::read::Decoder<'static, io::BufReader<Rechained<R>>>>),
 }
 
 impl<R: Read> Read for Sniffed<R> {
@@ -226,12 +239,16 @@ impl<R: Read> Read for Sniffed<R> {
         match self {
             Sniffed::Plain(r) => r.read(buf),
             Sniffed::Gzip(r) => r.read(buf),
+            Sniffed::Zstd(r) => r.read(buf),
         }
     }
 }
 
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
 fn sniff<R: Read>(mut r: R) -> io::Result<Sniffed<R>> {
-    let mut magic = [0u8; 2];
+    let mut magic = [0u8; 4];
     let mut got = 0;
     while got < magic.len() {
         match r.read(&mut magic[got..]) {
@@ -241,9 +258,14 @@ fn sniff<R: Read>(mut r: R) -> io::Result<Sniffed<R>> {
             Err(e) => return Err(e),
         }
     }
-    let chained = io::Cursor::new(magic[..got].to_vec()).chain(r);
-    if magic[..got] == [0x1f, 0x8b] {
+    let head = &magic[..got];
+    let chained = io::Cursor::new(head.to_vec()).chain(r);
+    if head.starts_with(&GZIP_MAGIC) {
         Ok(Sniffed::Gzip(Box::new(MultiGzDecoder::new(chained))))
+    } else if head == ZSTD_MAGIC {
+        Ok(Sniffed::Zstd(Box::new(zstd::stream::read::Decoder::new(
+            chained,
+        )?)))
     } else {
         Ok(Sniffed::Plain(chained))
     }
@@ -463,7 +485,7 @@ fn pump(
 /// Extracts `archive` into `dest`, which must not exist yet. Everything is written into a
 /// temporary sibling directory (same parent, named `.dest-name.partial-<random>`) and renamed to
 /// `dest` only on success; on any error the temp dir is removed, so `dest` never exists
-/// half-filled. Gzip compression is detected by magic bytes.
+/// half-filled. Gzip and zstd compression are detected by magic bytes.
 pub fn extract_archive(
     archive: &Path,
     dest: &Path,
@@ -478,98 +500,155 @@ pub fn extract_archive(
     extract_reader(io::BufReader::new(file), archive, dest, limits)
 }
 
-/// Same as [`extract_archive`], from a reader yielding a plain or gzip-compressed tar stream
-/// (detected by magic bytes); `archive_name` is only used in messages.
+/// Same as [`extract_archive`], from a reader yielding a plain, gzip- or zstd-compressed tar stream
+/// (detected by magic bytes); `archive_name` is only used in messages. This is a [`TreeBuilder`]
+/// with a single layer and no whiteouts.
 pub fn extract_reader(
     reader: impl Read,
     archive_name: &Path,
     dest: &Path,
     limits: &ExtractLimits,
 ) -> Result<ExtractStats, ExtractError> {
-    check_dest_absent(archive_name, dest)?;
-    let write_err = |path: &Path, source| ExtractError::Write {
-        archive: archive_name.to_owned(),
-        path: path.to_owned(),
-        source,
-    };
-    let name = dest.file_name().ok_or_else(|| {
-        write_err(
-            dest,
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the destination path has no final component",
-            ),
-        )
-    })?;
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    fs::create_dir_all(parent).map_err(|e| write_err(parent, e))?;
-    let mut prefix = OsString::from(".");
-    prefix.push(name);
-    prefix.push(".partial-");
-    // Dropping the TempDir on any early return is what removes the partial tree.
-    let tmp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .tempdir_in(parent)
-        .map_err(|e| write_err(parent, e))?;
+    let mut tree = TreeBuilder::labelled(archive_name, dest, limits)?;
+    tree.apply(reader, archive_name, false)?;
+    tree.finish()
+}
 
-    let mut x = Extractor {
-        archive: archive_name,
-        root: tmp.path(),
-        dest,
-        limits,
-        stats: ExtractStats::default(),
-        seen_entries: 0,
-        declared: 0,
-        written: 0,
-        files: HashSet::new(),
-        dirs: HashSet::new(),
-        symlinks: Vec::new(),
-        root_mode: None,
-        buf: vec![0; 64 * 1024],
-    };
-    let mut tw = TarWalk::new(reader, archive_name)?;
-    walk(&mut tw, archive_name, |entry| x.entry(entry).map(|()| true))?;
+/// Builds a directory tree from one or more tar streams applied in order (OCI layers), in a temp
+/// sibling of `dest`, renamed to `dest` by `finish` (all-or-nothing, `dest` must not exist).
+///
+/// Every layer goes through the same checks as [`extract_archive`], against the tree as earlier
+/// layers left it: a symbolic link from an earlier layer is never written through, and a hard link
+/// may point to any regular file currently in the tree. Ownership and timestamps are not kept;
+/// modes are, without setuid, setgid and sticky bits (directories always get u+rwx).
+///
+/// Dropping the builder, which is what happens on any error, removes the partial tree. After a
+/// failed [`apply`](TreeBuilder::apply) the tree is a mix of layers: further calls fail with
+/// [`ExtractError::Abandoned`].
+pub struct TreeBuilder {
+    /// Dropping it removes the partial tree.
+    tmp: tempfile::TempDir,
+    x: Extractor,
+    /// Set while a layer is being applied, and left set if that fails.
+    broken: bool,
+}
 
-    // The tar end marker comes before the gzip trailer; reading on verifies the gzip CRC. The
-    // padding is counted so that a stream of trailing zeros can't keep us busy forever.
-    let mut rest = tw.archive.into_inner();
-    let mut buf = std::mem::take(&mut x.buf);
-    let limit = limits.max_unpacked_bytes;
-    let mut trailing = 0u64;
-    pump(
-        &mut rest,
-        &mut buf,
-        |chunk| {
-            trailing += chunk.len() as u64;
-            if x.written.saturating_add(trailing) > limit {
-                return Err(ExtractError::TooLarge {
-                    archive: archive_name.to_owned(),
-                    entry: "(data after the end of the tar stream)".to_owned(),
-                    limit,
-                });
-            }
-            Ok(())
-        },
-        archive_name,
-    )?;
-
-    x.check_symlinks()?;
-    let root_mode = x.root_mode.unwrap_or(0o755);
-    let stats = x.stats;
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(root_mode))
-        .map_err(|e| write_err(dest, e))?;
-
-    check_dest_absent(archive_name, dest)?;
-    let kept = tmp.keep();
-    if let Err(e) = fs::rename(&kept, dest) {
-        // Best effort: the tree is complete but unwanted; its name marks it as partial anyway.
-        let _ = fs::remove_dir_all(&kept);
-        return Err(write_err(dest, e));
+impl TreeBuilder {
+    /// Creates the staging directory next to `dest`, creating `dest`'s parents as needed. Errors
+    /// that happen before any layer is applied name `dest` as the archive.
+    pub fn new(dest: &Path, limits: &ExtractLimits) -> Result<TreeBuilder, ExtractError> {
+        Self::labelled(dest, dest, limits)
     }
-    Ok(stats)
+
+    /// Same as [`TreeBuilder::new`], naming `label` as the archive in errors until a layer is
+    /// applied.
+    fn labelled(
+        label: &Path,
+        dest: &Path,
+        limits: &ExtractLimits,
+    ) -> Result<TreeBuilder, ExtractError> {
+        check_dest_absent(label, dest)?;
+        let write_err = |path: &Path, source| ExtractError::Write {
+            archive: label.to_owned(),
+            path: path.to_owned(),
+            source,
+        };
+        let name = dest.file_name().ok_or_else(|| {
+            write_err(
+                dest,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the destination path has no final component",
+                ),
+            )
+        })?;
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        fs::create_dir_all(parent).map_err(|e| write_err(parent, e))?;
+        let mut prefix = OsString::from(".");
+        prefix.push(name);
+        prefix.push(".partial-");
+        let tmp = tempfile::Builder::new()
+            .prefix(&prefix)
+            .tempdir_in(parent)
+            .map_err(|e| write_err(parent, e))?;
+        Ok(TreeBuilder {
+            x: Extractor::new(label, tmp.path(), dest, limits),
+            tmp,
+            broken: false,
+        })
+    }
+
+    /// Where the tree is being built (for tests / callers that want to inspect); not `dest`.
+    pub fn staging_dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Applies one tar stream. `reader` may be gzip, zstd (magic 28 b5 2f fd) or plain: detected by
+    /// magic. Returns what this layer created; `archive_name` is only used in messages.
+    ///
+    /// Later layers replace what earlier ones left at the same path, like tar: a directory entry
+    /// over a directory only updates its mode, anything else first removes what is there (a whole
+    /// directory tree included, as container runtimes do; a symbolic link is removed, never
+    /// followed).
+    ///
+    /// With `whiteouts: true`, OCI whiteouts are honoured. An entry `DIR/.wh.NAME` removes
+    /// `DIR/NAME` (recursively) as earlier layers left it, and `DIR/.wh..wh..opq` removes every
+    /// child of `DIR` that earlier layers left; what this layer writes is kept either way,
+    /// whether it comes before or after the whiteout in the stream. `DIR` must be reached through
+    /// real directories: a symbolic link on the way is refused with
+    /// [`ExtractError::ThroughSymlink`], and a `DIR` that doesn't exist leaves nothing to remove.
+    /// Whiteout entries themselves are never written. With `whiteouts: false` names starting with
+    /// `.wh.` are ordinary files.
+    pub fn apply(
+        &mut self,
+        reader: impl Read,
+        archive_name: &Path,
+        whiteouts: bool,
+    ) -> Result<ExtractStats, ExtractError> {
+        if self.broken {
+            return Err(ExtractError::Abandoned {
+                archive: archive_name.to_owned(),
+            });
+        }
+        self.broken = true;
+        let before = self.x.stats;
+        self.x.apply(reader, archive_name, whiteouts)?;
+        self.broken = false;
+        Ok(ExtractStats {
+            entries: self.x.stats.entries - before.entries,
+            bytes: self.x.stats.bytes - before.bytes,
+        })
+    }
+
+    /// Renames the finished tree to `dest` and returns the totals of all layers; the limits are
+    /// across all layers too. Errors name the last archive applied.
+    pub fn finish(self) -> Result<ExtractStats, ExtractError> {
+        let TreeBuilder { tmp, x, broken } = self;
+        if broken {
+            return Err(ExtractError::Abandoned {
+                archive: x.archive.to_path_buf(),
+            });
+        }
+        let write_err = |source| ExtractError::Write {
+            archive: x.archive.to_path_buf(),
+            path: x.dest.clone(),
+            source,
+        };
+        let root_mode = x.root_mode.unwrap_or(0o755);
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(root_mode))
+            .map_err(write_err)?;
+        check_dest_absent(&x.archive, &x.dest)?;
+        let kept = tmp.keep();
+        if let Err(e) = fs::rename(&kept, &x.dest) {
+            // Best effort: the tree is complete but unwanted; its name marks it as partial anyway.
+            let _ = fs::remove_dir_all(&kept);
+            return Err(write_err(e));
+        }
+        Ok(x.stats)
+    }
 }
 
 fn check_dest_absent(archive: &Path, dest: &Path) -> Result<(), ExtractError> {
@@ -587,31 +666,101 @@ fn check_dest_absent(archive: &Path, dest: &Path) -> Result<(), ExtractError> {
     }
 }
 
-struct Extractor<'a> {
-    archive: &'a Path,
+/// Names starting with this are OCI whiteouts (when whiteouts are honoured).
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// The whiteout that makes its directory opaque.
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+
+/// The checked writer behind [`TreeBuilder`], with what it knows about the tree so far.
+struct Extractor {
+    /// The archive being applied, named in errors; before the first one, the builder's label.
+    /// Shared so that a copy is cheap while `self` is borrowed mutably.
+    archive: Arc<Path>,
     /// The temporary directory being filled.
-    root: &'a Path,
+    root: PathBuf,
     /// Where `root` will end up; used to name paths in messages.
-    dest: &'a Path,
-    limits: &'a ExtractLimits,
+    dest: PathBuf,
+    limits: ExtractLimits,
+    /// Whether the current layer's whiteouts are honoured.
+    whiteouts: bool,
+    /// Totals across all layers.
     stats: ExtractStats,
     seen_entries: u64,
     declared: u64,
     written: u64,
+    // The sets below are ordered because paths order component by component, so a subtree is one
+    // contiguous range (see `forget`).
     /// Regular files currently in the tree: the only valid hard-link targets.
-    files: HashSet<PathBuf>,
+    files: BTreeSet<PathBuf>,
     /// Paths known to be real directories (not symlinks), to spare an lstat per ancestor.
-    dirs: HashSet<PathBuf>,
-    /// Symlinks created, re-checked once the whole tree exists.
-    symlinks: Vec<PathBuf>,
+    dirs: BTreeSet<PathBuf>,
+    /// Symlinks currently in the tree, checked once each layer is complete.
+    symlinks: BTreeSet<PathBuf>,
+    /// With whiteouts: the paths the current layer wrote and their ancestors, which its whiteouts
+    /// must keep.
+    layer: HashSet<PathBuf>,
     root_mode: Option<u32>,
     buf: Vec<u8>,
 }
 
-impl Extractor<'_> {
+impl Extractor {
+    fn new(label: &Path, root: &Path, dest: &Path, limits: &ExtractLimits) -> Extractor {
+        Extractor {
+            archive: label.into(),
+            root: root.to_owned(),
+            dest: dest.to_owned(),
+            limits: limits.clone(),
+            whiteouts: false,
+            stats: ExtractStats::default(),
+            seen_entries: 0,
+            declared: 0,
+            written: 0,
+            files: BTreeSet::new(),
+            dirs: BTreeSet::new(),
+            symlinks: BTreeSet::new(),
+            layer: HashSet::new(),
+            root_mode: None,
+            buf: vec![0; 64 * 1024],
+        }
+    }
+
+    /// Applies one tar stream to the tree.
+    fn apply(
+        &mut self,
+        reader: impl Read,
+        archive_name: &Path,
+        whiteouts: bool,
+    ) -> Result<(), ExtractError> {
+        self.archive = archive_name.into();
+        self.whiteouts = whiteouts;
+        self.layer.clear();
+        let mut tw = TarWalk::new(reader, archive_name)?;
+        walk(&mut tw, archive_name, |entry| {
+            self.entry(entry).map(|()| true)
+        })?;
+
+        // The tar end marker comes before the compression trailer; reading on verifies its
+        // checksum. The padding is counted so that a stream of trailing zeros can't keep us busy
+        // forever.
+        let mut rest = tw.archive.into_inner();
+        let mut buf = std::mem::take(&mut self.buf);
+        let res = pump(
+            &mut rest,
+            &mut buf,
+            |chunk| self.count_written(chunk.len(), "(data after the end of the tar stream)"),
+            archive_name,
+        );
+        self.buf = buf;
+        res?;
+
+        self.check_symlinks()?;
+        self.layer = HashSet::new();
+        Ok(())
+    }
+
     fn write_err(&self, rel: &Path, source: io::Error) -> ExtractError {
         ExtractError::Write {
-            archive: self.archive.to_owned(),
+            archive: self.archive.to_path_buf(),
             path: self.dest.join(rel),
             source,
         }
@@ -619,9 +768,17 @@ impl Extractor<'_> {
 
     fn too_large(&self, entry: &str) -> ExtractError {
         ExtractError::TooLarge {
-            archive: self.archive.to_owned(),
+            archive: self.archive.to_path_buf(),
             entry: entry.to_owned(),
             limit: self.limits.max_unpacked_bytes,
+        }
+    }
+
+    fn through_symlink(&self, entry: &str, link: &Path) -> ExtractError {
+        ExtractError::ThroughSymlink {
+            archive: self.archive.to_path_buf(),
+            entry: entry.to_owned(),
+            link: link.to_string_lossy().into_owned(),
         }
     }
 
@@ -629,7 +786,7 @@ impl Extractor<'_> {
         self.seen_entries += 1;
         if self.seen_entries > self.limits.max_entries {
             return Err(ExtractError::TooManyEntries {
-                archive: self.archive.to_owned(),
+                archive: self.archive.to_path_buf(),
                 limit: self.limits.max_entries,
             });
         }
@@ -648,13 +805,13 @@ impl Extractor<'_> {
             return self.skip_data(entry, &name, size);
         }
 
-        let rel = normalize(&raw).map_err(|p| p.into_error(self.archive, name.clone()))?;
+        let rel = normalize(&raw).map_err(|p| p.into_error(&self.archive, name.clone()))?;
         // Old tar writers mark directories only by a trailing slash.
         let is_dir = kind == EntryType::Directory
             || (matches!(kind, EntryType::Regular) && raw.ends_with(b"/") && size == 0);
         let mode = || {
             entry.header().mode().map_err(|e| ExtractError::Corrupt {
-                archive: self.archive.to_owned(),
+                archive: self.archive.to_path_buf(),
                 detail: format!("entry {name:?} has an unreadable mode: {e}"),
             })
         };
@@ -662,13 +819,22 @@ impl Extractor<'_> {
         if rel.as_os_str().is_empty() {
             if !is_dir {
                 return Err(ExtractError::InvalidPath {
-                    archive: self.archive.to_owned(),
+                    archive: self.archive.to_path_buf(),
                     entry: name,
                     reason: "it names the destination itself but is not a directory".to_owned(),
                 });
             }
             self.root_mode = Some(dir_mode(mode()?));
             return self.skip_data(entry, &name, size);
+        }
+
+        if self.whiteouts {
+            let base = rel.file_name().map_or(&b""[..], OsStr::as_bytes);
+            if base.starts_with(WHITEOUT_PREFIX) {
+                // Whatever its type: a whiteout is never written.
+                self.whiteout(&rel, &name, base)?;
+                return self.skip_data(entry, &name, size);
+            }
         }
 
         if is_dir {
@@ -682,25 +848,98 @@ impl Extractor<'_> {
                     self.write_file(entry, &rel, &name, size, mode)?;
                 }
                 EntryType::Symlink => {
-                    let target = link_target(entry, self.archive, &name)?;
+                    let target = link_target(entry, &self.archive, &name)?;
                     self.create_symlink(&rel, &name, &target)?;
                     self.skip_data(entry, &name, size)?;
                 }
                 EntryType::Link => {
-                    let target = link_target(entry, self.archive, &name)?;
+                    let target = link_target(entry, &self.archive, &name)?;
                     self.create_hardlink(&rel, &name, &target)?;
                     self.skip_data(entry, &name, size)?;
                 }
                 other => {
                     return Err(ExtractError::SpecialFile {
-                        archive: self.archive.to_owned(),
+                        archive: self.archive.to_path_buf(),
                         entry: name,
                         kind: special_kind(other),
                     })
                 }
             }
         }
+        self.mark_layer(&rel);
         self.stats.entries += 1;
+        Ok(())
+    }
+
+    /// Records that the current layer wrote `rel` (and so, implicitly, its ancestors), for its
+    /// whiteouts to keep.
+    fn mark_layer(&mut self, rel: &Path) {
+        if !self.whiteouts {
+            return;
+        }
+        let mut cur = Some(rel);
+        // An ancestor already recorded has all of its own ancestors recorded too.
+        while let Some(p) = cur.filter(|p| !p.as_os_str().is_empty()) {
+            if !self.layer.insert(p.to_owned()) {
+                break;
+            }
+            cur = p.parent();
+        }
+    }
+
+    /// Applies the whiteout entry `rel`, whose last component is `base` (starting with `.wh.`):
+    /// `DIR/.wh..wh..opq` removes what earlier layers left in `DIR`, `DIR/.wh.NAME` what they left
+    /// at `DIR/NAME`.
+    fn whiteout(&mut self, rel: &Path, name: &str, base: &[u8]) -> Result<(), ExtractError> {
+        let dir = rel.parent().unwrap_or(Path::new(""));
+        let opaque = base == OPAQUE_MARKER;
+        let hidden = &base[WHITEOUT_PREFIX.len()..];
+        if !opaque && matches!(hidden, b"" | b"." | b"..") {
+            return Err(ExtractError::InvalidPath {
+                archive: self.archive.to_path_buf(),
+                entry: name.to_owned(),
+                reason: "it is a whiteout that names no file".to_owned(),
+            });
+        }
+        if !self.real_dirs(dir, rel, name, false)? {
+            // Nothing there, so nothing to hide.
+            return Ok(());
+        }
+        if opaque {
+            self.remove_earlier_children(dir)
+        } else {
+            self.remove_earlier(&dir.join(OsStr::from_bytes(hidden)))
+        }
+    }
+
+    /// Removes what earlier layers left at `rel`, keeping what the current layer wrote: a path it
+    /// wrote (or wrote beneath) stays, and if that is a directory its contents are sifted the same
+    /// way.
+    fn remove_earlier(&mut self, rel: &Path) -> Result<(), ExtractError> {
+        if !self.layer.contains(rel) {
+            self.clear(rel, false)?;
+            return Ok(());
+        }
+        match fs::symlink_metadata(self.root.join(rel)) {
+            Ok(md) if md.is_dir() => self.remove_earlier_children(rel),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.write_err(rel, e)),
+        }
+    }
+
+    /// [`Extractor::remove_earlier`] for every child of `dir`, a real directory of the tree.
+    fn remove_earlier_children(&mut self, dir: &Path) -> Result<(), ExtractError> {
+        // Names first: recursing with the directory open would hold a descriptor per level.
+        let names = fs::read_dir(self.root.join(dir))
+            .and_then(|rd| {
+                rd.map(|e| e.map(|e| e.file_name()))
+                    .collect::<io::Result<Vec<_>>>()
+            })
+            .map_err(|e| self.write_err(dir, e))?;
+        for child in names {
+            self.remove_earlier(&dir.join(child))?;
+        }
         Ok(())
     }
 
@@ -712,17 +951,17 @@ impl Extractor<'_> {
         size: u64,
     ) -> Result<(), ExtractError> {
         let mut buf = std::mem::take(&mut self.buf);
-        let archive = self.archive;
+        let archive = Arc::clone(&self.archive);
         let res = pump(
             entry,
             &mut buf,
             |chunk| self.count_written(chunk.len(), name),
-            archive,
+            &archive,
         );
         self.buf = buf;
         let got = res?;
         if got < size {
-            return Err(truncated(self.archive, name, got, size));
+            return Err(truncated(&self.archive, name, got, size));
         }
         Ok(())
     }
@@ -738,11 +977,25 @@ impl Extractor<'_> {
     /// Makes sure every ancestor of `rel` is a real directory, creating missing ones, and refuses
     /// to go through a symlink: that is the one way a later entry could land outside the tree.
     fn ensure_parents(&mut self, rel: &Path, name: &str) -> Result<(), ExtractError> {
-        let Some(parent) = rel.parent() else {
-            return Ok(());
-        };
+        match rel.parent() {
+            Some(parent) => self.real_dirs(parent, rel, name, true).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks that `dir` (the parent of the entry `rel`) is reached through real directories only,
+    /// refusing a symlink on the way, whichever layer it came from. A missing component is
+    /// created if `create`, otherwise the answer is false; so is a component that is not a
+    /// directory, which is an error if `create`.
+    fn real_dirs(
+        &mut self,
+        dir: &Path,
+        rel: &Path,
+        name: &str,
+        create: bool,
+    ) -> Result<bool, ExtractError> {
         let mut cur = PathBuf::new();
-        for comp in parent.components() {
+        for comp in dir.components() {
             cur.push(comp);
             if self.dirs.contains(&cur) {
                 continue;
@@ -750,13 +1003,10 @@ impl Extractor<'_> {
             let full = self.root.join(&cur);
             match fs::symlink_metadata(&full) {
                 Ok(md) if md.file_type().is_symlink() => {
-                    return Err(ExtractError::ThroughSymlink {
-                        archive: self.archive.to_owned(),
-                        entry: name.to_owned(),
-                        link: cur.to_string_lossy().into_owned(),
-                    })
+                    return Err(self.through_symlink(name, &cur))
                 }
                 Ok(md) if md.is_dir() => {}
+                Ok(_) if !create => return Ok(false),
                 Ok(_) => {
                     return Err(self.write_err(
                         rel,
@@ -766,6 +1016,7 @@ impl Extractor<'_> {
                         ),
                     ))
                 }
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     fs::DirBuilder::new()
                         .mode(0o755)
@@ -776,28 +1027,41 @@ impl Extractor<'_> {
             }
             self.dirs.insert(cur.clone());
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// Clears `rel` for a new entry, like tar does for duplicates. Uses lstat and unlink so that an
-    /// existing symlink is removed rather than followed. Returns true if a directory was kept.
+    /// Clears `rel` for a new entry, like tar does for duplicates: a directory is kept if
+    /// `keep_dir`, anything else is removed, a directory with all its contents. Uses lstat, unlink
+    /// and `remove_dir_all` (which doesn't follow symlinks either) so that an existing symlink is
+    /// removed rather than followed. Returns true if a directory was kept.
     fn clear(&mut self, rel: &Path, keep_dir: bool) -> Result<bool, ExtractError> {
         let full = self.root.join(rel);
-        match fs::symlink_metadata(&full) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(self.write_err(rel, e)),
+        let removed = match fs::symlink_metadata(&full) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => Err(e),
             Ok(md) if md.is_dir() => {
                 if keep_dir {
                     return Ok(true);
                 }
-                fs::remove_dir(&full).map_err(|e| self.write_err(rel, e))?;
-                self.dirs.remove(rel);
-                Ok(false)
+                fs::remove_dir_all(&full)
             }
-            Ok(_) => {
-                fs::remove_file(&full).map_err(|e| self.write_err(rel, e))?;
-                self.files.remove(rel);
-                Ok(false)
+            Ok(_) => fs::remove_file(&full),
+        };
+        removed.map_err(|e| self.write_err(rel, e))?;
+        self.forget(rel);
+        Ok(false)
+    }
+
+    /// Drops `rel` and everything beneath it from the bookkeeping.
+    fn forget(&mut self, rel: &Path) {
+        for set in [&mut self.files, &mut self.dirs, &mut self.symlinks] {
+            let doomed: Vec<PathBuf> = set
+                .range::<Path, _>((Bound::Included(rel), Bound::Unbounded))
+                .take_while(|p| p.starts_with(rel))
+                .cloned()
+                .collect();
+            for p in &doomed {
+                set.remove(p);
             }
         }
     }
@@ -837,7 +1101,7 @@ impl Extractor<'_> {
             .open(&full)
             .map_err(|e| self.write_err(rel, e))?;
         let mut buf = std::mem::take(&mut self.buf);
-        let archive = self.archive;
+        let archive = Arc::clone(&self.archive);
         let res = pump(
             entry,
             &mut buf,
@@ -845,12 +1109,12 @@ impl Extractor<'_> {
                 self.count_written(chunk.len(), name)?;
                 file.write_all(chunk).map_err(|e| self.write_err(rel, e))
             },
-            archive,
+            &archive,
         );
         self.buf = buf;
         let got = res?;
         if got < size {
-            return Err(truncated(self.archive, name, got, size));
+            return Err(truncated(&self.archive, name, got, size));
         }
         // Through the handle, not the path: the mode lands on the file we wrote.
         file.set_permissions(fs::Permissions::from_mode(mode))
@@ -868,14 +1132,14 @@ impl Extractor<'_> {
     ) -> Result<(), ExtractError> {
         if target.is_empty() || target.contains(&0) {
             return Err(ExtractError::InvalidPath {
-                archive: self.archive.to_owned(),
+                archive: self.archive.to_path_buf(),
                 entry: name.to_owned(),
                 reason: "the symbolic link target is empty or contains a NUL byte".to_owned(),
             });
         }
         if lexically_escapes(rel, target) {
             return Err(ExtractError::LinkEscape {
-                archive: self.archive.to_owned(),
+                archive: self.archive.to_path_buf(),
                 entry: name.to_owned(),
                 kind: "symbolic link",
                 target: lossy(target),
@@ -885,7 +1149,7 @@ impl Extractor<'_> {
         self.clear(rel, false)?;
         std::os::unix::fs::symlink(OsStr::from_bytes(target), self.root.join(rel))
             .map_err(|e| self.write_err(rel, e))?;
-        self.symlinks.push(rel.to_owned());
+        self.symlinks.insert(rel.to_owned());
         Ok(())
     }
 
@@ -896,7 +1160,7 @@ impl Extractor<'_> {
         target: &[u8],
     ) -> Result<(), ExtractError> {
         let escape = || ExtractError::LinkEscape {
-            archive: self.archive.to_owned(),
+            archive: self.archive.to_path_buf(),
             entry: name.to_owned(),
             kind: "hard link",
             target: lossy(target),
@@ -906,49 +1170,44 @@ impl Extractor<'_> {
             Err(PathProblem::Absolute | PathProblem::Parent) => return Err(escape()),
             Err(p) => {
                 return Err(ExtractError::InvalidPath {
-                    archive: self.archive.to_owned(),
+                    archive: self.archive.to_path_buf(),
                     entry: name.to_owned(),
                     reason: format!("hard link target: {}", p.describe()),
                 })
             }
         };
-        if !self.files.contains(&target_rel) {
-            return Err(ExtractError::HardlinkTarget {
-                archive: self.archive.to_owned(),
-                entry: name.to_owned(),
-                target: lossy(target),
-            });
-        }
         if target_rel == rel {
-            // A link to itself: the file is already there.
+            if self.files.contains(&target_rel) {
+                // A link to itself: the file is already there.
+                return Ok(());
+            }
+        } else if self.files.contains(&target_rel) && !target_rel.starts_with(rel) {
+            self.ensure_parents(rel, name)?;
+            self.clear(rel, false)?;
+            // link(2) does not follow a symlink at the source, and `files` only holds regular
+            // files currently in the tree, reached through real directories.
+            fs::hard_link(self.root.join(&target_rel), self.root.join(rel))
+                .map_err(|e| self.write_err(rel, e))?;
+            self.files.insert(rel.to_owned());
             return Ok(());
         }
-        self.ensure_parents(rel, name)?;
-        self.clear(rel, false)?;
-        // link(2) does not follow a symlink at the source, and `files` only holds regular files
-        // written through real directories.
-        fs::hard_link(self.root.join(&target_rel), self.root.join(rel))
-            .map_err(|e| self.write_err(rel, e))?;
-        self.files.insert(rel.to_owned());
-        Ok(())
+        // Missing, not a regular file, or inside the directory the link would replace.
+        Err(ExtractError::HardlinkTarget {
+            archive: self.archive.to_path_buf(),
+            entry: name.to_owned(),
+            target: lossy(target),
+        })
     }
 
     /// Each symlink passed the lexical check when created, but links can point through other
-    /// links (`a -> .`, `b -> a/..`), so the finished tree is resolved the way the kernel would.
+    /// links (`a -> .`, `b -> a/..`), and a later layer can turn a directory into a link, so the
+    /// tree is resolved the way the kernel would once each layer is complete.
     fn check_symlinks(&self) -> Result<(), ExtractError> {
-        let mut checked = HashSet::new();
         for rel in &self.symlinks {
-            if !checked.insert(rel) {
-                continue;
-            }
-            let full = self.root.join(rel);
-            let Ok(target) = fs::read_link(&full) else {
-                // Replaced by a later entry.
-                continue;
-            };
-            if resolves_outside(self.root, rel).map_err(|e| self.write_err(rel, e))? {
+            let target = fs::read_link(self.root.join(rel)).map_err(|e| self.write_err(rel, e))?;
+            if resolves_outside(&self.root, rel).map_err(|e| self.write_err(rel, e))? {
                 return Err(ExtractError::LinkEscape {
-                    archive: self.archive.to_owned(),
+                    archive: self.archive.to_path_buf(),
                     entry: rel.to_string_lossy().into_owned(),
                     kind: "symbolic link",
                     target: lossy(target.as_os_str().as_bytes()),

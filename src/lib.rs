@@ -5,7 +5,9 @@
 
 pub mod digest;
 pub mod extract;
+pub mod oci;
 pub mod plan;
 pub mod release;
 pub mod role_manifest;
+pub mod workdir;
 pub mod yaml;

@@ -225,6 +225,7 @@ if variant == "dev":
     print(f"speedup fissile-oci vs sha1sum (sha1sum_time / fissile_time): {s1:.2f}x")
     print(f"speedup fissile-oci vs parallel sha1sum (-P {nproc}):            {sp:.2f}x")
     note = "" if nproc == 2 else f" (target is stated for 2 cores; this machine has {nproc})"
+    print(f"fissile-oci cores busy (CPU s / wall s):                      {f['cpu'] / f['median']:.2f} of {nproc}")
     print(f"target speedup >= 1.5x vs single sha1sum on 2 cores: {verdict(s1 >= 1.5)} ({s1:.2f}x){note}")
     print(f"target peak RSS < 100 MB:                            {verdict(rss_ok)} ({rss_txt})")
 else:
@@ -234,10 +235,17 @@ else:
     print(f"speedup fissile-oci vs sha1sum on the archives:      {s1:.2f}x")
     print(f"fissile-oci time / gzip -dc time:                    {f['median'] / g:.2f}x")
     print(f"fissile-oci time / (gzip -dc | sha1sum) time:        {f['median'] / gs:.2f}x")
-    print("note: a release tarball is ONE gzip stream, so its verification cannot be split across")
-    print("      cores the way the dev release's separate files are; it is bound by decompression")
-    print(f"      (gzip -dc alone: {g:.2f} s) plus hashing, which overlap at best.")
-    print("      The 1.5x speedup target applies to the dev release layout, not checked here.")
+    print(f"fissile-oci cores busy (CPU s / wall s):             {f['cpu'] / f['median']:.2f} of {nproc}")
+    print("note: a release tarball is ONE gzip stream: it is inflated and hashed sequentially, so this")
+    print("      path cannot use the cores the way the dev layout's separate files do; it is bound by")
+    print("      single-core decompression plus hashing (see cores busy above).")
+    if f["median"] < g:
+        print(f"      gzip -dc is a reference, not a floor: fissile-oci's inflate + sha1 took {f['cpu']:.2f} CPU s")
+        print(f"      against gzip(1)'s {data['gunzip']['cpu']:.2f} CPU s to only inflate (the archives are incompressible,")
+        print("      so the outer stream is mostly stored deflate blocks, cheap for a fast inflater).")
+    else:
+        print(f"      It took {f['median'] / g:.2f}x the time of gzip -dc alone.")
+    print("      The 1.5x speedup target applies to the dev release layout; not checked here.")
     print(f"target peak RSS < 100 MB:                            {verdict(rss_ok)} ({rss_txt})")
 EOF
 }

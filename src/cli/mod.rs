@@ -1,5 +1,6 @@
 //! Command-line interface: clap types here, one file per subcommand with its handler.
 
+mod cache;
 mod inspect;
 
 use std::path::PathBuf;
@@ -20,6 +21,10 @@ pub struct Cli {
     /// Print only results and errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Work dir holding the OCI store, unpacked bases, compiled packages and logs [default:
+    /// $FISSILE_OCI_WORK_DIR, else $XDG_CACHE_HOME/fissile-oci, else ~/.cache/fissile-oci]
+    #[arg(short = 'w', long, global = true, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -34,6 +39,9 @@ pub enum Command {
     /// RELEASE is a path: a release tarball, a directory with an extracted tarball, a release
     /// directory with dev_releases/ (archives from the bosh cache), or a release source directory.
     Inspect(inspect::InspectArgs),
+    /// Look after the work dir's store: list, verify, garbage-collect, wipe.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
 }
 
 /// Where releases come from and how they are read; shared by every command that takes releases.
@@ -123,6 +131,13 @@ pub struct Printer {
 
 impl Printer {
     /// Progress and notices go to stderr so stdout stays parseable.
+    pub fn info(&self, message: impl std::fmt::Display) {
+        if !self.quiet {
+            eprintln!("{message}");
+        }
+    }
+
+    /// Progress and notices go to stderr so stdout stays parseable.
     pub fn detail(&self, message: impl std::fmt::Display) {
         if self.verbose {
             eprintln!("{message}");
@@ -144,6 +159,7 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args, printer),
+        Command::Cache(command) => cache::run(command, cli.work_dir.as_deref(), printer),
     };
     match result {
         Ok(code) => code,

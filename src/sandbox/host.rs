@@ -1,0 +1,183 @@
+//! What the runtime spec depends on about the host: who we are, which subordinate id ranges we
+//! own (`/etc/subuid`, `/etc/subgid`), whether `newuidmap`/`newgidmap` exist, and whether we can
+//! create cgroups. Detected once per helper; a plain value so the spec builder stays pure.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// A range of subordinate ids from `/etc/subuid` or `/etc/subgid`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    pub start: u32,
+    pub count: u32,
+}
+
+/// Whether resource limits can be enforced through cgroups.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CgroupSupport {
+    Usable,
+    /// Limits are skipped; the reason is shown once.
+    Unavailable { reason: String },
+}
+
+/// Facts about the host that shape the runtime spec.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostContext {
+    pub euid: u32,
+    pub egid: u32,
+    /// Our subordinate uid range, when `/etc/subuid` has one.
+    pub subuid: Option<IdRange>,
+    pub subgid: Option<IdRange>,
+    /// `newuidmap` and `newgidmap` are installed (needed to map more than one id).
+    pub id_map_helpers: bool,
+    pub cgroups: CgroupSupport,
+}
+
+/// Most ids mapped from a subordinate range: uid 1..=65535 inside, as a distro rootfs needs.
+const MAX_SUBORDINATE_IDS: u32 = 65535;
+
+impl HostContext {
+    /// Looks at the running process and the host.
+    pub fn detect() -> HostContext {
+        let euid = nix::unistd::geteuid().as_raw();
+        let egid = nix::unistd::getegid().as_raw();
+        let user_name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(euid))
+            .ok()
+            .flatten()
+            .map(|u| u.name);
+        let group_name = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(egid))
+            .ok()
+            .flatten()
+            .map(|g| g.name);
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        HostContext {
+            euid,
+            egid,
+            subuid: parse_subid(&read("/etc/subuid"), user_name.as_deref(), euid),
+            subgid: parse_subid(&read("/etc/subgid"), group_name.as_deref(), egid)
+                .or_else(|| parse_subid(&read("/etc/subgid"), user_name.as_deref(), euid)),
+            id_map_helpers: ["newuidmap", "newgidmap"].iter().all(|b| in_path(b)),
+            cgroups: detect_cgroups(euid == 0),
+        }
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.euid == 0
+    }
+
+    /// The subordinate ranges to map, when both exist and can be written (root writes maps
+    /// directly; others need the setuid helpers).
+    pub fn subordinate_ranges(&self) -> Option<(IdRange, IdRange)> {
+        match (self.subuid, self.subgid) {
+            (Some(u), Some(g)) if self.id_map_helpers => Some((
+                IdRange {
+                    start: u.start,
+                    count: u.count.min(MAX_SUBORDINATE_IDS),
+                },
+                IdRange {
+                    start: g.start,
+                    count: g.count.min(MAX_SUBORDINATE_IDS),
+                },
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The first `name:start:count` (or `uid:start:count`) line for us in a subuid/subgid file.
+pub fn parse_subid(content: &str, name: Option<&str>, id: u32) -> Option<IdRange> {
+    let id = id.to_string();
+    content.lines().find_map(|line| {
+        let mut fields = line.trim().split(':');
+        let (owner, start, count) = (fields.next()?, fields.next()?, fields.next()?);
+        if owner != id && Some(owner) != name {
+            return None;
+        }
+        let range = IdRange {
+            start: start.parse().ok()?,
+            count: count.parse().ok()?,
+        };
+        (range.count > 0).then_some(range)
+    })
+}
+
+fn in_path(binary: &str) -> bool {
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+    path.split(':')
+        .any(|dir| !dir.is_empty() && Path::new(dir).join(binary).is_file())
+}
+
+fn detect_cgroups(root: bool) -> CgroupSupport {
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let probe = if unified {
+        Path::new("/sys/fs/cgroup")
+    } else {
+        Path::new("/sys/fs/cgroup/pids")
+    };
+    if !probe.is_dir() {
+        return CgroupSupport::Unavailable {
+            reason: format!("{} is not mounted", probe.display()),
+        };
+    }
+    if !root {
+        // libcontainer's unprivileged cgroup support needs systemd delegation (cgroup v2 with a
+        // user manager), which it does not drive without the systemd feature; on v1 and hybrid
+        // hosts there is no unprivileged delegation at all.
+        let kind = if unified { "cgroup v2" } else { "cgroup v1" };
+        return CgroupSupport::Unavailable {
+            reason: format!("running rootless on {kind}: no delegated cgroup"),
+        };
+    }
+    if nix::unistd::access(probe, nix::unistd::AccessFlags::W_OK).is_err() {
+        return CgroupSupport::Unavailable {
+            reason: format!("{} is not writable", probe.display()),
+        };
+    }
+    CgroupSupport::Usable
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subid_lines_by_name_or_id() {
+        let content = "alice:100000:65536\n1001:200000:1000\nbob:300000:0\n";
+        assert_eq!(
+            parse_subid(content, Some("alice"), 1000),
+            Some(IdRange {
+                start: 100000,
+                count: 65536
+            })
+        );
+        assert_eq!(
+            parse_subid(content, Some("carol"), 1001).map(|r| r.start),
+            Some(200000)
+        );
+        assert_eq!(parse_subid(content, Some("bob"), 1002), None);
+        assert_eq!(parse_subid("garbage\n", None, 0), None);
+    }
+
+    #[test]
+    fn subordinate_ranges_need_helpers_and_are_capped() {
+        let mut host = HostContext {
+            euid: 1000,
+            egid: 1000,
+            subuid: Some(IdRange {
+                start: 100000,
+                count: 1 << 20,
+            }),
+            subgid: Some(IdRange {
+                start: 100000,
+                count: 65536,
+            }),
+            id_map_helpers: false,
+            cgroups: CgroupSupport::Usable,
+        };
+        assert_eq!(host.subordinate_ranges(), None);
+        host.id_map_helpers = true;
+        let (u, g) = host.subordinate_ranges().unwrap();
+        assert_eq!((u.count, g.count), (65535, 65535));
+    }
+}

@@ -1,0 +1,283 @@
+//! The pure function from a [`SandboxSpec`] and a [`HostContext`] to the OCI runtime spec that
+//! libcontainer runs. No I/O: tested as data.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxDeviceCgroupBuilder, LinuxIdMapping, LinuxIdMappingBuilder,
+    LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+};
+
+use super::host::{CgroupSupport, HostContext};
+use super::rootfs;
+use super::security;
+use super::types::{Network, RootfsSpec, SandboxSpec};
+
+#[derive(thiserror::Error, Debug)]
+pub enum SpecError {
+    #[error("no command given")]
+    NoCommand,
+    #[error("a terminal (tty) is not supported yet")]
+    TtyUnsupported,
+    #[error("{what} must be an absolute path: {path}")]
+    RelativePath { what: &'static str, path: PathBuf },
+    #[error("overlay needs at least one lower dir")]
+    NoLowerDir,
+    #[error("{path}: overlay paths must not contain ':' or ','")]
+    OverlayPath { path: PathBuf },
+    #[error("uid/gid {uid}:{gid} is not mapped in the rootless user namespace (only 0 is, unless /etc/subuid and /etc/subgid give ranges and newuidmap is installed)")]
+    UnmappedId { uid: u32, gid: u32 },
+    #[error("failed to build the runtime spec")]
+    Build(#[from] oci_spec::OciSpecError),
+}
+
+/// The cgroup of a container. Always set and unique: an empty path would mean the caller's own
+/// cgroup, which `delete(true)` then kills along with the caller.
+pub fn cgroups_path(container_id: &str) -> PathBuf {
+    PathBuf::from(format!("/fissile-oci/{container_id}"))
+}
+
+/// Builds the runtime spec for one run. Resource limits are set only when `host.cgroups` is
+/// usable; the caller tells the user when they are skipped.
+pub fn build_runtime_spec(
+    spec: &SandboxSpec,
+    host: &HostContext,
+    container_id: &str,
+) -> Result<Spec, SpecError> {
+    validate(spec)?;
+    let rootless = !host.is_root();
+
+    let (root_path, readonly) = match &spec.rootfs {
+        RootfsSpec::Overlay { scratch, .. } => (rootfs::merged_dir(scratch), false),
+        RootfsSpec::Plain { dir, readonly } => (dir.clone(), *readonly),
+    };
+    let root = RootBuilder::default()
+        .path(root_path)
+        .readonly(readonly)
+        .build()?;
+
+    let (uid_maps, gid_maps) = id_mappings(host);
+    if rootless && !(is_mapped(spec.uid, &uid_maps) && is_mapped(spec.gid, &gid_maps)) {
+        return Err(SpecError::UnmappedId {
+            uid: spec.uid,
+            gid: spec.gid,
+        });
+    }
+    let user = UserBuilder::default().uid(spec.uid).gid(spec.gid).build()?;
+    let process = ProcessBuilder::default()
+        .terminal(spec.tty)
+        .user(user)
+        .args(spec.args.clone())
+        .env(spec.env_strings())
+        .cwd(spec.cwd.clone())
+        .capabilities(security::capabilities())
+        .no_new_privileges(true)
+        .build()?;
+
+    let mut namespaces = vec![
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Cgroup,
+    ];
+    if spec.network == Network::None {
+        namespaces.push(LinuxNamespaceType::Network);
+    }
+    if rootless {
+        namespaces.push(LinuxNamespaceType::User);
+    }
+    let namespaces: Vec<LinuxNamespace> = namespaces
+        .into_iter()
+        .map(|typ| {
+            let mut ns = LinuxNamespace::default();
+            ns.set_typ(typ);
+            ns
+        })
+        .collect();
+
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .cgroups_path(cgroups_path(container_id))
+        .masked_paths(strings(&security::MASKED_PATHS))
+        .readonly_paths(strings(&security::READONLY_PATHS))
+        .seccomp(security::seccomp_profile())
+        .build()?;
+    linux.set_resources(match host.cgroups {
+        CgroupSupport::Usable => Some(resources(spec)?),
+        CgroupSupport::Unavailable { .. } => None,
+    });
+    if rootless {
+        linux
+            .set_uid_mappings(Some(uid_maps))
+            .set_gid_mappings(Some(gid_maps));
+    }
+
+    let mut result = Spec::default();
+    result
+        .set_version("1.0.2".to_string())
+        .set_hostname(Some(spec.hostname.clone()))
+        .set_root(Some(root))
+        .set_process(Some(process))
+        .set_mounts(Some(mounts(spec, host)?))
+        .set_annotations(None)
+        .set_linux(Some(linux));
+    Ok(result)
+}
+
+fn validate(spec: &SandboxSpec) -> Result<(), SpecError> {
+    if spec.args.is_empty() || spec.args[0].is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    if spec.tty {
+        return Err(SpecError::TtyUnsupported);
+    }
+    let absolute = |what: &'static str, path: &Path| {
+        if path.is_absolute() {
+            Ok(())
+        } else {
+            Err(SpecError::RelativePath {
+                what,
+                path: path.to_path_buf(),
+            })
+        }
+    };
+    absolute("the working directory", &spec.cwd)?;
+    for mount in &spec.mounts {
+        absolute("a mount source", &mount.source)?;
+        absolute("a mount destination", &mount.destination)?;
+    }
+    match &spec.rootfs {
+        RootfsSpec::Plain { dir, .. } => absolute("the rootfs", dir),
+        RootfsSpec::Overlay { lower, scratch } => {
+            if lower.is_empty() {
+                return Err(SpecError::NoLowerDir);
+            }
+            for path in lower.iter().chain([scratch]) {
+                absolute("an overlay dir", path)?;
+                if path.to_string_lossy().contains([':', ',']) {
+                    return Err(SpecError::OverlayPath { path: path.clone() });
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Rootless: the caller is root inside; with subordinate ranges (and the setuid helpers to
+/// write them), ids 1..=65535 inside map to them so that `chown` in a build works.
+fn id_mappings(host: &HostContext) -> (Vec<LinuxIdMapping>, Vec<LinuxIdMapping>) {
+    let map = |container_id: u32, host_id: u32, size: u32| {
+        LinuxIdMappingBuilder::default()
+            .container_id(container_id)
+            .host_id(host_id)
+            .size(size)
+            .build()
+            .expect("all id mapping fields are set")
+    };
+    let mut uids = vec![map(0, host.euid, 1)];
+    let mut gids = vec![map(0, host.egid, 1)];
+    if let Some((subuid, subgid)) = host.subordinate_ranges() {
+        uids.push(map(1, subuid.start, subuid.count));
+        gids.push(map(1, subgid.start, subgid.count));
+    }
+    (uids, gids)
+}
+
+fn is_mapped(id: u32, maps: &[LinuxIdMapping]) -> bool {
+    maps.iter()
+        .any(|m| id >= m.container_id() && id - m.container_id() < m.size())
+}
+
+fn resources(spec: &SandboxSpec) -> Result<LinuxResources, SpecError> {
+    // Deny every device, then libcgroups adds the default nodes (null, zero, tty, ptys, ...).
+    let deny_all = LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()?;
+    let mut builder = LinuxResourcesBuilder::default().devices(vec![deny_all]);
+    if let Some(limit) = spec.pids_limit {
+        builder = builder.pids(LinuxPidsBuilder::default().limit(limit).build()?);
+    }
+    if let Some(limit) = spec.memory_limit {
+        builder = builder.memory(LinuxMemoryBuilder::default().limit(limit).build()?);
+    }
+    Ok(builder.build()?)
+}
+
+fn mounts(spec: &SandboxSpec, host: &HostContext) -> Result<Vec<Mount>, SpecError> {
+    let mount = |dest: &str, typ: &str, source: &str, options: &[&str]| {
+        MountBuilder::default()
+            .destination(dest)
+            .typ(typ)
+            .source(source)
+            .options(strings(options))
+            .build()
+    };
+    let mut mounts = Vec::new();
+    if let RootfsSpec::Overlay { lower, scratch } = &spec.rootfs {
+        mounts.push(rootfs::overlay_mount(lower, scratch, !host.is_root())?);
+    }
+    mounts.push(mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?);
+    mounts.push(mount(
+        "/dev",
+        "tmpfs",
+        "tmpfs",
+        &["nosuid", "strictatime", "mode=755", "size=65536k"],
+    )?);
+    let devpts: &[&str] = if host.is_root() || host.subordinate_ranges().is_some() {
+        &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]
+    } else {
+        // gid 5 (tty) is not mapped in a single-id user namespace.
+        &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]
+    };
+    mounts.push(mount("/dev/pts", "devpts", "devpts", devpts)?);
+    mounts.push(mount(
+        "/dev/shm",
+        "tmpfs",
+        "shm",
+        &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+    )?);
+    mounts.push(mount(
+        "/dev/mqueue",
+        "mqueue",
+        "mqueue",
+        &["nosuid", "noexec", "nodev"],
+    )?);
+    if host.is_root() {
+        mounts.push(mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?);
+    } else {
+        // A fresh sysfs cannot be mounted from a user namespace that does not own the network
+        // namespace's... in practice it fails rootless: bind the host's, read-only.
+        mounts.push(mount(
+            "/sys",
+            "none",
+            "/sys",
+            &["rbind", "nosuid", "noexec", "nodev", "ro"],
+        )?);
+    }
+    let mut binds = spec.mounts.clone();
+    binds.sort_by_key(|m| m.destination.components().count());
+    for bind in binds {
+        let access = if bind.readonly { "ro" } else { "rw" };
+        mounts.push(
+            MountBuilder::default()
+                .destination(bind.destination)
+                .typ("bind")
+                .source(bind.source)
+                .options(strings(&["bind", "nosuid", "nodev", access]))
+                .build()?,
+        );
+    }
+    Ok(mounts)
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}

@@ -1,0 +1,150 @@
+//! The work dir: where the store, unpacked bases, compiled packages, scratch dirs and logs live,
+//! and the lock that lets one writer at a time use it.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+#[derive(thiserror::Error, Debug)]
+pub enum WorkDirError {
+    #[error("cannot use work dir {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("work dir {path} is in use by {holder}; pass --wait to wait for it, or try again later")]
+    Busy { path: PathBuf, holder: String },
+    #[error("no work dir: set --work-dir, FISSILE_OCI_WORK_DIR, XDG_CACHE_HOME or HOME")]
+    NoDefault,
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkDir {
+    root: PathBuf,
+}
+
+impl WorkDir {
+    /// `--work-dir`, else `$FISSILE_OCI_WORK_DIR`, else `$XDG_CACHE_HOME/fissile-oci`, else
+    /// `~/.cache/fissile-oci`.
+    pub fn resolve(explicit: Option<&Path>) -> Result<WorkDir, WorkDirError> {
+        let non_empty = |v: std::ffi::OsString| if v.is_empty() { None } else { Some(PathBuf::from(v)) };
+        let root = explicit
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("FISSILE_OCI_WORK_DIR").and_then(non_empty))
+            .or_else(|| std::env::var_os("XDG_CACHE_HOME").and_then(non_empty).map(|p| p.join("fissile-oci")))
+            .or_else(|| std::env::var_os("HOME").and_then(non_empty).map(|p| p.join(".cache").join("fissile-oci")))
+            .ok_or(WorkDirError::NoDefault)?;
+        Ok(WorkDir { root })
+    }
+
+    pub fn at(root: impl Into<PathBuf>) -> WorkDir {
+        WorkDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn oci(&self) -> PathBuf {
+        self.root.join("oci")
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.root.join("rootfs")
+    }
+
+    pub fn packages(&self) -> PathBuf {
+        self.root.join("packages")
+    }
+
+    pub fn runs(&self) -> PathBuf {
+        self.root.join("runs")
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    pub fn create(&self) -> Result<(), WorkDirError> {
+        std::fs::create_dir_all(&self.root).map_err(|source| WorkDirError::Io {
+            path: self.root.clone(),
+            source,
+        })
+    }
+
+    /// Takes the work-dir lock. When another process holds it: with `wait`, `on_wait` is told who
+    /// and we block until it is free; without, `Busy` names the holder.
+    pub fn lock(&self, wait: bool, on_wait: impl FnOnce(&str)) -> Result<WorkDirLock, WorkDirError> {
+        self.create()?;
+        let path = self.root.join("lock");
+        let io = |source| WorkDirError::Io { path: path.clone(), source };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        if !flock(&file, false).map_err(io)? {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim().to_string();
+            let holder = if holder.is_empty() { "another fissile-oci process".to_string() } else { holder };
+            if !wait {
+                return Err(WorkDirError::Busy { path: self.root.clone(), holder });
+            }
+            on_wait(&holder);
+            flock(&file, true).map_err(io)?;
+        }
+        // Who holds the lock, for the message a waiting process prints.
+        let cmdline: Vec<String> = std::env::args().collect();
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(file, "pid {} ({})", std::process::id(), cmdline.join(" ")).map_err(io)?;
+        Ok(WorkDirLock { _file: file })
+    }
+}
+
+/// Held for as long as this value lives; the kernel releases it if the process dies.
+pub struct WorkDirLock {
+    _file: File,
+}
+
+/// `flock(LOCK_EX)`; returns false when `block` is false and someone else holds it.
+pub(crate) fn flock(file: &File, block: bool) -> std::io::Result<bool> {
+    let flags = libc::LOCK_EX | if block { 0 } else { libc::LOCK_NB };
+    loop {
+        // SAFETY: flock on a valid open descriptor has no memory-safety preconditions.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), flags) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) if !block => return Ok(false),
+            _ => return Err(err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_locker_is_told_who_holds_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wd = WorkDir::at(tmp.path());
+        let _held = wd.lock(false, |_| {}).unwrap();
+        // flock locks belong to the open file description, so a second open in this process
+        // conflicts just like another process would.
+        match wd.lock(false, |_| {}) {
+            Err(WorkDirError::Busy { holder, .. }) => assert!(holder.contains(&std::process::id().to_string()), "{holder}"),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("second lock must fail"),
+        }
+    }
+}
