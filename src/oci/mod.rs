@@ -7,7 +7,7 @@ pub mod image;
 pub mod import;
 pub mod layer;
 pub mod store;
-// pub mod unpack; (waits for extract::TreeBuilder)
+pub mod unpack;
 mod xattr;
 
 use std::path::{Path, PathBuf};
