@@ -30,4 +30,4 @@ ensure_cargo() {
 }
 
 # The Debian packages the build and the whole test suite need.
-PROJECT_APT_PACKAGES=(ca-certificates gcc libc6-dev make pkg-config tar gzip zstd libseccomp-dev busybox-static uidmap skopeo umoci procps util-linux)
+PROJECT_APT_PACKAGES=(ca-certificates gcc libc6-dev make pkg-config tar gzip zstd libseccomp-dev busybox-static uidmap skopeo umoci procps util-linux mmdebstrap)

@@ -11,11 +11,11 @@ ensure_cargo
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 log="$(mktemp)"
 set +e
-cargo test --locked "$@" 2>&1 | tee "$log"
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary, so CI reads the total rather than the last binary's.

@@ -1,11 +1,14 @@
 //! Safe extraction of untrusted tarballs.
 //!
 //! BOSH releases, jobs and packages arrive as tarballs we did not build, so this module treats every
-//! archive as hostile: it owns gzip detection, path normalization, the checks that keep every write
-//! inside the destination (no absolute paths, no `..`, no escaping or traversed symlinks, no
-//! special files), resource limits against archive bombs, and the all-or-nothing placement of the
-//! result. Callers get either a complete destination directory or an [`ExtractError`] that names
-//! the archive and the offending entry, never a half-filled directory.
+//! archive as hostile: it owns gzip and zstd detection, path normalization, the checks that keep
+//! every write inside the destination (no absolute paths, no `..`, no escaping or traversed
+//! symlinks, no special files), resource limits against archive bombs, and the all-or-nothing
+//! placement of the result. Callers get either a complete destination directory or an
+//! [`ExtractError`] that names the archive and the offending entry, never a half-filled directory.
+//!
+//! [`TreeBuilder`] applies several tar streams in order, with OCI whiteouts (image layers);
+//! [`extract_archive`] is the one-layer case of it.
 //!
 //! The `tar` crate is used only to parse headers; every file-system write happens here so that
 //! each one goes through the checks above.
@@ -518,9 +521,12 @@ pub fn extract_reader(
 /// sibling of `dest`, renamed to `dest` by `finish` (all-or-nothing, `dest` must not exist).
 ///
 /// Every layer goes through the same checks as [`extract_archive`], against the tree as earlier
-/// layers left it: a symbolic link from an earlier layer is never written through, and a hard link
-/// may point to any regular file currently in the tree. Ownership and timestamps are not kept;
-/// modes are, without setuid, setgid and sticky bits (directories always get u+rwx).
+/// layers left it: a symbolic link from an earlier layer is never written through, a hard link may
+/// point to any regular file currently in the tree, and the limits count all layers together.
+/// Symbolic links must stay inside the tree unless
+/// [`allow_escaping_symlinks`](TreeBuilder::allow_escaping_symlinks) says otherwise. Ownership and
+/// timestamps are not kept; modes are, without setuid, setgid and sticky bits (directories always
+/// get u+rwx).
 ///
 /// Dropping the builder, which is what happens on any error, removes the partial tree. After a
 /// failed [`apply`](TreeBuilder::apply) the tree is a mix of layers: further calls fail with
@@ -579,6 +585,18 @@ impl TreeBuilder {
             tmp,
             broken: false,
         })
+    }
+
+    /// Lets symbolic links point anywhere, absolute or above the root, as a container's root file
+    /// system needs (`usr/bin/awk -> /etc/alternatives/awk`): there they resolve against the
+    /// container's root, not the host's. Off by default, like [`extract_archive`], which refuses
+    /// such links. Either way no entry is ever written through a symbolic link, so the tree is
+    /// still built only inside the staging directory; but whoever reads it on the host must not
+    /// follow its links. When off, the whole tree is re-checked after each layer, so turning it
+    /// off after a layer that used it makes the next layer fail.
+    pub fn allow_escaping_symlinks(&mut self, allow: bool) -> &mut Self {
+        self.x.escaping_symlinks = allow;
+        self
     }
 
     /// Where the tree is being built (for tests / callers that want to inspect); not `dest`.
@@ -683,6 +701,9 @@ struct Extractor {
     limits: ExtractLimits,
     /// Whether the current layer's whiteouts are honoured.
     whiteouts: bool,
+    /// Whether symbolic links may point outside the tree (see
+    /// [`TreeBuilder::allow_escaping_symlinks`]).
+    escaping_symlinks: bool,
     /// Totals across all layers.
     stats: ExtractStats,
     seen_entries: u64,
@@ -711,6 +732,7 @@ impl Extractor {
             dest: dest.to_owned(),
             limits: limits.clone(),
             whiteouts: false,
+            escaping_symlinks: false,
             stats: ExtractStats::default(),
             seen_entries: 0,
             declared: 0,
@@ -753,7 +775,9 @@ impl Extractor {
         self.buf = buf;
         res?;
 
-        self.check_symlinks()?;
+        if !self.escaping_symlinks {
+            self.check_symlinks()?;
+        }
         self.layer = HashSet::new();
         Ok(())
     }
@@ -1137,7 +1161,7 @@ impl Extractor {
                 reason: "the symbolic link target is empty or contains a NUL byte".to_owned(),
             });
         }
-        if lexically_escapes(rel, target) {
+        if !self.escaping_symlinks && lexically_escapes(rel, target) {
             return Err(ExtractError::LinkEscape {
                 archive: self.archive.to_path_buf(),
                 entry: name.to_owned(),
@@ -1452,6 +1476,55 @@ mod tests {
         assert!(!lexically_escapes(Path::new("a/b"), b"c/../../d"));
         assert!(lexically_escapes(Path::new("a/b"), b"/etc"));
         assert!(!lexically_escapes(Path::new("a"), b"."));
+    }
+
+    #[test]
+    fn forget_drops_exactly_a_subtree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut x = Extractor::new(
+            tmp.path(),
+            tmp.path(),
+            tmp.path(),
+            &ExtractLimits::default(),
+        );
+        let all = [
+            "a",
+            "a-b",
+            "a.b",
+            "a/b",
+            "a/b-x",
+            "a/b.d",
+            "a/b/c",
+            "a/b/c/d",
+            "a/ba",
+            "a/b\u{e9}",
+            "b",
+        ];
+        x.files = all.iter().map(PathBuf::from).collect();
+        x.dirs = x.files.clone();
+        x.forget(Path::new("a/b"));
+        let left: Vec<_> = x.files.iter().map(|p| p.to_str().unwrap()).collect();
+        assert_eq!(
+            left,
+            // Component-wise order: "a/..." sorts before "a-b".
+            [
+                "a",
+                "a/b-x",
+                "a/b.d",
+                "a/ba",
+                "a/b\u{e9}",
+                "a-b",
+                "a.b",
+                "b"
+            ]
+        );
+        assert_eq!(x.dirs, x.files);
+    }
+
+    #[test]
+    fn tree_builder_can_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<TreeBuilder>();
     }
 
     #[test]

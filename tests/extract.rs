@@ -107,6 +107,12 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
+fn zstd(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
 fn file(b: &mut Builder<Vec<u8>>, path: &str, data: &[u8], mode: u32) {
     let mut h = Header::new_gnu();
     h.set_size(data.len() as u64);
@@ -770,6 +776,40 @@ fn gzip_is_detected_by_magic_not_name() {
 }
 
 #[test]
+fn zstd_is_detected_by_magic_not_name() {
+    let fx = Fixture::new();
+    let tar = tar_with(|b| file(b, "x", b"payload", 0o644));
+    let archive = fx.write("really-zstd.tgz", &zstd(&tar));
+    fx.extract(&archive).unwrap();
+    assert_eq!(fs::read(fx.dest.join("x")).unwrap(), b"payload");
+    let mut all = Vec::new();
+    open_archive(&archive)
+        .unwrap()
+        .read_to_end(&mut all)
+        .unwrap();
+    assert_eq!(all, tar);
+
+    // A damaged frame is corrupt (frames only carry a checksum if the writer asked for one), and
+    // so is a cut one.
+    let tar = tar_with(|b| file(b, "a", &noise(50_000), 0o644));
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    enc.include_checksum(true).unwrap();
+    enc.write_all(&tar).unwrap();
+    let mut bad = enc.finish().unwrap();
+    let n = bad.len();
+    bad[n / 2] ^= 0xff;
+    let cut = zstd(&tar)[..n / 2].to_vec();
+    for (name, bad) in [("bad.tar.zst", bad), ("cut.tar.zst", cut)] {
+        let archive = fx.write(name, &bad);
+        let dest = fx.path("root/bad");
+        let err = extract_archive(&archive, &dest, &ExtractLimits::default()).unwrap_err();
+        assert!(matches!(err, ExtractError::Corrupt { .. }), "{err:?}");
+        assert!(err.to_string().contains(name), "{err}");
+        assert!(!dest.exists());
+    }
+}
+
+#[test]
 fn concatenated_gzip_members_are_one_stream() {
     let fx = Fixture::new();
     let tar = tar_with(|b| file(b, "x", &noise(3000), 0o644));
@@ -783,7 +823,8 @@ fn concatenated_gzip_members_are_one_stream() {
 
 #[test]
 fn decompressing_reader_handles_short_inputs() {
-    for input in [&b""[..], b"\x1f", b"ab"] {
+    // Prefixes of the gzip and zstd magic are just short plain streams.
+    for input in [&b""[..], b"\x1f", b"ab", b"\x28\xb5\x2f", b"abcdefgh"] {
         let mut out = Vec::new();
         decompressing_reader(io::Cursor::new(input.to_vec()))
             .unwrap()
@@ -1047,6 +1088,60 @@ fn later_duplicates_replace_earlier_ones_without_following_links() {
         Path::new("target")
     );
     assert!(fs::symlink_metadata(d.join("emptydir")).unwrap().is_dir());
+}
+
+#[test]
+fn a_non_directory_replaces_a_whole_directory_tree() {
+    // As container runtimes do (and unlike GNU tar, which fails on a non-empty directory).
+    let fx = Fixture::new();
+    let archive = fx.write(
+        "dir-then-file.tar",
+        &tar_with(|b| {
+            file(b, "d/sub/f", b"f", 0o644);
+            file(b, "d/g", b"g", 0o644);
+            file(b, "target", b"t", 0o644);
+            link(b, EntryType::Symlink, "d", "target");
+            file(b, "e/f", b"f", 0o644);
+            file(b, "e", b"now a file", 0o644);
+            // The old contents are gone for hard links too.
+            link(b, EntryType::Link, "h", "e/f");
+        }),
+    );
+    fx.refuse(&archive, &ExtractLimits::default(), Some("\"h\""), |e| {
+        matches!(e, ExtractError::HardlinkTarget { .. })
+    });
+    let archive = fx.write(
+        "dir-then-file.tar",
+        &tar_with(|b| {
+            file(b, "d/sub/f", b"f", 0o644);
+            file(b, "target", b"t", 0o644);
+            link(b, EntryType::Symlink, "d", "target");
+            file(b, "e/f", b"f", 0o644);
+            file(b, "e", b"now a file", 0o644);
+            // `d` is a link now: writing below it is refused, not sent into `target`.
+            file(b, "d/sub/f", b"again", 0o644);
+        }),
+    );
+    fx.refuse(&archive, &ExtractLimits::default(), Some("d/sub/f"), |e| {
+        matches!(e, ExtractError::ThroughSymlink { .. })
+    });
+    let archive = fx.write(
+        "ok.tar",
+        &tar_with(|b| {
+            file(b, "d/sub/f", b"f", 0o644);
+            file(b, "target", b"t", 0o644);
+            link(b, EntryType::Symlink, "d", "target");
+            file(b, "e/f", b"f", 0o644);
+            file(b, "e", b"now a file", 0o644);
+        }),
+    );
+    fx.extract(&archive).unwrap();
+    assert_eq!(
+        fs::read_link(fx.dest.join("d")).unwrap(),
+        Path::new("target")
+    );
+    assert_eq!(fs::read(fx.dest.join("e")).unwrap(), b"now a file");
+    assert_eq!(fs::read(fx.dest.join("target")).unwrap(), b"t");
 }
 
 #[test]

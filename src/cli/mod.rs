@@ -1,7 +1,9 @@
 //! Command-line interface: clap types here, one file per subcommand with its handler.
 
+mod base;
 mod cache;
 mod inspect;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,9 +41,18 @@ pub enum Command {
     /// RELEASE is a path: a release tarball, a directory with an extracted tarball, a release
     /// directory with dev_releases/ (archives from the bosh cache), or a release source directory.
     Inspect(inspect::InspectArgs),
+    /// Build and list base images and compilation bases.
+    #[command(subcommand)]
+    Base(base::BaseCommand),
     /// Look after the work dir's store: list, verify, garbage-collect, wipe.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Run a command in a sandbox (debugging packaging scripts, benchmarks).
+    #[command(long_about = run::RUN_ABOUT)]
+    Run(run::RunArgs),
+    /// Internal: the single-threaded process each sandbox is created from.
+    #[command(name = "__sandbox-helper", hide = true)]
+    SandboxHelper(run::HelperArgs),
 }
 
 /// Where releases come from and how they are read; shared by every command that takes releases.
@@ -159,7 +170,10 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args, printer),
+        Command::Base(command) => base::run(command, cli.work_dir.as_deref(), printer),
         Command::Cache(command) => cache::run(command, cli.work_dir.as_deref(), printer),
+        Command::Run(args) => run::run(args, printer),
+        Command::SandboxHelper(args) => run::helper(args),
     };
     match result {
         Ok(code) => code,

@@ -3,7 +3,6 @@
 //! their digest; `index.json` is rewritten atomically under a lock. A crash at any instant leaves
 //! only complete blobs, an old or new `index.json`, and stray temp files that `gc` removes.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -375,7 +374,7 @@ impl<R> VerifyingReader<R> {
 pub fn annotations(d: &Descriptor) -> std::collections::BTreeMap<String, String> {
     d.annotations()
         .clone()
-        .unwrap_or_else(HashMap::new)
+        .unwrap_or_default()
         .into_iter()
         .collect()
 }

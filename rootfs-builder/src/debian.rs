@@ -1,0 +1,178 @@
+//! Debian rootfs trees from the host's configured apt mirror, with mmdebstrap (root, or rootless
+//! through `--mode=unshare` with /etc/subuid ranges) or debootstrap (root only) as a fallback.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::BuildError;
+
+#[derive(Clone, Debug)]
+pub struct DebianOptions {
+    pub suite: String,
+    /// Mirror URI; `None` takes the host's apt source for the suite, else deb.debian.org.
+    pub mirror: Option<String>,
+    pub packages: Vec<String>,
+    /// Extra `--aptopt` settings; the host's `Acquire::` settings are added automatically.
+    pub apt_options: Vec<String>,
+}
+
+/// The host's Debian codename (`VERSION_CODENAME` in /etc/os-release).
+pub fn host_suite() -> Option<String> {
+    let text = std::fs::read_to_string("/etc/os-release").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// The URI of the host's apt source that serves `suite` (deb822 `.sources` or one-line lists).
+pub fn host_mirror(suite: &str) -> Option<String> {
+    let mut texts = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        let mut paths: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        texts.extend(paths.iter().filter_map(|p| std::fs::read_to_string(p).ok().map(|t| (p.clone(), t))));
+    }
+    if let Ok(t) = std::fs::read_to_string("/etc/apt/sources.list") {
+        texts.push((PathBuf::from("/etc/apt/sources.list"), t));
+    }
+    for (path, text) in texts {
+        if path.extension().is_some_and(|e| e == "sources") {
+            for stanza in text.split("\n\n") {
+                let field = |name: &str| stanza.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()));
+                let types = field("Types:").unwrap_or_default();
+                let suites = field("Suites:").unwrap_or_default();
+                if types.split_whitespace().any(|t| t == "deb") && suites.split_whitespace().any(|s| s == suite) {
+                    if let Some(uri) = field("URIs:").and_then(|u| u.split_whitespace().next().map(str::to_string)) {
+                        return Some(uri);
+                    }
+                }
+            }
+        } else {
+            for line in text.lines() {
+                let words: Vec<&str> = line.split_whitespace().filter(|w| !w.starts_with('[')).collect();
+                if words.len() >= 3 && words[0] == "deb" && words[2] == suite {
+                    return Some(words[1].to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// `Acquire::…` settings from the host's apt.conf.d (e.g. proxies, snapshot validity), which the
+/// bootstrap's own apt needs to reach the same mirror.
+fn host_acquire_options() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/etc/apt/apt.conf.d") else { return Vec::new() };
+    let mut paths: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    paths
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|t| t.lines().map(str::trim).filter(|l| l.starts_with("Acquire::") && l.ends_with(';')).map(|l| l.trim_end_matches(';').to_string()).collect::<Vec<_>>())
+        .collect()
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("command -v {tool} >/dev/null")).status().map(|s| s.success()).unwrap_or(false)
+}
+
+/// Bootstraps `suite` into `target` (must not exist or be empty). `progress` gets each line the
+/// bootstrapper prints.
+pub fn build(options: &DebianOptions, target: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), BuildError> {
+    let mirror = options
+        .mirror
+        .clone()
+        .or_else(|| host_mirror(&options.suite))
+        .unwrap_or_else(|| "http://deb.debian.org/debian".to_string());
+    let root = is_root();
+    let mut cmd;
+    if have("mmdebstrap") {
+        cmd = Command::new("mmdebstrap");
+        cmd.arg(if root { "--mode=root" } else { "--mode=unshare" })
+            .arg("--variant=minbase")
+            .arg("--format=directory");
+        if !options.packages.is_empty() {
+            cmd.arg(format!("--include={}", options.packages.join(",")));
+        }
+        for opt in host_acquire_options().iter().chain(options.apt_options.iter()) {
+            cmd.arg(format!("--aptopt={opt}"));
+        }
+        cmd.arg(&options.suite).arg(target).arg(&mirror);
+    } else if have("debootstrap") && root {
+        cmd = Command::new("debootstrap");
+        cmd.arg("--variant=minbase");
+        if !options.packages.is_empty() {
+            cmd.arg(format!("--include={}", options.packages.join(",")));
+        }
+        cmd.arg(&options.suite).arg(target).arg(&mirror);
+    } else {
+        return Err(BuildError::MissingTool {
+            tool: "mmdebstrap".into(),
+            hint: "install the Debian package mmdebstrap (debootstrap works too, as root)".into(),
+        });
+    }
+    let described = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(BuildError::io(target))?;
+    // Both streams carry progress; merge them through one reader thread per stream.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let mut readers = Vec::new();
+    for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)].into_iter().flatten() {
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        }));
+    }
+    drop(tx);
+    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    for line in rx {
+        progress(&line);
+        tail.push_back(line);
+        if tail.len() > 30 {
+            tail.pop_front();
+        }
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    let status = child.wait().map_err(BuildError::io(target))?;
+    if !status.success() {
+        return Err(BuildError::CommandFailed {
+            command: described,
+            status: status.to_string(),
+            tail: tail.into_iter().collect::<Vec<_>>().join("\n"),
+        });
+    }
+    crate::normalize::normalize(target)
+}
+
+fn is_root() -> bool {
+    // /proc/self is owned by the effective uid; no libc needed for that.
+    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_suite_and_mirror_are_read_from_the_host() {
+        // Only meaningful on Debian hosts; elsewhere there is nothing to read.
+        if let Some(suite) = host_suite() {
+            assert!(!suite.contains('"'));
+            if let Some(m) = host_mirror(&suite) {
+                assert!(m.starts_with("http") || m.starts_with("file:") || m.starts_with("mirror+"), "{m}");
+            }
+        } else {
+            eprintln!("skipped: not a Debian host (no VERSION_CODENAME)");
+        }
+    }
+}

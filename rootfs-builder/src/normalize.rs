@@ -1,0 +1,83 @@
+//! Scrubs what a bootstrap leaves that is specific to the host or the moment: apt lists and
+//! caches, logs, machine ids, device nodes, temp files. Timestamps and owners are handled by the
+//! layer writer.
+
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+
+use crate::BuildError;
+
+/// Directories whose contents are removed (the directories themselves stay).
+const EMPTIED: &[&str] = &[
+    "var/lib/apt/lists",
+    "var/cache/apt",
+    "var/cache/debconf",
+    "var/cache/ldconfig",
+    "var/log",
+    "var/tmp",
+    "tmp",
+    "run",
+    "dev",
+];
+
+/// Files kept but emptied: systemd and dbus regenerate them on boot, and an empty machine-id is
+/// the documented way to ship an image.
+const TRUNCATED: &[&str] = &["etc/machine-id", "var/lib/dbus/machine-id", "etc/hostname"];
+
+pub fn normalize(root: &Path) -> Result<(), BuildError> {
+    for rel in EMPTIED {
+        let dir = root.join(rel);
+        if !dir.is_dir() || dir.symlink_metadata().map(|m| m.file_type().is_symlink()).unwrap_or(true) {
+            continue;
+        }
+        for entry in std::fs::read_dir(&dir).map_err(BuildError::io(&dir))? {
+            let path = entry.map_err(BuildError::io(&dir))?.path();
+            let meta = path.symlink_metadata().map_err(BuildError::io(&path))?;
+            if meta.is_dir() {
+                std::fs::remove_dir_all(&path).map_err(BuildError::io(&path))?;
+            } else {
+                std::fs::remove_file(&path).map_err(BuildError::io(&path))?;
+            }
+        }
+    }
+    for rel in TRUNCATED {
+        let file = root.join(rel);
+        if file.symlink_metadata().map(|m| m.is_file()).unwrap_or(false) {
+            std::fs::write(&file, b"").map_err(BuildError::io(&file))?;
+        }
+    }
+    // Device nodes elsewhere cannot be unpacked unprivileged and never belong in a base.
+    for entry in walkdir::WalkDir::new(root).follow_links(false).into_iter().filter_map(Result::ok) {
+        let ft = entry.file_type();
+        if ft.is_char_device() || ft.is_block_device() || ft.is_socket() || ft.is_fifo() {
+            std::fs::remove_file(entry.path()).map_err(BuildError::io(entry.path()))?;
+        }
+        // Python byte-code caches embed source mtimes and differ run to run.
+        if ft.is_dir() && entry.file_name() == "__pycache__" {
+            std::fs::remove_dir_all(entry.path()).map_err(BuildError::io(entry.path()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empties_caches_and_truncates_ids() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        for rel in ["var/lib/apt/lists/deb.debian.org_InRelease", "var/log/apt/history.log", "etc/machine-id", "usr/lib/py/__pycache__/x.pyc", "etc/keep"] {
+            std::fs::create_dir_all(r.join(rel).parent().unwrap()).unwrap();
+            std::fs::write(r.join(rel), b"host specific").unwrap();
+        }
+        normalize(r).unwrap();
+        assert!(r.join("var/lib/apt/lists").is_dir());
+        assert_eq!(std::fs::read_dir(r.join("var/lib/apt/lists")).unwrap().count(), 0);
+        assert!(!r.join("var/log/apt").exists());
+        assert_eq!(std::fs::read(r.join("etc/machine-id")).unwrap(), b"");
+        assert!(!r.join("usr/lib/py/__pycache__").exists());
+        assert_eq!(std::fs::read(r.join("etc/keep")).unwrap(), b"host specific");
+    }
+}

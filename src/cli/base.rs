@@ -1,0 +1,192 @@
+//! `fissile-oci base build|list|name`: base images and the compilation bases made from them.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use fissile_oci::base::{self, BaseSource, CompilationBaseRequest, KIND_ANNOTATION};
+use fissile_oci::oci::store::annotations;
+use fissile_oci::oci::OciStore;
+use fissile_oci::sandbox::{default_runtime_root, LibcontainerSandbox, Network};
+use fissile_oci::workdir::WorkDir;
+
+use super::cache::human;
+use super::run::NetworkArg;
+use super::Printer;
+
+#[derive(Subcommand, Debug)]
+pub enum BaseCommand {
+    /// Build a base from SOURCE, then the compilation base on it
+    ///
+    /// SOURCE is one of: debian:SUITE (mmdebstrap from the host's apt mirror), rootfs:TARBALL_OR_DIR
+    /// (e.g. a `docker export`), oci:LAYOUT[:REF] (an OCI layout or oci-archive), docker-archive:TAR
+    /// (a `docker save`), busybox (the host's static busybox and bash; for tests and demos).
+    ///
+    /// The compilation base is the base plus what the prerequisites script changed, run in a
+    /// sandbox. Its name is printed on stdout; `compile --base NAME` uses it.
+    ///
+    /// Examples:
+    ///   fissile-oci base build --from debian:bookworm
+    ///   fissile-oci base build --from busybox --tag tiny
+    ///   fissile-oci base build --from docker-archive:ubuntu.tar --prerequisites prep.sh --network host
+    Build(BuildArgs),
+    /// List bases and compilation bases with sizes and dates
+    List,
+    /// Print the compilation base name for a base and prerequisites script
+    Name(NameArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Where the base comes from (see above)
+    #[arg(long, value_name = "SOURCE")]
+    pub from: BaseSource,
+    /// debian: packages to install [default: the usual BOSH build tools]
+    #[arg(long, value_delimiter = ',', value_name = "PKGS")]
+    pub packages: Option<Vec<String>>,
+    #[command(flatten)]
+    pub prerequisites: PrerequisitesArgs,
+    /// Name of the base in the store [default: derived from SOURCE, e.g. debian-bookworm]
+    #[arg(long, value_name = "NAME")]
+    pub tag: Option<String>,
+    /// Network for the prerequisites script: none (loopback only) or host
+    #[arg(long, value_enum, default_value_t = NetworkArg::None)]
+    pub network: NetworkArg,
+}
+
+#[derive(Args, Debug)]
+pub struct PrerequisitesArgs {
+    /// Bash script run on the base to make the compilation base [default: built-in, creates
+    /// /var/vcap and checks for compile tools]
+    #[arg(long, value_name = "SCRIPT")]
+    pub prerequisites: Option<PathBuf>,
+}
+
+impl PrerequisitesArgs {
+    pub fn script(&self) -> anyhow::Result<String> {
+        match &self.prerequisites {
+            None => Ok(base::DEFAULT_PREREQUISITES.to_string()),
+            Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read prerequisites script {}", path.display())),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct NameArgs {
+    /// The base [default: debian-<host suite>]
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
+    #[command(flatten)]
+    pub prerequisites: PrerequisitesArgs,
+}
+
+pub fn run(command: BaseCommand, work_dir: Option<&Path>, printer: Printer) -> anyhow::Result<ExitCode> {
+    let wd = WorkDir::resolve(work_dir)?;
+    match command {
+        BaseCommand::Build(args) => build(&wd, args, printer),
+        BaseCommand::List => list(&wd),
+        BaseCommand::Name(args) => name(&wd, args),
+    }
+}
+
+/// The sandbox every command that runs scripts uses.
+pub fn sandbox() -> anyhow::Result<LibcontainerSandbox> {
+    let exe = std::env::current_exe().context("cannot find the fissile-oci binary to start sandbox helpers")?;
+    Ok(LibcontainerSandbox::new(exe, default_runtime_root()))
+}
+
+fn build(wd: &WorkDir, args: BuildArgs, printer: Printer) -> anyhow::Result<ExitCode> {
+    let script = args.prerequisites.script()?;
+    let _lock = wd.lock(true, |holder| printer.info(format_args!("waiting for the work dir lock held by {holder}")))?;
+    let store = OciStore::open_or_create(&wd.oci())?;
+    let tag = args.tag.clone().unwrap_or_else(|| args.from.default_tag());
+    let packages = args
+        .packages
+        .clone()
+        .unwrap_or_else(|| rootfs_builder::DEFAULT_PACKAGES.iter().map(|s| s.to_string()).collect());
+    let started = std::time::Instant::now();
+    let mut progress = |line: &str| printer.info(format_args!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64()));
+    progress(&format!("building base {tag} from {}", describe(&args.from)));
+    let base = base::build_base(wd, &store, &args.from, &packages, &tag, &mut progress).with_context(|| format!("cannot build base {tag}"))?;
+    let sandbox = sandbox()?;
+    let (name, _) = base::ensure_compilation_base(
+        wd,
+        &store,
+        &sandbox,
+        &CompilationBaseRequest {
+            base_name: &tag,
+            base: &base,
+            script: &script,
+            network: network(args.network),
+            timeout: None,
+        },
+        &mut progress,
+    )?;
+    progress(&format!("base {tag} ({}) and compilation base {name} are ready", base.digest()));
+    println!("{name}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn network(arg: NetworkArg) -> Network {
+    match arg {
+        NetworkArg::None => Network::None,
+        NetworkArg::Host => Network::Host,
+    }
+}
+
+fn describe(source: &BaseSource) -> String {
+    match source {
+        BaseSource::Debian { suite } => format!("Debian {suite} (mmdebstrap; takes a few minutes)"),
+        BaseSource::Busybox => "the host's static busybox".into(),
+        BaseSource::Rootfs(p) => format!("rootfs {}", p.display()),
+        BaseSource::Oci { layout, reference } => format!("OCI layout {}{}", layout.display(), reference.as_deref().map(|r| format!(":{r}")).unwrap_or_default()),
+        BaseSource::DockerArchive(p) => format!("docker archive {}", p.display()),
+    }
+}
+
+fn list(wd: &WorkDir) -> anyhow::Result<ExitCode> {
+    if !wd.oci().join("oci-layout").exists() {
+        println!("(no bases yet: fissile-oci base build --from debian:SUITE|busybox|...)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = OciStore::open(&wd.oci())?;
+    let rows = base::list(&store)?;
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(4).max(4);
+    println!("{:width$}  {:16}  {:>9}  {:20}  MANIFEST", "NAME", "KIND", "SIZE", "CREATED");
+    for (name, kind, descriptor) in rows {
+        let mut size = 0;
+        fissile_oci::oci::gc::walk_references(&store, &descriptor, &mut |d| {
+            size += d.size();
+            Ok(())
+        })?;
+        let notes = annotations(&descriptor);
+        let created = notes.get("org.opencontainers.image.created").cloned().unwrap_or_else(|| "-".into());
+        println!("{name:width$}  {kind:16}  {:>9}  {created:20}  {}", human(size), descriptor.digest());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn name(wd: &WorkDir, args: NameArgs) -> anyhow::Result<ExitCode> {
+    let script = args.prerequisites.script()?;
+    let base_ref = args.base.clone().unwrap_or_else(default_base_tag);
+    let store = OciStore::open_or_create(&wd.oci())?;
+    let descriptor = store.resolve(&base_ref)?.with_context(|| {
+        format!("base {base_ref:?} is not in {}: build it with `fissile-oci base build --from ...`", wd.oci().display())
+    })?;
+    if annotations(&descriptor).get(KIND_ANNOTATION).map(String::as_str) == Some("compilation-base") {
+        println!("{base_ref}");
+    } else {
+        println!("{}", base::compilation_base_name(&descriptor, &script)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `debian-<host suite>`, the default base's name.
+pub fn default_base_tag() -> String {
+    BaseSource::Debian {
+        suite: rootfs_builder::debian::host_suite().unwrap_or_else(|| "bookworm".to_string()),
+    }
+    .default_tag()
+}

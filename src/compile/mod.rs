@@ -1,0 +1,8 @@
+//! `compile`: staging package sources, running each packaging script in a sandbox over the
+//! compilation base, scheduling the package DAG, and storing results as OCI layers.
+
+pub mod key;
+pub mod package;
+pub mod report;
+pub mod scheduler;
+pub mod stage;

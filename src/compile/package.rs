@@ -1,0 +1,211 @@
+//! One package compile: its sandbox (the BOSH compile contract), and turning a successful
+//! output dir into a published package dir and an OCI image in the store.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oci_spec::image::Descriptor;
+
+use crate::oci::{self, Compression, ImageSpec, LayerOptions, OciError, OciStore};
+use crate::sandbox::{BindMount, Input, Network, Output, RootfsSpec, SandboxSpec, DEFAULT_PATH};
+
+pub const PACKAGES_DIR: &str = "/var/vcap/packages";
+pub const SOURCE_DIR: &str = "/var/vcap/source";
+
+pub const NAME_ANNOTATION: &str = "org.cloudfoundry.bosh.package.name";
+pub const FINGERPRINT_ANNOTATION: &str = "org.cloudfoundry.bosh.package.fingerprint";
+pub const DEPENDENCIES_ANNOTATION: &str = "org.cloudfoundry.bosh.package.dependencies";
+pub const CACHE_KEY_ANNOTATION: &str = "org.cloudfoundry.fissile-oci.cache-key";
+pub const BASE_ANNOTATION: &str = "org.cloudfoundry.fissile-oci.compilation-base";
+
+/// Everything a package compile needs, resolved.
+#[derive(Clone, Debug)]
+pub struct CompileInput {
+    pub name: String,
+    pub fingerprint: String,
+    pub key: String,
+    /// The unpacked compilation base (overlay lower dir).
+    pub base_rootfs: PathBuf,
+    /// Staged sources, mounted read-write at /var/vcap/source/<name>.
+    pub source_dir: PathBuf,
+    /// Empty dir mounted read-write at /var/vcap/packages/<name>.
+    pub install_dir: PathBuf,
+    /// Where the overlay's upper/work dirs go.
+    pub scratch: PathBuf,
+    /// Direct dependencies: name and published dir, mounted read-only.
+    pub dependencies: Vec<(String, PathBuf)>,
+    pub bash: String,
+    pub log: PathBuf,
+    pub network: Network,
+    pub timeout: Option<Duration>,
+    pub memory_limit: Option<i64>,
+    pub source_date_epoch: u64,
+}
+
+/// The sandbox of a compile, as data: `bash -x ./packaging` in /var/vcap/source/<pkg>, as
+/// bosh runs it, with the BOSH environment.
+pub fn sandbox_spec(input: &CompileInput) -> SandboxSpec {
+    let source = format!("{SOURCE_DIR}/{}", input.name);
+    let install = format!("{PACKAGES_DIR}/{}", input.name);
+    let mut spec = SandboxSpec::new(
+        RootfsSpec::Overlay {
+            lower: vec![input.base_rootfs.clone()],
+            scratch: input.scratch.clone(),
+        },
+        vec![input.bash.clone(), "-x".into(), "./packaging".into()],
+    );
+    spec.cwd = PathBuf::from(&source);
+    spec.mounts.push(BindMount {
+        source: input.source_dir.clone(),
+        destination: PathBuf::from(&source),
+        readonly: false,
+    });
+    for (dep, dir) in &input.dependencies {
+        spec.mounts.push(BindMount {
+            source: dir.clone(),
+            destination: PathBuf::from(format!("{PACKAGES_DIR}/{dep}")),
+            readonly: true,
+        });
+    }
+    spec.mounts.push(BindMount {
+        source: input.install_dir.clone(),
+        destination: PathBuf::from(&install),
+        readonly: false,
+    });
+    spec.env = vec![
+        ("BOSH_COMPILE_TARGET".into(), source),
+        ("BOSH_INSTALL_TARGET".into(), install),
+        ("BOSH_PACKAGE_NAME".into(), input.name.clone()),
+        ("BOSH_PACKAGE_VERSION".into(), input.fingerprint.clone()),
+        ("BOSH_PACKAGES_DIR".into(), PACKAGES_DIR.into()),
+        ("PATH".into(), DEFAULT_PATH.into()),
+        ("HOME".into(), "/root".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("SOURCE_DATE_EPOCH".into(), input.source_date_epoch.to_string()),
+    ];
+    spec.network = input.network;
+    spec.timeout = input.timeout;
+    spec.memory_limit = input.memory_limit;
+    spec.stdin = Input::Null;
+    spec.stdout = Output::File(input.log.clone());
+    spec.stderr = Output::File(input.log.clone());
+    spec
+}
+
+/// Writes a published package dir as the package's image and names it with `reference`.
+pub fn commit_package(
+    store: &OciStore,
+    input: &CompileInput,
+    published: &Path,
+    dependencies: &[String],
+    base_digest: &str,
+    reference: &str,
+) -> Result<Descriptor, OciError> {
+    let layer = oci::write_layer(
+        store,
+        published,
+        &LayerOptions {
+            compression: Compression::Gzip,
+            prefix: Some(format!("var/vcap/packages/{}", input.name)),
+            mtime: input.source_date_epoch,
+            ..LayerOptions::default()
+        },
+    )?;
+    let mut notes = BTreeMap::new();
+    notes.insert(NAME_ANNOTATION.to_string(), input.name.clone());
+    notes.insert(FINGERPRINT_ANNOTATION.to_string(), input.fingerprint.clone());
+    notes.insert(DEPENDENCIES_ANNOTATION.to_string(), dependencies.join(","));
+    notes.insert(CACHE_KEY_ANNOTATION.to_string(), input.key.clone());
+    notes.insert(BASE_ANNOTATION.to_string(), base_digest.to_string());
+    let manifest = oci::write_image(
+        store,
+        &ImageSpec {
+            layers: vec![layer],
+            annotations: notes.clone(),
+            ..ImageSpec::default()
+        },
+    )?;
+    let mut named = manifest;
+    named.set_annotations(Some(notes.into_iter().collect()));
+    store.set_ref(reference, &named)?;
+    Ok(named)
+}
+
+/// Moves a finished install dir to its published place; when another run published the same
+/// key first, theirs is kept (same inputs, same result) and ours dropped.
+pub fn publish_dir(install_dir: &Path, published: &Path) -> std::io::Result<()> {
+    if let Some(parent) = published.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::rename(install_dir, published) {
+        Ok(()) => Ok(()),
+        Err(_) if published.is_dir() => {
+            let _ = crate::oci::gc::make_writable_and_remove(install_dir);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Restores `WORK/packages/<key>` from the store (after a `cache gc` or on a fresh work dir
+/// with an imported store): the layer holds `var/vcap/packages/<name>/…`.
+pub fn restore_from_store(store: &OciStore, manifest: &Descriptor, name: &str, published: &Path) -> Result<(), OciError> {
+    let parent = published.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(OciError::io(parent))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".restore-")
+        .tempdir_in(parent)
+        .map_err(OciError::io(parent))?;
+    let tree = tmp.path().join("tree");
+    oci::unpack::unpack_to(store, manifest, &tree)?;
+    let inner = tree.join("var/vcap/packages").join(name);
+    if !inner.is_dir() {
+        return Err(OciError::invalid(published, format!("the stored image has no var/vcap/packages/{name}")));
+    }
+    match std::fs::rename(&inner, published) {
+        Ok(()) => Ok(()),
+        Err(_) if published.is_dir() => Ok(()),
+        Err(e) => Err(OciError::io(published)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compile_sandbox_follows_the_bosh_contract() {
+        let input = CompileInput {
+            name: "app".into(),
+            fingerprint: "f".repeat(40),
+            key: "k".into(),
+            base_rootfs: "/w/rootfs/b".into(),
+            source_dir: "/w/runs/r/app/source".into(),
+            install_dir: "/w/runs/r/app/install".into(),
+            scratch: "/w/runs/r/app/sandbox".into(),
+            dependencies: vec![("lib".into(), "/w/packages/k1".into())],
+            bash: "/bin/bash".into(),
+            log: "/w/logs/app.log".into(),
+            network: Network::None,
+            timeout: None,
+            memory_limit: None,
+            source_date_epoch: 0,
+        };
+        let spec = sandbox_spec(&input);
+        assert_eq!(spec.args, vec!["/bin/bash", "-x", "./packaging"]);
+        assert_eq!(spec.cwd, Path::new("/var/vcap/source/app"));
+        let mount = |dst: &str| spec.mounts.iter().find(|m| m.destination == Path::new(dst)).unwrap();
+        assert!(!mount("/var/vcap/source/app").readonly);
+        assert!(mount("/var/vcap/packages/lib").readonly);
+        assert_eq!(mount("/var/vcap/packages/lib").source, Path::new("/w/packages/k1"));
+        assert!(!mount("/var/vcap/packages/app").readonly);
+        let env: BTreeMap<_, _> = spec.env.iter().cloned().collect();
+        assert_eq!(env["BOSH_INSTALL_TARGET"], "/var/vcap/packages/app");
+        assert_eq!(env["BOSH_COMPILE_TARGET"], "/var/vcap/source/app");
+        assert_eq!(env["BOSH_PACKAGE_VERSION"], "f".repeat(40));
+        assert_eq!(env["BOSH_PACKAGES_DIR"], "/var/vcap/packages");
+        assert_eq!(spec.network, Network::None);
+        assert_eq!(spec.stdin, Input::Null);
+    }
+}

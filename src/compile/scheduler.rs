@@ -1,0 +1,184 @@
+//! A generic, synchronous DAG executor: runs one job per node on up to N worker threads, a node
+//! only after all its dependencies succeeded.
+//!
+//! Why it looks like this:
+//! - **No slot is held while waiting.** fissile queued packages in a fixed topological order and
+//!   let a worker take the next one even if its dependencies were still compiling; the worker
+//!   then sat blocked, so fewer than N packages compiled at once. Here only *ready* nodes are
+//!   ever handed to a worker.
+//! - **Longest remaining critical path first.** Among ready nodes, the one with the largest
+//!   weight-plus-longest-path-to-a-sink starts first (ties: lower index, for reproducible runs).
+//!   Long chains start early and the short leaves fill the gaps, which keeps the makespan close
+//!   to `max(critical path, total work / N)`; [`sim`] compares both policies without running
+//!   anything.
+//! - **Failures are reported one by one.** Fail-fast stops starting nodes, cancels the running
+//!   ones through their [`CancelToken`] and waits for them; every node that failed on its own
+//!   keeps its own error, a node that died because it was cancelled is `Cancelled`, and nodes
+//!   behind a failure are `Skipped` naming it. With `KeepGoing` everything not behind a failure
+//!   still runs.
+//! - **Plain threads.** Jobs are long (seconds to minutes) and blocking (they wait for a sandbox),
+//!   so each started job gets a scoped thread and the caller's thread is the scheduler: it
+//!   receives completions over a channel and emits [`Event`]s, so the progress display needs no
+//!   locking. Job panics are caught and reported as failures of that node.
+
+mod cancel;
+mod graph;
+mod run;
+pub mod sim;
+
+use std::time::{Duration, Instant};
+
+pub use cancel::{CallbackId, CancelToken};
+pub use graph::{Graph, GraphError, Node};
+pub use run::run;
+pub use sim::{least_deps_first_order, schedule, simulate, Policy, Simulation};
+
+/// What happens to the rest of the graph when a job fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// Start nothing more, cancel running jobs, wait for them, report.
+    #[default]
+    FailFast,
+    /// Run everything that does not depend (transitively) on a failed node.
+    KeepGoing,
+}
+
+/// How to run a graph.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Maximum number of jobs running at once; 0 is treated as 1.
+    pub workers: usize,
+    pub on_failure: OnFailure,
+    /// The caller's token (e.g. cancelled by a SIGINT handler thread): when it is cancelled no
+    /// new job starts, running jobs are cancelled, and the report says `interrupted`.
+    pub cancel: Option<CancelToken>,
+}
+
+impl RunOptions {
+    pub fn new(workers: usize) -> Self {
+        Self {
+            workers,
+            on_failure: OnFailure::default(),
+            cancel: None,
+        }
+    }
+
+    pub fn keep_going(mut self, keep_going: bool) -> Self {
+        self.on_failure = if keep_going {
+            OnFailure::KeepGoing
+        } else {
+            OnFailure::FailFast
+        };
+        self
+    }
+
+    pub fn cancel_token(mut self, token: CancelToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+}
+
+/// The final state of one node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status<S> {
+    Succeeded(S),
+    /// The job returned this error (or panicked) on its own, not because it was cancelled.
+    Failed(String),
+    /// Not run because the node `because` failed and this node depends on it (transitively).
+    Skipped {
+        because: usize,
+    },
+    /// The job was running when the run was stopped and returned an error after the
+    /// cancellation reached it; `error` is what it said (e.g. "killed by signal 9").
+    Cancelled {
+        error: String,
+    },
+    /// Never started: the run stopped first (fail-fast or interrupt).
+    NotStarted,
+}
+
+impl<S> Status<S> {
+    pub fn is_succeeded(&self) -> bool {
+        matches!(self, Status::Succeeded(_))
+    }
+
+    /// A short lowercase name: `succeeded`, `failed`, `skipped`, `cancelled`, `not-started`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Status::Succeeded(_) => "succeeded",
+            Status::Failed(_) => "failed",
+            Status::Skipped { .. } => "skipped",
+            Status::Cancelled { .. } => "cancelled",
+            Status::NotStarted => "not-started",
+        }
+    }
+}
+
+/// Why a run stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Fail-fast: this node failed first.
+    Failure(usize),
+    /// The caller's token was cancelled.
+    Interrupted,
+}
+
+/// Progress, delivered in order on the thread that called [`run`].
+#[derive(Debug)]
+pub enum Event<'a, S> {
+    /// The node's job is about to be called on a worker thread.
+    Started(usize),
+    /// The node has its final status. Sent once for every started node and for every node
+    /// skipped behind a failure; never for nodes that end `NotStarted`.
+    Finished(usize, &'a Status<S>),
+    /// The run stops starting nodes and cancels the running ones; sent once.
+    Stopping(StopReason),
+}
+
+/// When a started node's job ran (start: just before it was handed to its thread; end: when the
+/// job returned, on that thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: Instant,
+    pub end: Instant,
+}
+
+impl Span {
+    pub fn duration(&self) -> Duration {
+        self.end.saturating_duration_since(self.start)
+    }
+}
+
+/// The outcome of [`run`].
+#[derive(Debug)]
+pub struct RunReport<S> {
+    /// One status per node, by index.
+    pub statuses: Vec<Status<S>>,
+    /// One span per node that was started.
+    pub spans: Vec<Option<Span>>,
+    /// From the call to [`run`] until it returned.
+    pub wall: Duration,
+    /// The caller's token was cancelled during the run.
+    pub interrupted: bool,
+    /// What stopped the run first, if anything did.
+    pub stopped: Option<StopReason>,
+}
+
+impl<S> RunReport<S> {
+    /// Every node succeeded (and the run was not interrupted).
+    pub fn all_succeeded(&self) -> bool {
+        !self.interrupted && self.statuses.iter().all(Status::is_succeeded)
+    }
+
+    /// The nodes that failed on their own, with their errors, by index.
+    pub fn failures(&self) -> Vec<(usize, &str)> {
+        self.statuses
+            .iter()
+            .enumerate()
+            .filter_map(|(node, status)| match status {
+                Status::Failed(error) => Some((node, error.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+}
