@@ -93,7 +93,12 @@ pub fn run(command: BaseCommand, work_dir: Option<&Path>, printer: Printer) -> a
 
 /// The sandbox every command that runs scripts uses.
 pub fn sandbox() -> anyhow::Result<LibcontainerSandbox> {
-    let exe = std::env::current_exe().context("cannot find the fissile-oci binary to start sandbox helpers")?;
+    // /proc/self/exe stays valid even when the binary is replaced on disk mid-run (an upgrade, a
+    // rebuild): helpers always run the same code as their parent.
+    let exe = PathBuf::from("/proc/self/exe");
+    if !exe.exists() {
+        anyhow::bail!("/proc is not mounted: sandbox helpers cannot be started");
+    }
     Ok(LibcontainerSandbox::new(exe, default_runtime_root()))
 }
 

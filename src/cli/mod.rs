@@ -2,6 +2,7 @@
 
 mod base;
 mod cache;
+mod compile;
 mod inspect;
 mod run;
 
@@ -41,6 +42,16 @@ pub enum Command {
     /// RELEASE is a path: a release tarball, a directory with an extracted tarball, a release
     /// directory with dev_releases/ (archives from the bosh cache), or a release source directory.
     Inspect(inspect::InspectArgs),
+    /// Compile the packages of BOSH releases, each in a sandbox, into OCI layers (the main job).
+    ///
+    /// Packages whose cache key (fingerprint, dependencies, compilation base) is already in the
+    /// store are not recompiled. Failures are reported with the last lines of their logs.
+    ///
+    /// Examples:
+    ///   fissile-oci compile examples/hello-release
+    ///   fissile-oci compile -r rel1.tgz,rel2/ -m role-manifest.yml -j 4 --summary out.json
+    ///   fissile-oci compile release/ --base busybox --keep-going --keep-sandbox
+    Compile(compile::CompileArgs),
     /// Build and list base images and compilation bases.
     #[command(subcommand)]
     Base(base::BaseCommand),
@@ -171,6 +182,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args, printer),
         Command::Base(command) => base::run(command, cli.work_dir.as_deref(), printer),
+        Command::Compile(args) => compile::run(args, cli.work_dir.as_deref(), printer),
         Command::Cache(command) => cache::run(command, cli.work_dir.as_deref(), printer),
         Command::Run(args) => run::run(args, printer),
         Command::SandboxHelper(args) => run::helper(args),

@@ -1,34 +1,58 @@
-//! The run loop: the caller's thread keeps the ready queue and the statuses; each started job
-//! runs on its own scoped thread and reports back over a channel.
+//! The run loop. `workers` threads share the graph state under one mutex; a worker that finishes
+//! a job records the outcome and takes the next ready node itself, so a dependant starts without
+//! waiting for another thread to be woken (under load every wake-up costs milliseconds). The
+//! calling thread only delivers events and turns the caller's cancellation into a stop.
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::mpsc;
-use std::thread::{self, Scope, ScopedJoinHandle};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::thread;
 use std::time::Instant;
 
 use super::graph::{Graph, ReadyQueue};
 use super::{CancelToken, Event, OnFailure, RunOptions, RunReport, Span, Status, StopReason};
 
-/// What wakes the scheduler thread.
-enum Wake {
-    /// The node's job returned; its thread is about to end with the outcome.
-    Done(usize),
-    /// The caller's token was cancelled.
+/// Messages to the calling thread, sent under the state lock so their order is causal: a
+/// dependency's `Finished` always comes before its dependant's `Started`. Not generic over the
+/// job's result type, so the caller's token can hold a sender in a `'static` callback; results
+/// travel through [`Shared::outcomes`].
+enum Msg {
+    Started(usize),
+    /// The node's outcome is in its slot.
+    Finished(usize),
+    Skipped(usize, usize),
+    Stopping(StopReason),
+    /// The caller's token was cancelled (sent by its callback).
     Interrupt,
+    /// A worker thread is done.
+    Exited,
 }
 
-struct Outcome<S> {
-    result: Result<S, String>,
-    end: Instant,
-    /// The cancellation had reached the job before it returned.
-    observed: bool,
+/// What the workers share.
+struct Shared<'g, S> {
+    core: Mutex<Core<'g>>,
+    changed: Condvar,
+    on_failure: OnFailure,
+    interrupt: Option<CancelToken>,
+    tx: Sender<Msg>,
+    /// Each finished job's status and span, written once by its worker, taken by the caller.
+    outcomes: Vec<Slot<S>>,
 }
 
-struct Running<'scope, S> {
-    token: CancelToken,
-    handle: ScopedJoinHandle<'scope, Outcome<S>>,
+type Slot<S> = Mutex<Option<(Status<S>, Span)>>;
+
+struct Core<'g> {
+    graph: &'g Graph,
+    ready: ReadyQueue<'g>,
+    /// Dependencies of each node that have not succeeded yet.
+    missing: Vec<usize>,
+    /// The node has a final status (finished or skipped).
+    settled: Vec<bool>,
+    running: HashMap<usize, CancelToken>,
+    stopped: Option<StopReason>,
+    interrupted: bool,
 }
 
 /// Runs `job(node, token)` once for every node of `graph` whose dependencies all succeeded, at
@@ -38,7 +62,7 @@ struct Running<'scope, S> {
 /// the run stops (fail-fast or the caller's token). An `Err` returned after the cancellation
 /// reached the job (it saw `is_cancelled()`, a wait returned early, or an `on_cancel` callback
 /// ran) is reported as [`Status::Cancelled`]; any other `Err`, or a panic, as
-/// [`Status::Failed`]. `on_event` is called on this thread, in order.
+/// [`Status::Failed`]. `on_event` is called on the calling thread, in causal order.
 pub fn run<S, J, E>(graph: &Graph, options: &RunOptions, job: J, mut on_event: E) -> RunReport<S>
 where
     S: Send,
@@ -47,118 +71,69 @@ where
 {
     let began = Instant::now();
     let len = graph.len();
-    let workers = options.workers.max(1);
-    let (tx, rx) = mpsc::channel::<Wake>();
-    // Runs at once (queueing the message) if the caller's token is already cancelled.
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let already = options.cancel.as_ref().is_some_and(CancelToken::peek);
+    let shared = Shared {
+        core: Mutex::new(Core {
+            graph,
+            ready: ReadyQueue::with_sources(graph),
+            missing: (0..len).map(|n| graph.dependencies(n).len()).collect(),
+            settled: vec![false; len],
+            running: HashMap::new(),
+            stopped: already.then_some(StopReason::Interrupted),
+            interrupted: already,
+        }),
+        changed: Condvar::new(),
+        on_failure: options.on_failure,
+        interrupt: options.cancel.clone(),
+        tx: tx.clone(),
+        outcomes: (0..len).map(|_| Mutex::new(None)).collect(),
+    };
+    if already {
+        on_event(Event::Stopping(StopReason::Interrupted));
+    }
     let hook = options.cancel.as_ref().and_then(|token| {
         let tx = tx.clone();
         token.on_cancel(move || {
-            let _ = tx.send(Wake::Interrupt);
+            let _ = tx.send(Msg::Interrupt);
         })
     });
+    drop(tx);
 
     let mut statuses: Vec<Option<Status<S>>> = (0..len).map(|_| None).collect();
     let mut spans: Vec<Option<Span>> = vec![None; len];
-    let mut missing: Vec<usize> = (0..len).map(|n| graph.dependencies(n).len()).collect();
-    let mut ready = ReadyQueue::with_sources(graph);
-    let mut stopped: Option<StopReason> = None;
-    let mut interrupted = false;
-
+    let threads = options.workers.max(1).min(len);
     thread::scope(|scope| {
-        let mut running: HashMap<usize, Running<'_, S>> = HashMap::new();
-        loop {
-            if options.cancel.as_ref().is_some_and(CancelToken::peek) {
-                interrupted = true;
-                stop(
-                    &mut stopped,
-                    StopReason::Interrupted,
-                    &running,
-                    &mut on_event,
-                );
-            }
-            while stopped.is_none() && running.len() < workers {
-                let Some(node) = ready.pop() else { break };
-                on_event(Event::Started(node));
-                let start = Instant::now();
-                match spawn(scope, &job, node, tx.clone()) {
-                    Ok(r) => {
-                        spans[node] = Some(Span { start, end: start });
-                        running.insert(node, r);
-                    }
-                    Err(error) => {
-                        spans[node] = Some(Span {
-                            start,
-                            end: Instant::now(),
-                        });
-                        let status = Status::Failed(format!("could not start a thread: {error}"));
-                        if finish(
-                            graph,
-                            node,
-                            status,
-                            &mut statuses,
-                            &mut missing,
-                            &mut ready,
-                            &mut on_event,
-                        ) && options.on_failure == OnFailure::FailFast
-                        {
-                            stop(
-                                &mut stopped,
-                                StopReason::Failure(node),
-                                &running,
-                                &mut on_event,
-                            );
-                        }
-                    }
+        for _ in 0..threads {
+            scope.spawn(|| worker(&shared, &job));
+        }
+        let mut exited = 0;
+        while exited < threads {
+            // Workers hold senders until they send `Exited`, so this cannot disconnect early.
+            match rx.recv().expect("workers send Exited before leaving") {
+                Msg::Started(node) => on_event(Event::Started(node)),
+                Msg::Finished(node) => {
+                    let mut slot = shared.outcomes[node]
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    let (status, span) = slot.take().expect("a finished node's outcome");
+                    spans[node] = Some(span);
+                    on_event(Event::Finished(node, statuses[node].insert(status)));
                 }
-            }
-            if running.is_empty() {
-                break;
-            }
-            // `tx` lives in this function, so the channel cannot disconnect while jobs run.
-            match rx.recv().expect("the scheduler holds a sender") {
-                Wake::Interrupt => {
-                    interrupted = true;
-                    stop(
-                        &mut stopped,
-                        StopReason::Interrupted,
-                        &running,
-                        &mut on_event,
-                    );
+                Msg::Skipped(node, because) => {
+                    let status = statuses[node].insert(Status::Skipped { because });
+                    on_event(Event::Finished(node, status));
                 }
-                Wake::Done(node) => {
-                    let r = running.remove(&node).expect("a running node reported done");
-                    let outcome = r.handle.join().unwrap_or_else(|payload| Outcome {
-                        // Unreachable in practice: the job's panic is caught on its thread.
-                        result: Err(panic_message(&*payload)),
-                        end: Instant::now(),
-                        observed: false,
-                    });
-                    if let Some(span) = spans[node].as_mut() {
-                        span.end = outcome.end;
-                    }
-                    let status = match outcome.result {
-                        Ok(value) => Status::Succeeded(value),
-                        Err(error) if outcome.observed => Status::Cancelled { error },
-                        Err(error) => Status::Failed(error),
-                    };
-                    if finish(
-                        graph,
-                        node,
-                        status,
-                        &mut statuses,
-                        &mut missing,
-                        &mut ready,
-                        &mut on_event,
-                    ) && options.on_failure == OnFailure::FailFast
-                    {
-                        stop(
-                            &mut stopped,
-                            StopReason::Failure(node),
-                            &running,
-                            &mut on_event,
-                        );
-                    }
+                Msg::Stopping(reason) => on_event(Event::Stopping(reason)),
+                Msg::Interrupt => {
+                    let mut core = shared.lock();
+                    core.interrupted = true;
+                    let tokens = shared.stop(&mut core, StopReason::Interrupted);
+                    drop(core);
+                    shared.changed.notify_all();
+                    cancel_all(tokens);
                 }
+                Msg::Exited => exited += 1,
             }
         }
     });
@@ -166,6 +141,7 @@ where
     if let (Some(token), Some(id)) = (options.cancel.as_ref(), hook) {
         token.remove_callback(id);
     }
+    let core = shared.core.into_inner().unwrap_or_else(|p| p.into_inner());
     RunReport {
         statuses: statuses
             .into_iter()
@@ -173,98 +149,139 @@ where
             .collect(),
         spans,
         wall: began.elapsed(),
-        interrupted,
-        stopped,
+        interrupted: core.interrupted,
+        stopped: core.stopped,
     }
 }
 
-/// Stops the run once: no more starts, every running job's token cancelled.
-fn stop<S, E>(
-    stopped: &mut Option<StopReason>,
-    reason: StopReason,
-    running: &HashMap<usize, Running<'_, S>>,
-    on_event: &mut E,
-) where
-    E: FnMut(Event<'_, S>),
-{
-    if stopped.is_none() {
-        *stopped = Some(reason);
-        on_event(Event::Stopping(reason));
-        for r in running.values() {
-            r.token.cancel();
-        }
-    }
-}
-
-/// Starts `job(node)` on a scoped thread that catches panics, closes the node's token when the
-/// job returns, and then wakes the scheduler.
-fn spawn<'scope, 'env, S, J>(
-    scope: &'scope Scope<'scope, 'env>,
-    job: &'env J,
-    node: usize,
-    tx: mpsc::Sender<Wake>,
-) -> std::io::Result<Running<'scope, S>>
+/// One worker: take the best ready node, run it, record the outcome, repeat; leave when the run
+/// stopped or when nothing is ready and nothing runs (then nothing can become ready).
+fn worker<S, J>(shared: &Shared<'_, S>, job: &J)
 where
-    S: Send + 'scope,
+    S: Send,
     J: Fn(usize, &CancelToken) -> Result<S, String> + Sync,
 {
-    let token = CancelToken::new();
-    let job_token = token.clone();
-    let handle = thread::Builder::new()
-        .name(format!("job-{node}"))
-        .spawn_scoped(scope, move || {
-            let result = panic::catch_unwind(AssertUnwindSafe(|| job(node, &job_token)))
-                .unwrap_or_else(|payload| Err(panic_message(&*payload)));
-            let end = Instant::now();
-            let observed = job_token.close();
-            let _ = tx.send(Wake::Done(node));
-            Outcome {
-                result,
-                end,
-                observed,
+    loop {
+        let mut to_cancel = Vec::new();
+        let picked = {
+            let mut core = shared.lock();
+            loop {
+                let interrupted = shared.interrupt.as_ref().is_some_and(CancelToken::peek);
+                if interrupted && core.stopped.is_none() {
+                    core.interrupted = true;
+                    to_cancel = shared.stop(&mut core, StopReason::Interrupted);
+                }
+                if core.stopped.is_some() {
+                    break None;
+                }
+                if let Some(node) = core.ready.pop() {
+                    let token = CancelToken::new();
+                    core.running.insert(node, token.clone());
+                    shared.send(Msg::Started(node));
+                    break Some((node, token, Instant::now()));
+                }
+                if core.running.is_empty() {
+                    break None;
+                }
+                core = shared.changed.wait(core).unwrap_or_else(|p| p.into_inner());
             }
-        })?;
-    Ok(Running { token, handle })
+        };
+        cancel_all(to_cancel);
+        let Some((node, token, start)) = picked else {
+            shared.changed.notify_all();
+            shared.send(Msg::Exited);
+            return;
+        };
+        let result = panic::catch_unwind(AssertUnwindSafe(|| job(node, &token)))
+            .unwrap_or_else(|payload| Err(panic_message(&*payload)));
+        let end = Instant::now();
+        let observed = token.close();
+        let status = match result {
+            Ok(value) => Status::Succeeded(value),
+            Err(error) if observed => Status::Cancelled { error },
+            Err(error) => Status::Failed(error),
+        };
+        let tokens = {
+            let mut core = shared.lock();
+            shared.finish(&mut core, node, status, Span { start, end })
+        };
+        shared.changed.notify_all();
+        cancel_all(tokens);
+    }
 }
 
-/// Records `status` for `node` and updates the graph state: dependants of a success may become
-/// ready; dependants of a failure are skipped. Returns whether the node failed on its own.
-fn finish<S, E>(
-    graph: &Graph,
-    node: usize,
-    status: Status<S>,
-    statuses: &mut [Option<Status<S>>],
-    missing: &mut [usize],
-    ready: &mut ReadyQueue<'_>,
-    on_event: &mut E,
-) -> bool
-where
-    E: FnMut(Event<'_, S>),
-{
-    let failed = matches!(status, Status::Failed(_));
-    let succeeded = status.is_succeeded();
-    on_event(Event::Finished(node, statuses[node].insert(status)));
-    if succeeded {
-        for &d in graph.dependants(node) {
-            missing[d] -= 1;
-            if missing[d] == 0 {
-                ready.push(d);
+impl<'g, S> Shared<'g, S> {
+    fn lock(&self) -> MutexGuard<'_, Core<'g>> {
+        // Jobs run outside the lock and their panics are caught, so poisoning cannot leave the
+        // state half-updated in practice; carry on with it.
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send(&self, msg: Msg) {
+        // The receiver lives until every worker has exited, so this cannot fail for them.
+        let _ = self.tx.send(msg);
+    }
+
+    /// Stops the run once; returns the running jobs' tokens, to be cancelled outside the lock
+    /// (their callbacks may kill processes).
+    fn stop(&self, core: &mut Core<'_>, reason: StopReason) -> Vec<CancelToken> {
+        if core.stopped.is_some() {
+            return Vec::new();
+        }
+        core.stopped = Some(reason);
+        self.send(Msg::Stopping(reason));
+        core.running.values().cloned().collect()
+    }
+
+    /// Records a job's outcome: dependants of a success may become ready, everything behind a
+    /// failure is skipped (unless an earlier failure claimed it), and fail-fast stops the run.
+    fn finish(
+        &self,
+        core: &mut Core<'_>,
+        node: usize,
+        status: Status<S>,
+        span: Span,
+    ) -> Vec<CancelToken> {
+        core.running.remove(&node);
+        core.settled[node] = true;
+        let graph = core.graph;
+        let failed = matches!(status, Status::Failed(_));
+        if status.is_succeeded() {
+            for &d in graph.dependants(node) {
+                core.missing[d] -= 1;
+                if core.missing[d] == 0 {
+                    core.ready.push(d);
+                }
             }
         }
-    } else if failed {
-        // Everything behind the failure, unless an earlier failure claimed it already.
+        *self.outcomes[node]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((status, span));
+        self.send(Msg::Finished(node));
+        if !failed {
+            return Vec::new();
+        }
         let mut stack = vec![node];
         while let Some(n) = stack.pop() {
             for &d in graph.dependants(n) {
-                if statuses[d].is_none() {
-                    let skipped = statuses[d].insert(Status::Skipped { because: node });
-                    on_event(Event::Finished(d, skipped));
+                if !core.settled[d] {
+                    core.settled[d] = true;
+                    self.send(Msg::Skipped(d, node));
                     stack.push(d);
                 }
             }
         }
+        match self.on_failure {
+            OnFailure::FailFast => self.stop(core, StopReason::Failure(node)),
+            OnFailure::KeepGoing => Vec::new(),
+        }
     }
-    failed
+}
+
+fn cancel_all(tokens: Vec<CancelToken>) {
+    for token in tokens {
+        token.cancel();
+    }
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
