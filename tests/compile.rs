@@ -1,0 +1,327 @@
+//! `fissile-oci compile` end to end: real sandboxes on a busybox base (fast), and the example
+//! release on the Debian base with real gcc (slow, runs in CI).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fissile(work: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fissile-oci"));
+    cmd.arg("--work-dir").arg(work);
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap()
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(out.status.success(), "{cmd:?} failed ({:?}):\n{}\n{}", out.status.code(), String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn root_or_skip() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("skipped: compile tests run sandboxes as root here; the sandbox suite covers rootless mode");
+    false
+}
+
+/// A source-directory release: (name, deps, packaging script, extra src files).
+fn release(dir: &Path, name: &str, packages: &[(&str, &[&str], &str)]) -> PathBuf {
+    let root = dir.join(name);
+    std::fs::create_dir_all(root.join("config")).unwrap();
+    std::fs::write(root.join("config/final.yml"), format!("name: {name}\n")).unwrap();
+    for (pkg, deps, script) in packages {
+        let p = root.join("packages").join(pkg);
+        std::fs::create_dir_all(&p).unwrap();
+        let deps_yaml: String = deps.iter().map(|d| format!("- {d}\n")).collect();
+        std::fs::write(p.join("spec"), format!("name: {pkg}\ndependencies:\n{deps_yaml}files:\n- {pkg}/**/*\n")).unwrap();
+        std::fs::write(p.join("packaging"), script).unwrap();
+        std::fs::create_dir_all(root.join("src").join(pkg)).unwrap();
+        std::fs::write(root.join("src").join(pkg).join("input.txt"), format!("source of {pkg}\n")).unwrap();
+    }
+    root
+}
+
+fn summary(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn statuses(summary: &serde_json::Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = summary["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().to_string(), p["status"].as_str().unwrap().to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Checks run inside each package's sandbox: the BOSH contract, from the inside.
+const CHECKING_SCRIPT: &str = r#"set -e
+test "$BOSH_PACKAGE_NAME" = "$(basename "$PWD")"
+test "$BOSH_COMPILE_TARGET" = "/var/vcap/source/$BOSH_PACKAGE_NAME"
+test "$BOSH_INSTALL_TARGET" = "/var/vcap/packages/$BOSH_PACKAGE_NAME"
+test "$BOSH_PACKAGES_DIR" = "/var/vcap/packages"
+test -n "$BOSH_PACKAGE_VERSION"
+test -f "$BOSH_PACKAGE_NAME/input.txt"
+test "$(hostname)" = compiler
+for dep in $DEPS; do
+  test -f /var/vcap/packages/$dep/marker
+  if touch /var/vcap/packages/$dep/write-test 2>/dev/null; then echo "dependency $dep is writable"; exit 41; fi
+done
+# Only direct dependencies are mounted.
+for other in $(ls /var/vcap/packages); do
+  case " $DEPS $BOSH_PACKAGE_NAME " in *" $other "*) ;; *) echo "unexpected mount $other"; exit 42;; esac
+done
+echo "$BOSH_PACKAGE_NAME $BOSH_PACKAGE_VERSION" > "$BOSH_INSTALL_TARGET/marker"
+cat "$BOSH_PACKAGE_NAME/input.txt" >> "$BOSH_INSTALL_TARGET/marker"
+"#;
+
+fn checking(deps: &str) -> String {
+    format!("DEPS='{deps}'\n{CHECKING_SCRIPT}")
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    work: PathBuf,
+    dir: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    ok(fissile(&work).args(["-q", "base", "build", "--from", "busybox"]));
+    Fixture {
+        dir: tmp.path().to_path_buf(),
+        work,
+        _tmp: tmp,
+    }
+}
+
+fn dag(f: &Fixture) -> PathBuf {
+    release(
+        &f.dir,
+        "dag",
+        &[
+            ("base-lib", &[], &checking("")),
+            ("tool", &[], &checking("")),
+            ("mid", &["base-lib"], &checking("base-lib")),
+            ("app", &["mid", "tool"], &checking("mid tool")),
+        ],
+    )
+}
+
+#[test]
+fn a_dag_compiles_with_the_bosh_contract_then_comes_from_the_cache() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = fixture();
+    let rel = dag(&f);
+    let s = f.dir.join("s.json");
+    ok(fissile(&f.work).arg("compile").arg(&rel).args(["--base", "busybox", "-j", "2", "--summary"]).arg(&s));
+    let first = summary(&s);
+    assert!(statuses(&first).iter().all(|(_, st)| st == "compiled"), "{first}");
+    for p in first["packages"].as_array().unwrap() {
+        let digest = p["layer_digest"].as_str().unwrap();
+        assert!(digest.starts_with("sha256:"));
+        assert_eq!(p["cache_key"].as_str().unwrap().len(), 64);
+    }
+    // skopeo reads every compiled package from the store.
+    if Command::new("skopeo").arg("--version").output().is_ok() {
+        let key = first["packages"][0]["cache_key"].as_str().unwrap();
+        let name = first["packages"][0]["name"].as_str().unwrap();
+        let out = run(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:pkg-{name}-{key}", f.work.join("oci").display())));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    ok(fissile(&f.work).arg("compile").arg(&rel).args(["--base", "busybox", "--summary"]).arg(&s));
+    assert!(statuses(&summary(&s)).iter().all(|(_, st)| st == "cached"));
+    assert!(ok(fissile(&f.work).args(["cache", "verify"])).is_empty());
+
+    // Change the leaf: it and its dependants recompile, nothing else.
+    std::fs::write(rel.join("src/base-lib/input.txt"), "changed\n").unwrap();
+    ok(fissile(&f.work).arg("compile").arg(&rel).args(["--base", "busybox", "--summary"]).arg(&s));
+    let st = statuses(&summary(&s));
+    assert_eq!(
+        st,
+        vec![
+            ("app".into(), "compiled".into()),
+            ("base-lib".into(), "compiled".into()),
+            ("mid".into(), "compiled".into()),
+            ("tool".into(), "cached".into())
+        ]
+    );
+    // The output of a dependant saw the new dependency.
+    let marker = std::fs::read_dir(f.work.join("packages"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("marker")).ok())
+        .any(|m| m.contains("changed"));
+    assert!(marker);
+}
+
+#[test]
+fn fail_fast_and_keep_going_report_each_failure() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = fixture();
+    let rel = release(
+        &f.dir,
+        "failing",
+        &[
+            ("ok-a", &[], "echo fine > $BOSH_INSTALL_TARGET/x"),
+            ("bad-one", &[], "echo 'first problem here'; exit 3"),
+            ("bad-two", &[], "echo 'second problem here' >&2; exit 4"),
+            ("after-bad", &["bad-one"], "true"),
+            ("after-ok", &["ok-a"], "true"),
+        ],
+    );
+    let s = f.dir.join("s.json");
+    let out = run(fissile(&f.work).arg("compile").arg(&rel).args(["--base", "busybox", "-j", "2", "--keep-going", "--summary"]).arg(&s));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("package bad-one failed: packaging script exited with code 3"), "{err}");
+    assert!(err.contains("package bad-two failed: packaging script exited with code 4"), "{err}");
+    assert!(err.contains("first problem here") && err.contains("second problem here"), "log tails shown: {err}");
+    let st = statuses(&summary(&s));
+    assert_eq!(
+        st,
+        vec![
+            ("after-bad".into(), "skipped".into()),
+            ("after-ok".into(), "compiled".into()),
+            ("bad-one".into(), "failed".into()),
+            ("bad-two".into(), "failed".into()),
+            ("ok-a".into(), "compiled".into())
+        ]
+    );
+
+    // Fail fast: stops at the first failure; nothing behind it starts.
+    let work2 = f.dir.join("work2");
+    ok(fissile(&work2).args(["-q", "base", "build", "--from", "busybox"]));
+    let out = run(fissile(&work2).arg("compile").arg(&rel).args(["--base", "busybox", "-j", "1", "--summary"]).arg(&s));
+    assert_eq!(out.status.code(), Some(1));
+    let st = statuses(&summary(&s));
+    assert!(st.iter().any(|(_, s)| s == "failed"));
+    assert!(st.iter().any(|(n, s)| n == "after-bad" && s == "skipped"), "{st:?}");
+    assert!(std::fs::read_dir(work2.join("runs")).map(|d| d.count()).unwrap_or(0) == 0, "no scratch dirs left");
+}
+
+#[test]
+fn keep_sandbox_keeps_the_failed_scratch_dir() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = fixture();
+    let rel = release(&f.dir, "kept", &[("broken", &[], "touch partial-output; exit 1")]);
+    let out = run(fissile(&f.work).arg("compile").arg(&rel).args(["--base", "busybox", "--keep-sandbox"]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("scratch dir kept") && err.contains("fissile-oci shell"), "{err}");
+    let kept = err.lines().find_map(|l| l.trim().strip_prefix("scratch dir kept: ")).unwrap();
+    assert!(Path::new(kept).join("source/partial-output").exists());
+}
+
+#[test]
+fn role_manifest_compiles_only_the_needed_closure() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = fixture();
+    let rel = dag(&f);
+    std::fs::create_dir_all(rel.join("jobs/mid-job")).unwrap();
+    std::fs::write(rel.join("jobs/mid-job/spec"), "name: mid-job\npackages: [mid]\n").unwrap();
+    let manifest = f.dir.join("roles.yml");
+    std::fs::write(&manifest, "instance_groups:\n- name: g\n  jobs:\n  - name: mid-job\n    release: dag\n").unwrap();
+    let s = f.dir.join("s.json");
+    ok(fissile(&f.work).arg("compile").arg(&rel).args(["--base", "busybox", "-m"]).arg(&manifest).arg("--summary").arg(&s));
+    assert_eq!(statuses(&summary(&s)), vec![("base-lib".into(), "compiled".into()), ("mid".into(), "compiled".into())]);
+}
+
+#[test]
+fn sigint_stops_everything_and_a_rerun_succeeds() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = fixture();
+    let rel = release(&f.dir, "slow", &[("sleepy", &[], "sleep 30; touch $BOSH_INSTALL_TARGET/done"), ("sleepy2", &[], "sleep 30")]);
+    let mut child = fissile(&f.work).arg("compile").arg(&rel).args(["--base", "busybox", "-j", "2"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Wait until both sandboxes run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline && count_processes("sleep 30") < 2 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(count_processes("sleep 30"), 2, "both compiles should be running");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(count_processes("sleep 30"), 0, "no compile process left");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&f.work.display().to_string()), "no mount left under the work dir");
+    let runs = std::fs::read_dir(f.work.join("runs")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(runs, 0, "no scratch dir left");
+    // A rerun (with a quick script) completes on the same work dir.
+    std::fs::write(rel.join("packages/sleepy/packaging"), "touch $BOSH_INSTALL_TARGET/done").unwrap();
+    std::fs::write(rel.join("packages/sleepy2/packaging"), "true").unwrap();
+    ok(fissile(&f.work).arg("compile").arg(&rel).args(["--base", "busybox"]));
+}
+
+fn count_processes(cmdline: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.unwrap().path().join("cmdline")).ok())
+        .filter(|c| String::from_utf8_lossy(c).replace('\0', " ").trim() == cmdline)
+        .count()
+}
+
+#[test]
+fn two_concurrent_runs_on_one_work_dir_both_finish() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = fixture();
+    let rel = dag(&f);
+    let spawn = || {
+        fissile(&f.work)
+            .arg("compile")
+            .arg(&rel)
+            .args(["--base", "busybox"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let both = format!("{}{}", String::from_utf8_lossy(&a.stderr), String::from_utf8_lossy(&b.stderr));
+    assert!(both.contains("4 cached"), "the second run waits for the first and reuses it: {both}");
+    let out = run(fissile(&f.work).arg("compile").arg(&rel).args(["--base", "busybox", "--no-wait"]));
+    assert!(out.status.success());
+}
+
+#[test]
+fn the_example_release_compiles_with_gcc_on_the_debian_base() {
+    if !root_or_skip() {
+        return;
+    }
+    if std::env::var_os("FISSILE_OCI_SKIP_DEBIAN").is_some() {
+        eprintln!("skipped: FISSILE_OCI_SKIP_DEBIAN is set");
+        return;
+    }
+    // Shared with other Debian tests through the lock: the base is built once per target dir.
+    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("debian-work");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello-release");
+    let s = work.join("summary.json");
+    ok(fissile(&work).arg("compile").arg(&example).arg("--summary").arg(&s));
+    let st = statuses(&summary(&s));
+    assert_eq!(st.len(), 5);
+    assert!(st.iter().all(|(_, s)| s == "compiled" || s == "cached"), "{st:?}");
+    let bundle = summary(&s)["packages"].as_array().unwrap().iter().find(|p| p["name"] == "hello-bundle").unwrap().clone();
+    let dir = work.join("packages").join(bundle["cache_key"].as_str().unwrap());
+    assert_eq!(std::fs::read_to_string(dir.join("smoke-test.txt")).unwrap().trim(), "hello, bosh");
+}
