@@ -247,7 +247,15 @@ impl Compiler<'_> {
 
         // Fill in what the scheduler did not report (never started), and the committed layers.
         let mut commit_results = commit_results.into_inner().expect("commit results");
-        let mut failures: Vec<Failure> = failures_detail.into_inner().expect("failures").into_values().collect();
+        let mut details = failures_detail.into_inner().expect("failures");
+        let mut failures: Vec<Failure> = Vec::new();
+        for (i, report) in reports.iter().enumerate() {
+            if report.as_ref().is_some_and(|r| r.status == "failed") {
+                if let Some(detail) = details.remove(&i) {
+                    failures.push(detail);
+                }
+            }
+        }
         let mut new_timings = timings;
         for (pos, &i) in todo.iter().enumerate() {
             let unit = &units[i];
@@ -368,7 +376,9 @@ impl Compiler<'_> {
                 let _ = crate::oci::gc::make_writable_and_remove(&scratch);
                 None
             };
-            if !token.is_cancelled() || self.options.keep_going {
+            // Recorded whatever happens next: the scheduler decides whether this was a failure
+            // of its own or the result of a cancellation, and only failures are reported.
+            {
                 failures.lock().expect("failures").insert(
                     index,
                     Failure {

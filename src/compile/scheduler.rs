@@ -17,9 +17,11 @@
 //!   behind a failure are `Skipped` naming it. With `KeepGoing` everything not behind a failure
 //!   still runs.
 //! - **Plain threads.** Jobs are long (seconds to minutes) and blocking (they wait for a sandbox),
-//!   so each started job gets a scoped thread and the caller's thread is the scheduler: it
-//!   receives completions over a channel and emits [`Event`]s, so the progress display needs no
-//!   locking. Job panics are caught and reported as failures of that node.
+//!   so N scoped worker threads share the graph state under one mutex. A worker that finishes a
+//!   job records it and takes the next ready node itself: a dependant starts without another
+//!   thread having to be woken first, which matters on a loaded machine. The calling thread
+//!   delivers [`Event`]s (so the progress display needs no locking) and turns the caller's
+//!   cancellation into a stop. Job panics are caught and reported as failures of that node.
 
 mod cancel;
 mod graph;
@@ -126,7 +128,7 @@ pub enum StopReason {
 /// Progress, delivered in order on the thread that called [`run`].
 #[derive(Debug)]
 pub enum Event<'a, S> {
-    /// The node's job is about to be called on a worker thread.
+    /// A worker took the node and calls its job (events arrive shortly after the fact).
     Started(usize),
     /// The node has its final status. Sent once for every started node and for every node
     /// skipped behind a failure; never for nodes that end `NotStarted`.
@@ -135,8 +137,8 @@ pub enum Event<'a, S> {
     Stopping(StopReason),
 }
 
-/// When a started node's job ran (start: just before it was handed to its thread; end: when the
-/// job returned, on that thread).
+/// When a started node's job ran, measured on its worker thread (start: when the worker took
+/// the node; end: when the job returned).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
     pub start: Instant,

@@ -107,6 +107,7 @@ where
         for _ in 0..threads {
             scope.spawn(|| worker(&shared, &job));
         }
+        let _stop_on_panic = StopOnPanic(&shared);
         let mut exited = 0;
         while exited < threads {
             // Workers hold senders until they send `Exited`, so this cannot disconnect early.
@@ -161,6 +162,7 @@ where
     S: Send,
     J: Fn(usize, &CancelToken) -> Result<S, String> + Sync,
 {
+    let _exit = ExitNotice(shared);
     loop {
         let mut to_cancel = Vec::new();
         let picked = {
@@ -188,8 +190,6 @@ where
         };
         cancel_all(to_cancel);
         let Some((node, token, start)) = picked else {
-            shared.changed.notify_all();
-            shared.send(Msg::Exited);
             return;
         };
         let result = panic::catch_unwind(AssertUnwindSafe(|| job(node, &token)))
@@ -274,6 +274,33 @@ impl<'g, S> Shared<'g, S> {
         match self.on_failure {
             OnFailure::FailFast => self.stop(core, StopReason::Failure(node)),
             OnFailure::KeepGoing => Vec::new(),
+        }
+    }
+}
+
+/// Tells the others and the calling thread that a worker left, however it leaves.
+struct ExitNotice<'a, 'g, S>(&'a Shared<'g, S>);
+
+impl<S> Drop for ExitNotice<'_, '_, S> {
+    fn drop(&mut self) {
+        self.0.changed.notify_all();
+        self.0.send(Msg::Exited);
+    }
+}
+
+/// If the caller's event callback panics, stop the run so the panic surfaces once the running
+/// jobs return, not after the whole graph has been worked through.
+struct StopOnPanic<'a, 'g, S>(&'a Shared<'g, S>);
+
+impl<S> Drop for StopOnPanic<'_, '_, S> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let tokens = {
+                let mut core = self.0.lock();
+                self.0.stop(&mut core, StopReason::Interrupted)
+            };
+            self.0.changed.notify_all();
+            cancel_all(tokens);
         }
     }
 }
