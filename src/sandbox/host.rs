@@ -18,7 +18,9 @@ pub struct IdRange {
 pub enum CgroupSupport {
     Usable,
     /// Limits are skipped; the reason is shown once.
-    Unavailable { reason: String },
+    Unavailable {
+        reason: String,
+    },
 }
 
 /// Facts about the host that shape the runtime spec.

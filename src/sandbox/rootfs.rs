@@ -63,6 +63,9 @@ pub fn overlay_mount(
         format!("upperdir={}", upper_dir(scratch).display()),
         format!("workdir={}", work_dir(scratch).display()),
     ];
+    if std::env::var_os("FO_VOLATILE").is_some() {
+        options.push("volatile".to_string());
+    }
     if rootless {
         options.push("userxattr".to_string());
     }

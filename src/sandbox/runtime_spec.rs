@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{
     LinuxBuilder, LinuxDeviceCgroupBuilder, LinuxIdMapping, LinuxIdMappingBuilder,
     LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
-    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 use super::host::{CgroupSupport, HostContext};
+use super::mounts;
 use super::rootfs;
 use super::security;
 use super::types::{Network, RootfsSpec, SandboxSpec};
@@ -57,7 +58,7 @@ pub fn build_runtime_spec(
         .readonly(readonly)
         .build()?;
 
-    let (uid_maps, gid_maps) = id_mappings(host);
+    let (uid_maps, gid_maps) = rootless_id_maps(host);
     if rootless && !(is_mapped(spec.uid, &uid_maps) && is_mapped(spec.gid, &gid_maps)) {
         return Err(SpecError::UnmappedId {
             uid: spec.uid,
@@ -65,7 +66,7 @@ pub fn build_runtime_spec(
         });
     }
     let user = UserBuilder::default().uid(spec.uid).gid(spec.gid).build()?;
-    let process = ProcessBuilder::default()
+    let mut process = ProcessBuilder::default()
         .terminal(spec.tty)
         .user(user)
         .args(spec.args.clone())
@@ -74,6 +75,9 @@ pub fn build_runtime_spec(
         .capabilities(security::capabilities())
         .no_new_privileges(true)
         .build()?;
+    // No rlimits: the defaults (RLIMIT_NOFILE 1024) would be wrong for builds, and asking for
+    // more than the caller's hard limits makes container creation fail (as podman does here).
+    process.set_rlimits(None);
 
     let mut namespaces = vec![
         LinuxNamespaceType::Pid,
@@ -85,9 +89,8 @@ pub fn build_runtime_spec(
     if spec.network == Network::None {
         namespaces.push(LinuxNamespaceType::Network);
     }
-    if rootless {
-        namespaces.push(LinuxNamespaceType::User);
-    }
+    // Rootless, the helper has already moved into a user namespace of its own (see `userns`):
+    // the container shares it rather than asking libcontainer for one.
     let namespaces: Vec<LinuxNamespace> = namespaces
         .into_iter()
         .map(|typ| {
@@ -108,11 +111,6 @@ pub fn build_runtime_spec(
         CgroupSupport::Usable => Some(resources(spec)?),
         CgroupSupport::Unavailable { .. } => None,
     });
-    if rootless {
-        linux
-            .set_uid_mappings(Some(uid_maps))
-            .set_gid_mappings(Some(gid_maps));
-    }
 
     let mut result = Spec::default();
     result
@@ -120,10 +118,27 @@ pub fn build_runtime_spec(
         .set_hostname(Some(spec.hostname.clone()))
         .set_root(Some(root))
         .set_process(Some(process))
-        .set_mounts(Some(mounts(spec, host)?))
+        .set_mounts(Some(mounts::mounts(spec, host)?))
         .set_annotations(None)
         .set_linux(Some(linux));
     Ok(result)
+}
+
+/// Makes the container join an existing network namespace (see `netns`) instead of
+/// creating one.
+pub fn join_network_namespace(spec: &mut Spec, path: PathBuf) {
+    let Some(namespaces) = spec
+        .linux_mut()
+        .as_mut()
+        .and_then(|l| l.namespaces_mut().as_mut())
+    else {
+        return;
+    };
+    for ns in namespaces {
+        if ns.typ() == LinuxNamespaceType::Network {
+            ns.set_path(Some(path.clone()));
+        }
+    }
 }
 
 fn validate(spec: &SandboxSpec) -> Result<(), SpecError> {
@@ -165,9 +180,10 @@ fn validate(spec: &SandboxSpec) -> Result<(), SpecError> {
     }
 }
 
-/// Rootless: the caller is root inside; with subordinate ranges (and the setuid helpers to
-/// write them), ids 1..=65535 inside map to them so that `chown` in a build works.
-fn id_mappings(host: &HostContext) -> (Vec<LinuxIdMapping>, Vec<LinuxIdMapping>) {
+/// The id maps of the rootless user namespace: the caller is root inside; with subordinate
+/// ranges (and the setuid helpers to write them), ids 1..=65535 inside map to them so that
+/// `chown` in a build works.
+pub fn rootless_id_maps(host: &HostContext) -> (Vec<LinuxIdMapping>, Vec<LinuxIdMapping>) {
     let map = |container_id: u32, host_id: u32, size: u32| {
         LinuxIdMappingBuilder::default()
             .container_id(container_id)
@@ -206,78 +222,6 @@ fn resources(spec: &SandboxSpec) -> Result<LinuxResources, SpecError> {
     Ok(builder.build()?)
 }
 
-fn mounts(spec: &SandboxSpec, host: &HostContext) -> Result<Vec<Mount>, SpecError> {
-    let mount = |dest: &str, typ: &str, source: &str, options: &[&str]| {
-        MountBuilder::default()
-            .destination(dest)
-            .typ(typ)
-            .source(source)
-            .options(strings(options))
-            .build()
-    };
-    let mut mounts = Vec::new();
-    if let RootfsSpec::Overlay { lower, scratch } = &spec.rootfs {
-        mounts.push(rootfs::overlay_mount(lower, scratch, !host.is_root())?);
-    }
-    mounts.push(mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?);
-    mounts.push(mount(
-        "/dev",
-        "tmpfs",
-        "tmpfs",
-        &["nosuid", "strictatime", "mode=755", "size=65536k"],
-    )?);
-    let devpts: &[&str] = if host.is_root() || host.subordinate_ranges().is_some() {
-        &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]
-    } else {
-        // gid 5 (tty) is not mapped in a single-id user namespace.
-        &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]
-    };
-    mounts.push(mount("/dev/pts", "devpts", "devpts", devpts)?);
-    mounts.push(mount(
-        "/dev/shm",
-        "tmpfs",
-        "shm",
-        &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-    )?);
-    mounts.push(mount(
-        "/dev/mqueue",
-        "mqueue",
-        "mqueue",
-        &["nosuid", "noexec", "nodev"],
-    )?);
-    if host.is_root() {
-        mounts.push(mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
-        )?);
-    } else {
-        // A fresh sysfs cannot be mounted from a user namespace that does not own the network
-        // namespace's... in practice it fails rootless: bind the host's, read-only.
-        mounts.push(mount(
-            "/sys",
-            "none",
-            "/sys",
-            &["rbind", "nosuid", "noexec", "nodev", "ro"],
-        )?);
-    }
-    let mut binds = spec.mounts.clone();
-    binds.sort_by_key(|m| m.destination.components().count());
-    for bind in binds {
-        let access = if bind.readonly { "ro" } else { "rw" };
-        mounts.push(
-            MountBuilder::default()
-                .destination(bind.destination)
-                .typ("bind")
-                .source(bind.source)
-                .options(strings(&["bind", "nosuid", "nodev", access]))
-                .build()?,
-        );
-    }
-    Ok(mounts)
-}
-
-fn strings(items: &[&str]) -> Vec<String> {
+pub(super) fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }

@@ -4,7 +4,7 @@
 
 use oci_spec::runtime::{
     Arch, Capabilities, Capability, LinuxCapabilities, LinuxSeccomp, LinuxSeccompAction,
-    LinuxSeccompArg, LinuxSeccompOperator, LinuxSyscall,
+    LinuxSeccompArg, LinuxSeccompArgBuilder, LinuxSeccompOperator, LinuxSyscall,
 };
 
 /// Docker's default set minus CAP_MKNOD, CAP_NET_RAW and CAP_SETFCAP (no device nodes, no raw
@@ -180,12 +180,13 @@ fn architectures() -> Vec<Arch> {
 /// `(arg0 & flag) == flag`. Mask and datum are both `flag`, so the rule reads the same whichever
 /// of `value`/`valueTwo` a runtime takes as the mask (runtimes disagree).
 fn flag_set(flag: u64) -> LinuxSeccompArg {
-    let mut arg = LinuxSeccompArg::default();
-    arg.set_index(0)
-        .set_value(flag)
-        .set_value_two(Some(flag))
-        .set_op(LinuxSeccompOperator::ScmpCmpMaskedEq);
-    arg
+    LinuxSeccompArgBuilder::default()
+        .index(0usize)
+        .value(flag)
+        .value_two(flag)
+        .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+        .build()
+        .expect("all seccomp arg fields are set")
 }
 
 fn syscall_rule(names: &[&str], errno: u32, arg: Option<LinuxSeccompArg>) -> LinuxSyscall {

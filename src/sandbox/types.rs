@@ -136,8 +136,10 @@ pub enum ExitStatus {
 }
 
 /// The result of one sandbox run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
+    /// The container's id (its state dir and cgroup are named after it; both are gone now).
+    pub container_id: String,
     pub status: ExitStatus,
     /// From container creation to the end of its init process.
     pub wall: Duration,
@@ -197,6 +199,7 @@ mod tests {
     #[test]
     fn shell_codes() {
         let out = |status| Outcome {
+            container_id: "c".into(),
             status,
             wall: Duration::ZERO,
             oom_killed: false,

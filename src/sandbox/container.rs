@@ -1,0 +1,195 @@
+//! Driving libcontainer for one container: stdio, build, the executor that runs in the
+//! container's init just before `exec`, kill, delete, and the OOM check. Only ever called from
+//! the single-threaded helper process.
+
+use std::fs::OpenOptions;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::error::LibcontainerError;
+use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
+use oci_spec::runtime::Spec;
+
+use super::state::RuntimeDirs;
+use super::types::{Input, Output, SandboxSpec};
+
+/// The container's stdin, stdout and stderr.
+pub struct Stdio {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+impl Stdio {
+    /// Opens what the spec asks for. An output file is created (0644) or appended to; when
+    /// stdout and stderr name the same file it is opened once and shared, so lines interleave
+    /// in order.
+    pub fn open(spec: &SandboxSpec) -> std::io::Result<Stdio> {
+        let stdin = match spec.stdin {
+            Input::Inherit => std::io::stdin().as_fd_owned()?,
+            Input::Null => std::fs::File::open("/dev/null")?.into(),
+        };
+        let open_output = |output: &Output, inherited: OwnedFd| -> std::io::Result<OwnedFd> {
+            match output {
+                Output::Inherit => Ok(inherited),
+                Output::File(path) => Ok(OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o644)
+                    .open(path)
+                    .map_err(|e| annotate(e, path))?
+                    .into()),
+            }
+        };
+        let stdout = open_output(&spec.stdout, std::io::stdout().as_fd_owned()?)?;
+        let stderr = match (&spec.stdout, &spec.stderr) {
+            (Output::File(a), Output::File(b)) if a == b => stdout.try_clone()?,
+            _ => open_output(&spec.stderr, std::io::stderr().as_fd_owned()?)?,
+        };
+        Ok(Stdio {
+            stdin,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+trait AsFdOwned {
+    fn as_fd_owned(&self) -> std::io::Result<OwnedFd>;
+}
+
+impl<T: std::os::fd::AsFd> AsFdOwned for T {
+    fn as_fd_owned(&self) -> std::io::Result<OwnedFd> {
+        self.as_fd().try_clone_to_owned()
+    }
+}
+
+fn annotate(err: std::io::Error, path: &Path) -> std::io::Error {
+    std::io::Error::new(err.kind(), format!("{}: {err}", path.display()))
+}
+
+/// Creates the container from the bundle (its init waits for `start`).
+pub fn build(
+    id: &str,
+    dirs: &RuntimeDirs,
+    bundle: &Path,
+    stdio: Stdio,
+) -> Result<Container, LibcontainerError> {
+    ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_executor(SandboxExecutor)
+        .with_root_path(dirs.state_root())?
+        .validate_id()?
+        .with_stdin(stdio.stdin)
+        .with_stdout(stdio.stdout)
+        .with_stderr(stdio.stderr)
+        .as_init(bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+}
+
+/// Deletes a container (killing what is left of it) and its cgroup.
+pub fn delete(container: &mut Container) -> Result<(), LibcontainerError> {
+    container.delete(true)
+}
+
+/// Loads and deletes the container of a dead helper. When libcontainer cannot (half-written
+/// state), the state dir and any empty cgroup dirs are removed by hand.
+pub fn delete_stale(dirs: &RuntimeDirs, id: &str) {
+    let state_dir = dirs.container_state_dir(id);
+    if state_dir.exists() {
+        let deleted = Container::load(state_dir.clone()).and_then(|mut c| c.delete(true));
+        if deleted.is_err() {
+            let _ = std::fs::remove_dir_all(&state_dir);
+        }
+    }
+    remove_cgroup_dirs(id);
+}
+
+/// Best effort: removes (empty) cgroup dirs named after the container under every hierarchy.
+fn remove_cgroup_dirs(id: &str) {
+    let relative = super::runtime_spec::cgroups_path(id);
+    let relative = relative.strip_prefix("/").unwrap_or(&relative);
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(relative));
+    for hierarchy in hierarchies.flatten() {
+        let _ = std::fs::remove_dir(hierarchy.path().join(relative));
+    }
+}
+
+/// Whether the kernel OOM-killed something in the container's memory cgroup (v1
+/// `memory.oom_control`, v2 `memory.events`). Read before `delete` removes the cgroup.
+pub fn oom_killed(id: &str) -> bool {
+    let relative = super::runtime_spec::cgroups_path(id);
+    let relative = relative.strip_prefix("/").unwrap_or(&relative);
+    let candidates = [
+        Path::new("/sys/fs/cgroup/memory")
+            .join(relative)
+            .join("memory.oom_control"),
+        Path::new("/sys/fs/cgroup")
+            .join(relative)
+            .join("memory.events"),
+    ];
+    candidates.iter().any(|path| {
+        std::fs::read_to_string(path).is_ok_and(|text| {
+            text.lines().any(|line| {
+                line.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            })
+        })
+    })
+}
+
+/// Runs in the container's init process after libcontainer has set it up, in place of the
+/// default executor: restores the signal state the helper changed (blocked stop signals, Rust's
+/// ignored SIGPIPE) so the command starts as from a shell, asks for SIGKILL when the helper dies,
+/// and reports a command that cannot be executed with a shell's codes (127 not found, 126 not
+/// executable) instead of failing the container setup.
+#[derive(Clone)]
+struct SandboxExecutor;
+
+impl Executor for SandboxExecutor {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        let args = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().as_ref())
+            .filter(|a| !a.is_empty())
+            .ok_or(ExecutorError::InvalidArg)?;
+        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+        for signal in Signal::iterator() {
+            if !matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
+                // SAFETY: restoring the default disposition installs no handler code.
+                let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) };
+            }
+        }
+        let _ =
+            nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+
+        let c_args: Vec<std::ffi::CString> = args
+            .iter()
+            .map(|a| std::ffi::CString::new(a.as_bytes()).unwrap_or_default())
+            .collect();
+        let err = nix::unistd::execvp(&c_args[0], &c_args).unwrap_err();
+        let code = match err {
+            nix::Error::ENOENT => 127,
+            _ => 126,
+        };
+        eprintln!("fissile-oci: cannot run {}: {}", args[0], err.desc());
+        // SAFETY: ending the init process before any cleanup could touch shared state.
+        unsafe { libc::_exit(code) }
+    }
+
+    fn validate(&self, _spec: &Spec) -> Result<(), ExecutorValidationError> {
+        // A missing command is reported by `exec` as exit 127, like a shell does.
+        Ok(())
+    }
+}

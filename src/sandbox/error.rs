@@ -1,0 +1,45 @@
+//! Errors of a sandbox run as the caller sees them.
+
+use std::path::PathBuf;
+
+#[derive(thiserror::Error, Debug)]
+pub enum SandboxError {
+    #[error("failed to start the sandbox helper {exe}")]
+    SpawnHelper {
+        exe: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to talk to the sandbox helper (pid {pid})")]
+    HelperIo {
+        pid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the sandbox helper (pid {pid}) ended without an answer ({status})")]
+    HelperDied { pid: u32, status: String },
+    #[error("the sandbox helper (pid {pid}) sent an unreadable answer")]
+    BadReply {
+        pid: u32,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("sandbox {container_id}: {stage} failed: {message}")]
+    Failed {
+        container_id: String,
+        stage: String,
+        message: String,
+    },
+    #[error("sandbox {container_id} was stopped by signal {signal}; it was killed and removed")]
+    Interrupted { container_id: String, signal: i32 },
+}
+
+impl SandboxError {
+    /// For a `Failed` error: the stage that failed (e.g. "creating the container").
+    pub fn stage(&self) -> Option<&str> {
+        match self {
+            SandboxError::Failed { stage, .. } => Some(stage),
+            _ => None,
+        }
+    }
+}

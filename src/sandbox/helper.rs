@@ -1,0 +1,272 @@
+//! The helper process: `fissile-oci __sandbox-helper`, one per container, single-threaded
+//! because libcontainer is not thread-safe (process-wide env and cwd). It reads a
+//! [`SandboxSpec`] as JSON from fd 3 (a socket), runs it, and writes a [`HelperReply`] back on the
+//! same socket. Its stdin/stdout/stderr are the caller's, so the container can inherit them.
+//!
+//! Every exit path ends the same way: kill the container's init (its pid namespace dies with
+//! it), reap it, `delete(true)` (state dir and cgroup), remove the bundle. Stop signals (INT,
+//! TERM, HUP) are blocked and read from a signalfd, so they interrupt the wait and take that path
+//! too; the helper asks for SIGTERM when its parent dies. SIGKILL of the helper itself leaves the
+//! container to its own parent-death SIGKILL and the state to the next helper's stale scan.
+
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::container::{self, Stdio};
+use super::host::HostContext;
+use super::netns::NetnsHolder;
+use super::process::{self, WaitEnd};
+use super::rootfs;
+use super::runtime_spec::{build_runtime_spec, join_network_namespace};
+use super::state::{self, Claim, RuntimeDirs};
+use super::types::{ExitStatus, Network, Outcome, RootfsSpec, SandboxSpec};
+use super::userns;
+
+/// The fd the helper talks to its caller on.
+pub const HELPER_FD: i32 = 3;
+
+/// What the helper answers.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum HelperReply {
+    Finished(Outcome),
+    /// Stopped by a signal to the helper; the container was killed and removed.
+    Interrupted {
+        container_id: String,
+        signal: i32,
+    },
+    /// The run could not happen; `stage` says where it failed, `message` has the whole chain.
+    Failed {
+        container_id: Option<String>,
+        stage: String,
+        message: String,
+    },
+}
+
+/// Entry point of the hidden subcommand; returns the process exit code. `caller_pid` is the
+/// process that started us: if it is no longer our parent, it died before we could ask to be
+/// told, and we stop at once.
+pub fn helper_main(runtime_root: &Path, caller_pid: Option<u32>) -> i32 {
+    // Die with the caller, but by SIGTERM, which we handle: the container is still removed.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+    if caller_pid.is_some_and(|pid| nix::unistd::getppid().as_raw() as u32 != pid) {
+        return 1;
+    }
+    // SAFETY: fd 3 was set up by the caller for us alone; we take ownership once.
+    let mut socket = unsafe { UnixStream::from_raw_fd(HELPER_FD) };
+    let _ = nix::fcntl::fcntl(
+        HELPER_FD,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    let reply = match read_spec(&mut socket) {
+        Ok(spec) => run(&spec, runtime_root),
+        Err(message) => failed(None, "reading the sandbox spec", message),
+    };
+    let code = match &reply {
+        HelperReply::Finished(_) => 0,
+        HelperReply::Interrupted { signal, .. } => 128 + signal,
+        HelperReply::Failed { .. } => 1,
+    };
+    let json = serde_json::to_vec(&reply).unwrap_or_default();
+    let _ = socket.write_all(&json);
+    code
+}
+
+fn read_spec(socket: &mut UnixStream) -> Result<SandboxSpec, String> {
+    let mut buf = Vec::new();
+    socket.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&buf).map_err(|e| e.to_string())
+}
+
+fn failed(id: Option<&str>, stage: &str, message: impl ToString) -> HelperReply {
+    HelperReply::Failed {
+        container_id: id.map(str::to_string),
+        stage: stage.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// With `FISSILE_OCI_SANDBOX_TIMING` set, phase times go to stderr (for latency work).
+fn timing(phase: &str, since: Instant) {
+    if std::env::var_os("FISSILE_OCI_SANDBOX_TIMING").is_some() {
+        eprintln!("sandbox timing: {phase} at {:.2} ms", since.elapsed().as_secs_f64() * 1e3);
+    }
+}
+
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+fn run(spec: &SandboxSpec, runtime_root: &Path) -> HelperReply {
+    let signals = match process::block_stop_signals() {
+        Ok(fd) => fd,
+        Err(err) => return failed(None, "blocking signals", err),
+    };
+    let host = HostContext::detect();
+    if !host.is_root() {
+        if let Err(err) = userns::enter_rootless_namespaces(&host) {
+            return failed(None, "entering the rootless namespaces", chain(&err));
+        }
+    }
+    let dirs = match RuntimeDirs::open(runtime_root) {
+        Ok(dirs) => dirs,
+        Err(err) => return failed(None, "opening the runtime dir", chain(&err)),
+    };
+    // Leftovers of helpers that died without cleaning up.
+    for stale in state::stale_claims(&dirs) {
+        container::delete_stale(&dirs, &stale.id);
+        stale.release();
+    }
+
+    let id = state::new_container_id();
+    let mut runtime_spec = match build_runtime_spec(spec, &host, &id) {
+        Ok(s) => s,
+        Err(err) => return failed(Some(&id), "building the runtime spec", chain(&err)),
+    };
+    let prepared = match &spec.rootfs {
+        RootfsSpec::Overlay { lower, scratch } => rootfs::prepare_overlay(lower, scratch),
+        RootfsSpec::Plain { dir, .. } => rootfs::check_plain(dir),
+    };
+    if let Err(err) = prepared {
+        return failed(Some(&id), "preparing the rootfs", chain(&err));
+    }
+    let netns = match spec.network {
+        Network::None => match NetnsHolder::create() {
+            Ok(holder) => {
+                join_network_namespace(&mut runtime_spec, holder.path());
+                Some(holder)
+            }
+            Err(err) => return failed(Some(&id), "creating the network namespace", chain(&err)),
+        },
+        Network::Host => None,
+    };
+    let claim = match Claim::create(&dirs, &id) {
+        Ok(claim) => claim,
+        Err(err) => return failed(Some(&id), "creating the bundle", chain(&err)),
+    };
+    let config = claim.bundle.join("config.json");
+    if let Err(err) = runtime_spec.save(&config) {
+        claim.release();
+        return failed(Some(&id), "writing config.json", chain(&err));
+    }
+    state::restrict(&config);
+
+    let reply = run_container(spec, &dirs, &claim, netns, &signals);
+    if let RootfsSpec::Overlay { scratch, .. } = &spec.rootfs {
+        rootfs::finish_overlay(scratch);
+    }
+    claim.release();
+    reply
+}
+
+fn run_container(
+    spec: &SandboxSpec,
+    dirs: &RuntimeDirs,
+    claim: &Claim,
+    netns: Option<NetnsHolder>,
+    signals: &nix::sys::signalfd::SignalFd,
+) -> HelperReply {
+    let id = claim.id.as_str();
+    let stdio = match Stdio::open(spec) {
+        Ok(stdio) => stdio,
+        Err(err) => {
+            return failed(Some(id), "opening stdio", err);
+        }
+    };
+    let started = Instant::now();
+    let built = container::build(id, dirs, &claim.bundle, stdio);
+    timing("built", started);
+    // The container has joined the namespace (or failed): the holder can go.
+    drop(netns);
+    let mut container = match built {
+        Ok(c) => c,
+        Err(err) => {
+            process::reap_children();
+            container::delete_stale(dirs, id);
+            return failed(Some(id), "creating the container", chain(&err));
+        }
+    };
+    let pid = container.pid().unwrap_or(Pid::from_raw(0));
+    let pidfd = match process::pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(err) => {
+            let _ = container::delete(&mut container);
+            process::reap_children();
+            return failed(Some(id), "opening a pidfd for the container", err);
+        }
+    };
+    // From here on, every path goes through the kill/reap/delete below.
+    let mut setup_error = None;
+    if let Err(err) = container.start() {
+        setup_error = Some(("starting the container", chain(&err)));
+    }
+    timing("started", started);
+    let deadline = spec.timeout.map(|t| Instant::now() + t);
+    let end = match setup_error {
+        Some(_) => Ok(WaitEnd::Deadline),
+        None => process::wait_child(pid, &pidfd, signals, deadline),
+    };
+    let (end, status) = match end {
+        Ok(WaitEnd::Ended(status)) => (None, Some(status)),
+        Ok(other) => {
+            // Killing pid 1 of the container's pid namespace kills every process in it.
+            let _ = process::pidfd_kill(&pidfd, Signal::SIGKILL);
+            let status = nix::sys::wait::waitpid(pid, None).ok();
+            (Some(other), status)
+        }
+        Err(err) => {
+            let _ = process::pidfd_kill(&pidfd, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            setup_error = Some(("waiting for the container", err.to_string()));
+            (None, None)
+        }
+    };
+    let wall = started.elapsed();
+    let oom_killed = matches!(status, Some(WaitStatus::Signaled(_, Signal::SIGKILL, _)))
+        && spec.memory_limit.is_some()
+        && container::oom_killed(id);
+    timing("exited", started);
+    let deleted = container::delete(&mut container);
+    timing("deleted", started);
+
+    if let Some((stage, message)) = setup_error {
+        return failed(Some(id), stage, message);
+    }
+    if let Err(err) = deleted {
+        return failed(Some(id), "deleting the container", chain(&err));
+    }
+    let status = match (end, status) {
+        (Some(WaitEnd::Signal(signal)), _) => {
+            return HelperReply::Interrupted {
+                container_id: id.to_string(),
+                signal: signal as i32,
+            }
+        }
+        (Some(_), _) => ExitStatus::TimedOut,
+        (None, Some(WaitStatus::Exited(_, code))) => ExitStatus::Exited(code),
+        (None, Some(WaitStatus::Signaled(_, signal, _))) => ExitStatus::Signaled(signal as i32),
+        (None, other) => {
+            return failed(Some(id), "waiting for the container", format!("{other:?}"))
+        }
+    };
+    HelperReply::Finished(Outcome {
+        container_id: id.to_string(),
+        status,
+        wall,
+        oom_killed,
+    })
+}

@@ -1,0 +1,43 @@
+//! Sandboxes: one command in a fresh libcontainer (youki) container, isolated, limited, and
+//! cleaned up on every exit path.
+//!
+//! - [`types`]: the [`SandboxSpec`] (what to run, where, with which limits) and [`Outcome`].
+//! - [`runtime_spec`]: the pure function to an OCI runtime spec; [`security`] the capability,
+//!   masked-path and seccomp profile; [`rootfs`] the overlay; [`host`] the host facts.
+//! - [`runner`]: [`LibcontainerSandbox`], the caller's side, safe from any thread; it starts
+//!   [`helper`], a single-threaded process per container (`fissile-oci __sandbox-helper`), which
+//!   drives libcontainer through [`container`] and [`process`], and keeps [`state`] on disk so a
+//!   later run can clean up after a crashed one.
+//!
+//! The [`Sandbox`] trait lets the scheduler be tested with a fake.
+
+pub mod container;
+pub mod error;
+pub mod helper;
+pub mod host;
+pub mod mounts;
+pub mod netns;
+pub mod process;
+pub mod rootfs;
+pub mod runner;
+pub mod runtime_spec;
+pub mod security;
+pub mod state;
+pub mod types;
+pub mod userns;
+
+pub use error::SandboxError;
+pub use helper::helper_main;
+pub use host::{CgroupSupport, HostContext, IdRange};
+pub use runner::{LibcontainerSandbox, SandboxProcess, HELPER_SUBCOMMAND};
+pub use runtime_spec::{build_runtime_spec, SpecError};
+pub use state::default_runtime_root;
+pub use types::{
+    BindMount, ExitStatus, Input, Network, Outcome, Output, RootfsSpec, SandboxSpec,
+    DEFAULT_HOSTNAME, DEFAULT_PATH, DEFAULT_PIDS_LIMIT,
+};
+
+/// Runs one sandboxed command to its end.
+pub trait Sandbox: Send + Sync {
+    fn run(&self, spec: &SandboxSpec) -> Result<Outcome, SandboxError>;
+}

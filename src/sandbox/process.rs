@@ -1,0 +1,127 @@
+//! Process plumbing of the helper: pidfds, signals, waiting with a deadline, reaping.
+
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::time::Instant;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+/// The signals that make the helper stop its container and clean up.
+pub fn stop_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(signal);
+    }
+    set
+}
+
+/// Blocks the stop signals and returns a signalfd that reports them. Blocked signals are
+/// inherited by children: the container's executor unblocks everything before `exec`.
+pub fn block_stop_signals() -> nix::Result<SignalFd> {
+    let set = stop_signals();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+}
+
+/// A pidfd for a child: waiting on it cannot race with pid reuse.
+pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: the kernel just gave us this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+pub fn pidfd_kill(pidfd: &OwnedFd, signal: Signal) -> nix::Result<()> {
+    // SAFETY: pidfd_send_signal with a valid fd, a signal number, no siginfo and no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as i32,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => match nix::Error::last() {
+            nix::Error::ESRCH => Ok(()),
+            err => Err(err),
+        },
+    }
+}
+
+/// Why waiting stopped.
+#[derive(Debug)]
+pub enum WaitEnd {
+    /// The process ended; its status.
+    Ended(WaitStatus),
+    /// The deadline passed first.
+    Deadline,
+    /// One of the stop signals arrived first.
+    Signal(Signal),
+}
+
+/// Waits for the child behind `pidfd` to end, the deadline to pass, or a stop signal.
+pub fn wait_child(
+    pid: Pid,
+    pidfd: &OwnedFd,
+    signals: &SignalFd,
+    deadline: Option<Instant>,
+) -> nix::Result<WaitEnd> {
+    loop {
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(WaitEnd::Deadline);
+                }
+                // Round up so that we do not wake a millisecond early and spin.
+                let ms = left.as_millis().saturating_add(1).min(i32::MAX as u128) as i32;
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [
+            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        ];
+        match nix::poll::poll(&mut fds, timeout) {
+            Err(nix::Error::EINTR) => continue,
+            Err(err) => return Err(err),
+            Ok(_) => {}
+        }
+        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        if ready(&fds[1]) {
+            if let Ok(Some(info)) = signals.read_signal() {
+                if let Ok(signal) = Signal::try_from(info.ssi_signo as i32) {
+                    return Ok(WaitEnd::Signal(signal));
+                }
+            }
+        }
+        if ready(&fds[0]) {
+            return nix::sys::wait::waitpid(pid, None).map(WaitEnd::Ended);
+        }
+    }
+}
+
+/// Reaps whatever children are already gone (after a failed container build, libcontainer may
+/// leave its intermediate process as a zombie); waits a little for ones still exiting.
+pub fn reap_children() {
+    let until = Instant::now() + std::time::Duration::from_millis(200);
+    loop {
+        match nix::sys::wait::waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(2))
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The caller's side: [`LibcontainerSandbox`] starts one helper process per run and talks to it
+//! over a socket on the helper's fd 3. Safe to use from many threads at once: all the
+//! libcontainer work happens in the helpers.
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::error::SandboxError;
+use super::helper::{HelperReply, HELPER_FD};
+use super::host::{CgroupSupport, HostContext};
+use super::types::{Outcome, SandboxSpec};
+use super::Sandbox;
+
+/// The name of the hidden subcommand that runs the helper.
+pub const HELPER_SUBCOMMAND: &str = "__sandbox-helper";
+
+/// Runs sandboxes with libcontainer, each from a fresh helper process.
+pub struct LibcontainerSandbox {
+    helper_exe: PathBuf,
+    runtime_root: PathBuf,
+    limits_notice: Option<String>,
+    notice_shown: AtomicBool,
+}
+
+impl LibcontainerSandbox {
+    /// `helper_exe` is the `fissile-oci` binary (`std::env::current_exe()` in the CLI,
+    /// `env!("CARGO_BIN_EXE_fissile-oci")` in tests); `runtime_root` holds container state
+    /// (see [`super::default_runtime_root`]).
+    pub fn new(helper_exe: PathBuf, runtime_root: PathBuf) -> LibcontainerSandbox {
+        let limits_notice = match HostContext::detect().cgroups {
+            CgroupSupport::Usable => None,
+            CgroupSupport::Unavailable { reason } => Some(format!(
+                "notice: {reason}: pids and memory limits are not enforced"
+            )),
+        };
+        LibcontainerSandbox {
+            helper_exe,
+            runtime_root,
+            limits_notice,
+            notice_shown: AtomicBool::new(false),
+        }
+    }
+
+    /// Why resource limits cannot be enforced here, if they cannot.
+    pub fn limits_notice(&self) -> Option<&str> {
+        self.limits_notice.as_deref()
+    }
+
+    /// Starts a run; [`SandboxProcess::wait`] gives its outcome. The limits notice is printed
+    /// to stderr once per `LibcontainerSandbox` when a run asks for limits that cannot be kept.
+    ///
+    /// The helper stops (removing its container) when the *thread* that spawned it ends: the
+    /// kernel's parent-death signal follows threads. Spawn and wait on the same thread.
+    pub fn spawn(&self, spec: &SandboxSpec) -> Result<SandboxProcess, SandboxError> {
+        if let Some(notice) = &self.limits_notice {
+            let wants_limits = spec.pids_limit.is_some() || spec.memory_limit.is_some();
+            if wants_limits && !self.notice_shown.swap(true, Ordering::Relaxed) {
+                eprintln!("{notice}");
+            }
+        }
+        let spawn_err = |source| SandboxError::SpawnHelper {
+            exe: self.helper_exe.clone(),
+            source,
+        };
+        let (mut ours, theirs) = UnixStream::pair().map_err(spawn_err)?;
+        let theirs_fd = theirs.as_raw_fd();
+        let mut command = Command::new(&self.helper_exe);
+        command
+            .arg(HELPER_SUBCOMMAND)
+            .arg("--runtime-root")
+            .arg(&self.runtime_root)
+            .arg("--caller-pid")
+            .arg(std::process::id().to_string());
+        // SAFETY: between fork and exec the child only calls dup2, which is async-signal-safe.
+        // dup2 also clears close-on-exec on the new fd, so only fd 3 reaches the helper.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::dup2(theirs_fd, HELPER_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(spawn_err)?;
+        drop(theirs);
+        let pid = child.id();
+        let io_err = |source| SandboxError::HelperIo { pid, source };
+        let json = serde_json::to_vec(spec).expect("a sandbox spec always serialises");
+        ours.write_all(&json).map_err(io_err)?;
+        ours.shutdown(Shutdown::Write).map_err(io_err)?;
+        Ok(SandboxProcess {
+            child,
+            socket: ours,
+        })
+    }
+}
+
+impl Sandbox for LibcontainerSandbox {
+    fn run(&self, spec: &SandboxSpec) -> Result<Outcome, SandboxError> {
+        self.spawn(spec)?.wait()
+    }
+}
+
+/// A run in progress.
+pub struct SandboxProcess {
+    child: Child,
+    socket: UnixStream,
+}
+
+impl SandboxProcess {
+    /// The helper's pid.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Asks the helper to stop: it kills and removes the container, then `wait` returns
+    /// [`SandboxError::Interrupted`].
+    pub fn terminate(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// Waits for the run to end.
+    pub fn wait(mut self) -> Result<Outcome, SandboxError> {
+        let pid = self.child.id();
+        let mut buf = Vec::new();
+        let read = self.socket.read_to_end(&mut buf);
+        let status = self
+            .child
+            .wait()
+            .map_err(|source| SandboxError::HelperIo { pid, source })?;
+        read.map_err(|source| SandboxError::HelperIo { pid, source })?;
+        if buf.is_empty() {
+            return Err(SandboxError::HelperDied {
+                pid,
+                status: status.to_string(),
+            });
+        }
+        let reply: HelperReply = serde_json::from_slice(&buf)
+            .map_err(|source| SandboxError::BadReply { pid, source })?;
+        match reply {
+            HelperReply::Finished(outcome) => Ok(outcome),
+            HelperReply::Interrupted {
+                container_id,
+                signal,
+            } => Err(SandboxError::Interrupted {
+                container_id,
+                signal,
+            }),
+            HelperReply::Failed {
+                container_id,
+                stage,
+                message,
+            } => Err(SandboxError::Failed {
+                container_id: container_id.unwrap_or_else(|| "-".into()),
+                stage,
+                message,
+            }),
+        }
+    }
+}

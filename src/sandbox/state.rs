@@ -1,0 +1,239 @@
+//! Where containers keep their state, and how a crashed run's leftovers are recognised.
+//!
+//! ```text
+//! RUNTIME_ROOT/state/<id>/          libcontainer's state dir (state.json, notify socket)
+//! RUNTIME_ROOT/bundles/<id>/        config.json and `owner`
+//! ```
+//! `owner` holds the helper's pid (for people) and an exclusive `flock` for the helper's whole
+//! life (for programs): the kernel drops the lock when the helper dies, however it dies, so a
+//! bundle whose `owner` can be locked belongs to a dead helper and its container is stale. The
+//! lock is taken before the file gets its name, so a scan never sees an unlocked live owner.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+#[derive(thiserror::Error, Debug)]
+pub enum StateError {
+    #[error("failed to create runtime dir {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("runtime dir {path} is not ours (owner uid {owner}, we are {uid}); set another runtime root")]
+    NotOurs { path: PathBuf, owner: u32, uid: u32 },
+    #[error("failed to write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to lock {path}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// The default runtime root: `/run/fissile-oci/sandbox` as root, else
+/// `$XDG_RUNTIME_DIR/fissile-oci/sandbox`, else `/tmp/fissile-oci-<uid>/sandbox`.
+pub fn default_runtime_root() -> PathBuf {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return PathBuf::from("/run/fissile-oci/sandbox");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if Path::new(&dir).is_dir() => Path::new(&dir).join("fissile-oci/sandbox"),
+        _ => PathBuf::from(format!("/tmp/fissile-oci-{uid}/sandbox")),
+    }
+}
+
+/// A runtime root with its `state/` and `bundles/` dirs.
+#[derive(Clone, Debug)]
+pub struct RuntimeDirs {
+    root: PathBuf,
+}
+
+impl RuntimeDirs {
+    /// Creates the dirs (mode 0700) and checks that we own the root: under /tmp another user
+    /// could have made it first.
+    pub fn open(root: &Path) -> Result<RuntimeDirs, StateError> {
+        let dirs = RuntimeDirs {
+            root: root.to_path_buf(),
+        };
+        for dir in [dirs.state_root(), dirs.bundles_root()] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|source| StateError::CreateDir {
+                    path: dir.clone(),
+                    source,
+                })?;
+        }
+        let uid = nix::unistd::geteuid().as_raw();
+        let owner =
+            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(root).map_err(|source| {
+                StateError::CreateDir {
+                    path: root.to_path_buf(),
+                    source,
+                }
+            })?);
+        if owner != uid {
+            return Err(StateError::NotOurs {
+                path: root.to_path_buf(),
+                owner,
+                uid,
+            });
+        }
+        Ok(dirs)
+    }
+
+    /// libcontainer's root path: one `<id>/` dir per container.
+    pub fn state_root(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    pub fn bundles_root(&self) -> PathBuf {
+        self.root.join("bundles")
+    }
+
+    pub fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.bundles_root().join(id)
+    }
+
+    pub fn container_state_dir(&self, id: &str) -> PathBuf {
+        self.state_root().join(id)
+    }
+}
+
+/// A unique container id: our pid, the time, and a per-process counter.
+pub fn new_container_id() -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("fissile-{}-{:x}-{n}", std::process::id(), nanos)
+}
+
+/// A bundle dir we hold the `owner` lock of: our own live one, or a stale one being cleaned.
+pub struct Claim {
+    pub id: String,
+    pub bundle: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl Claim {
+    /// Creates the bundle dir for a new container and locks it for this process's life.
+    pub fn create(dirs: &RuntimeDirs, id: &str) -> Result<Claim, StateError> {
+        let bundle = dirs.bundle_dir(id);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&bundle)
+            .map_err(|source| StateError::CreateDir {
+                path: bundle.clone(),
+                source,
+            })?;
+        let pending = bundle.join("owner.pending");
+        let write_err = |source| StateError::Write {
+            path: pending.clone(),
+            source,
+        };
+        let file = File::create(&pending).map_err(write_err)?;
+        let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+            StateError::Lock {
+                path: pending.clone(),
+                source: e,
+            }
+        })?;
+        writeln!(lock, "{}", std::process::id()).map_err(write_err)?;
+        std::fs::rename(&pending, bundle.join("owner")).map_err(write_err)?;
+        Ok(Claim {
+            id: id.to_string(),
+            bundle,
+            _lock: lock,
+        })
+    }
+
+    /// Removes the bundle dir (the lock goes with the claim).
+    pub fn release(self) {
+        let _ = std::fs::remove_dir_all(&self.bundle);
+    }
+}
+
+/// Bundles whose owner is dead, locked for cleaning (a concurrent scan skips them).
+pub fn stale_claims(dirs: &RuntimeDirs) -> Vec<Claim> {
+    let Ok(entries) = std::fs::read_dir(dirs.bundles_root()) else {
+        return Vec::new();
+    };
+    let mut stale = Vec::new();
+    for entry in entries.flatten() {
+        let bundle = entry.path();
+        let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let owner = bundle.join("owner");
+        let Ok(file) = File::open(&owner) else {
+            // Still being created, or its creator died before naming `owner`: only old ones.
+            if is_older_than(&bundle, std::time::Duration::from_secs(60)) {
+                let _ = std::fs::remove_dir_all(&bundle);
+            }
+            continue;
+        };
+        if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            stale.push(Claim {
+                id,
+                bundle,
+                _lock: lock,
+            });
+        }
+    }
+    stale
+}
+
+fn is_older_than(path: &Path, age: std::time::Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|elapsed| elapsed > age)
+}
+
+/// Makes a file readable only by us (bundle config.json may hold env secrets).
+pub fn restrict(path: &Path) {
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_claims_are_not_stale_and_dead_ones_are() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = RuntimeDirs::open(tmp.path()).unwrap();
+        let live = Claim::create(&dirs, "a").unwrap();
+        assert!(stale_claims(&dirs).is_empty());
+        // A claim whose lock is gone (its process died) is stale.
+        drop(live);
+        let stale = stale_claims(&dirs);
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].id, "a");
+        // While one scan holds it, another does not see it.
+        assert!(stale_claims(&dirs).is_empty());
+        stale.into_iter().for_each(Claim::release);
+        assert!(!dirs.bundle_dir("a").exists());
+    }
+
+    #[test]
+    fn ids_are_unique() {
+        assert_ne!(new_container_id(), new_container_id());
+    }
+}
