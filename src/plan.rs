@@ -439,3 +439,70 @@ fn role_closure(
     }
     Ok(wanted)
 }
+
+impl Plan {
+    /// Direct and indirect dependencies of `id`, in plan (compile) order, without `id`.
+    pub fn dependency_closure(&self, id: NodeId) -> Vec<NodeId> {
+        let mut wanted = vec![false; self.nodes.len()];
+        let mut stack: Vec<NodeId> = self.nodes[id].dependencies.clone();
+        while let Some(n) = stack.pop() {
+            if !wanted[n] {
+                wanted[n] = true;
+                stack.extend(self.nodes[n].dependencies.iter().copied());
+            }
+        }
+        (0..self.nodes.len()).filter(|&n| wanted[n]).collect()
+    }
+
+    /// A plan of only `keep` (which must be closed under dependencies), same releases.
+    pub fn restricted_to(&self, keep: &[NodeId]) -> Plan {
+        let mut new_id = vec![None; self.nodes.len()];
+        for (new, &old) in keep.iter().enumerate() {
+            new_id[old] = Some(new);
+        }
+        let nodes = keep
+            .iter()
+            .map(|&old| {
+                let node = &self.nodes[old];
+                Node {
+                    name: node.name.clone(),
+                    fingerprint: node.fingerprint.clone(),
+                    dependencies: node
+                        .dependencies
+                        .iter()
+                        .map(|d| new_id[*d].expect("restricted plans are closed under dependencies"))
+                        .collect(),
+                    members: node.members.clone(),
+                }
+            })
+            .collect();
+        let node_of = self
+            .node_of
+            .iter()
+            .map(|ids| ids.iter().map(|id| id.and_then(|id| new_id[id])).collect())
+            .collect();
+        Plan {
+            releases: self.releases.clone(),
+            nodes,
+            node_of,
+        }
+    }
+
+    /// The node a user means by `name` (a package name, or `release/name` when ambiguous).
+    pub fn find(&self, name: &str) -> Result<NodeId, String> {
+        let matches: Vec<NodeId> = (0..self.nodes.len())
+            .filter(|&id| self.nodes[id].name == name || self.node_label(id) == name)
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(format!(
+                "no package {name:?} in the given releases; packages: {}",
+                (0..self.nodes.len()).map(|id| self.node_label(id)).collect::<Vec<_>>().join(", ")
+            )),
+            _ => Err(format!(
+                "{name:?} is in several releases: say which, as {}",
+                matches.iter().map(|&id| self.node_label(id)).collect::<Vec<_>>().join(" or ")
+            )),
+        }
+    }
+}

@@ -223,6 +223,31 @@ fn keep_sandbox_keeps_the_failed_scratch_dir() {
     assert!(err.contains("scratch dir kept") && err.contains("fissile-oci shell"), "{err}");
     let kept = err.lines().find_map(|l| l.trim().strip_prefix("scratch dir kept: ")).unwrap();
     assert!(Path::new(kept).join("source/partial-output").exists());
+    // `shell` reopens the kept dir, with the partial output the failed script left.
+    let out = run(fissile(&f.work).arg("shell").arg(&rel).args(["broken", "--base", "busybox", "--", "/bin/sh", "-c", "ls; echo $BOSH_INSTALL_TARGET"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("partial-output") && stdout.contains("/var/vcap/packages/broken"), "{stdout}");
+    // Exit codes of the shell come back.
+    let out = run(fissile(&f.work).arg("shell").arg(&rel).args(["broken", "--base", "busybox", "--", "/bin/sh", "-c", "exit 7"]));
+    assert_eq!(out.status.code(), Some(7));
+}
+
+#[test]
+fn shell_mounts_the_compiled_dependencies() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = fixture();
+    let rel = dag(&f);
+    let out = run(fissile(&f.work).arg("shell").arg(&rel).args(["app", "--base", "busybox", "--", "/bin/sh", "-c", "ls /var/vcap/packages; cat /var/vcap/packages/mid/marker"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("mid\n") && stdout.contains("tool") && !stdout.contains("base-lib\n"), "only direct deps: {stdout}");
+    assert!(stdout.contains("source of mid"), "{stdout}");
+    let out = run(fissile(&f.work).arg("shell").arg(&rel).args(["nope", "--base", "busybox"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no package \"nope\""));
 }
 
 #[test]

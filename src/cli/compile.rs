@@ -76,7 +76,7 @@ pub fn run(args: CompileArgs, work_dir: Option<&Path>, printer: Printer) -> anyh
     };
     let store = OciStore::open_or_create(&wd.oci())?;
     let sandbox = sandbox()?;
-    let compilation_base = resolve_base(&wd, &store, &sandbox, &args, printer)?;
+    let compilation_base = resolve_base(&wd, &store, &sandbox, args.base.as_deref(), &args.prerequisites.script()?, network(args.network), printer)?;
 
     let cancel = CancelToken::new();
     let interrupted = install_interrupt_handler(cancel.clone());
@@ -161,14 +161,21 @@ pub fn run(args: CompileArgs, work_dir: Option<&Path>, printer: Printer) -> anyh
 /// The compilation base to use: `--base` names a compilation base (used as is) or a base (its
 /// compilation base is made on first use); without it, the default Debian base is built from
 /// the host's apt mirror on first use.
-fn resolve_base(wd: &WorkDir, store: &OciStore, sandbox: &fissile_oci::sandbox::LibcontainerSandbox, args: &CompileArgs, printer: Printer) -> anyhow::Result<CompilationBase> {
-    let script = args.prerequisites.script()?;
+pub fn resolve_base(
+    wd: &WorkDir,
+    store: &OciStore,
+    sandbox: &fissile_oci::sandbox::LibcontainerSandbox,
+    base: Option<&str>,
+    script: &str,
+    network: fissile_oci::sandbox::Network,
+    printer: Printer,
+) -> anyhow::Result<CompilationBase> {
     let started = std::time::Instant::now();
     let mut progress = |line: &str| printer.info(format_args!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64()));
-    let base_ref = args.base.clone().unwrap_or_else(default_base_tag);
+    let base_ref = base.map(str::to_string).unwrap_or_else(default_base_tag);
     let descriptor = match store.resolve(&base_ref)? {
         Some(d) => d,
-        None if args.base.is_none() => {
+        None if base.is_none() => {
             let suite = rootfs_builder::debian::host_suite().unwrap_or_else(|| "bookworm".into());
             progress(&format!("no default base yet: building {base_ref} from the host's apt mirror (once; a few minutes)"));
             let packages: Vec<String> = rootfs_builder::DEFAULT_PACKAGES.iter().map(|s| s.to_string()).collect();
@@ -199,8 +206,8 @@ fn resolve_base(wd: &WorkDir, store: &OciStore, sandbox: &fissile_oci::sandbox::
             &CompilationBaseRequest {
                 base_name: &base_ref,
                 base: &descriptor,
-                script: &script,
-                network: network(args.network),
+                script,
+                network,
                 timeout: None,
             },
             &mut progress,

@@ -5,6 +5,7 @@ mod cache;
 mod compile;
 mod inspect;
 mod run;
+mod shell;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +53,11 @@ pub enum Command {
     ///   fissile-oci compile -r rel1.tgz,rel2/ -m role-manifest.yml -j 4 --summary out.json
     ///   fissile-oci compile release/ --base busybox --keep-going --keep-sandbox
     Compile(compile::CompileArgs),
+    /// Open a shell in a package's compile sandbox (dependencies compiled and mounted).
+    ///
+    /// Reopens the scratch dir a `compile --keep-sandbox` kept for a failed package, or stages
+    /// the package afresh. Give a command after `--` to run it instead of an interactive bash.
+    Shell(shell::ShellArgs),
     /// Build and list base images and compilation bases.
     #[command(subcommand)]
     Base(base::BaseCommand),
@@ -183,6 +189,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Inspect(args) => inspect::run(args, printer),
         Command::Base(command) => base::run(command, cli.work_dir.as_deref(), printer),
         Command::Compile(args) => compile::run(args, cli.work_dir.as_deref(), printer),
+        Command::Shell(args) => shell::run(args, cli.work_dir.as_deref(), printer),
         Command::Cache(command) => cache::run(command, cli.work_dir.as_deref(), printer),
         Command::Run(args) => run::run(args, printer),
         Command::SandboxHelper(args) => run::helper(args),
