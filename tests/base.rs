@@ -41,8 +41,14 @@ fn last_layer_entries(work: &Path, name: &str) -> Vec<String> {
     let store = OciStore::open(&work.join("oci")).unwrap();
     let manifest = image::read_manifest(&store, &store.resolve(name).unwrap().unwrap()).unwrap();
     let layer = manifest.layers().last().unwrap();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(store.open_blob(layer).unwrap()));
-    archive.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect()
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
+        store.open_blob(layer).unwrap(),
+    ));
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect()
 }
 
 #[test]
@@ -56,16 +62,35 @@ fn busybox_base_is_reproducible_and_its_compilation_base_runs_scripts() {
     let name = name.trim();
     assert!(name.starts_with("fissile-cbase-"), "{name}");
     ok(fissile(&w2).args(["-q", "base", "build", "--from", "busybox"]));
-    assert_eq!(base_digest(&w1, "busybox"), base_digest(&w2, "busybox"), "same source, same digest");
-    assert_eq!(base_digest(&w1, name), base_digest(&w2, name), "the prerequisites layer is deterministic too");
+    assert_eq!(
+        base_digest(&w1, "busybox"),
+        base_digest(&w2, "busybox"),
+        "same source, same digest"
+    );
+    assert_eq!(
+        base_digest(&w1, name),
+        base_digest(&w2, name),
+        "the prerequisites layer is deterministic too"
+    );
 
     let list = ok(fissile(&w1).args(["base", "list"]));
-    assert!(list.contains("busybox") && list.contains("compilation-base") && list.contains(name), "{list}");
-    assert_eq!(ok(fissile(&w1).args(["base", "name", "--base", "busybox"])).trim(), name);
+    assert!(
+        list.contains("busybox") && list.contains("compilation-base") && list.contains(name),
+        "{list}"
+    );
+    assert_eq!(
+        ok(fissile(&w1).args(["base", "name", "--base", "busybox"])).trim(),
+        name
+    );
 
     // The compilation base has the /var/vcap tree, and runs bash scripts in a sandbox.
     let store = OciStore::open(&w1.join("oci")).unwrap();
-    let rootfs = fissile_oci::oci::unpack::unpack_image(&store, &store.resolve(name).unwrap().unwrap(), &w1.join("rootfs")).unwrap();
+    let rootfs = fissile_oci::oci::unpack::unpack_image(
+        &store,
+        &store.resolve(name).unwrap().unwrap(),
+        &w1.join("rootfs"),
+    )
+    .unwrap();
     let out = ok(fissile(&w1).arg("run").arg("--rootfs").arg(&rootfs).args([
         "--",
         "/bin/bash",
@@ -85,28 +110,71 @@ fn prerequisites_changes_become_a_layer_with_whiteouts_and_a_new_name() {
     let w = tmp.path().join("w");
     let script = tmp.path().join("prep.sh");
     std::fs::write(&script, "set -e\nmkdir -p /opt/tools && echo v1 > /opt/tools/version\nrm /etc/group\nrm -rf /usr/sbin && mkdir /usr/sbin && touch /usr/sbin/only-this\n").unwrap();
-    let default_name = ok(fissile(&w).args(["base", "build", "--from", "busybox"])).trim().to_string();
-    let custom = ok(fissile(&w).args(["base", "build", "--from", "busybox", "--prerequisites"]).arg(&script)).trim().to_string();
-    assert_ne!(default_name, custom, "a different script makes a different compilation base");
-    assert_eq!(ok(fissile(&w).args(["base", "name", "--base", "busybox", "--prerequisites"]).arg(&script)).trim(), custom);
+    let default_name = ok(fissile(&w).args(["base", "build", "--from", "busybox"]))
+        .trim()
+        .to_string();
+    let custom = ok(fissile(&w)
+        .args(["base", "build", "--from", "busybox", "--prerequisites"])
+        .arg(&script))
+    .trim()
+    .to_string();
+    assert_ne!(
+        default_name, custom,
+        "a different script makes a different compilation base"
+    );
+    assert_eq!(
+        ok(fissile(&w)
+            .args(["base", "name", "--base", "busybox", "--prerequisites"])
+            .arg(&script))
+        .trim(),
+        custom
+    );
 
     let entries = last_layer_entries(&w, &custom);
-    for want in ["opt/tools/version", "etc/.wh.group", "usr/sbin/.wh..wh..opq", "usr/sbin/only-this"] {
-        assert!(entries.iter().any(|e| e == want), "{want} missing from {entries:?}");
+    for want in [
+        "opt/tools/version",
+        "etc/.wh.group",
+        "usr/sbin/.wh..wh..opq",
+        "usr/sbin/only-this",
+    ] {
+        assert!(
+            entries.iter().any(|e| e == want),
+            "{want} missing from {entries:?}"
+        );
     }
     let store = OciStore::open(&w.join("oci")).unwrap();
-    let rootfs = fissile_oci::oci::unpack::unpack_image(&store, &store.resolve(&custom).unwrap().unwrap(), &w.join("rootfs")).unwrap();
+    let rootfs = fissile_oci::oci::unpack::unpack_image(
+        &store,
+        &store.resolve(&custom).unwrap().unwrap(),
+        &w.join("rootfs"),
+    )
+    .unwrap();
     assert!(!rootfs.join("etc/group").exists());
     assert!(rootfs.join("etc/passwd").exists());
-    assert_eq!(std::fs::read_dir(rootfs.join("usr/sbin")).unwrap().count(), 1);
-    assert_eq!(std::fs::read_to_string(rootfs.join("opt/tools/version")).unwrap(), "v1\n");
+    assert_eq!(
+        std::fs::read_dir(rootfs.join("usr/sbin")).unwrap().count(),
+        1
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("opt/tools/version")).unwrap(),
+        "v1\n"
+    );
 
     // A failing script is reported with its log, and nothing is named after it.
     std::fs::write(&script, "echo about to fail; exit 3\n").unwrap();
-    let out = fissile(&w).args(["base", "build", "--from", "busybox", "--prerequisites"]).arg(&script).output().unwrap();
+    let out = fissile(&w)
+        .args(["base", "build", "--from", "busybox", "--prerequisites"])
+        .arg(&script)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("prerequisites script failed") && err.contains("exited with code 3") && err.contains(".log"), "{err}");
+    assert!(
+        err.contains("prerequisites script failed")
+            && err.contains("exited with code 3")
+            && err.contains(".log"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -116,15 +184,25 @@ fn a_base_without_bash_is_refused_with_a_fix() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let tree = tmp.path().join("tree");
-    rootfs_builder::busybox::build(&{
-        std::fs::create_dir_all(&tree).unwrap();
-        tree.clone()
-    }, false)
+    rootfs_builder::busybox::build(
+        &{
+            std::fs::create_dir_all(&tree).unwrap();
+            tree.clone()
+        },
+        false,
+    )
     .unwrap();
-    let out = fissile(&tmp.path().join("w")).args(["base", "build", "--from"]).arg(format!("rootfs:{}", tree.display())).output().unwrap();
+    let out = fissile(&tmp.path().join("w"))
+        .args(["base", "build", "--from"])
+        .arg(format!("rootfs:{}", tree.display()))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("has no bash") && err.contains("debian:SUITE"), "{err}");
+    assert!(
+        err.contains("has no bash") && err.contains("debian:SUITE"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -138,9 +216,18 @@ fn rootfs_tarball_and_docker_archive_imports() {
     std::fs::create_dir_all(&tree).unwrap();
     rootfs_builder::busybox::build(&tree, true).unwrap();
     let tarball = tmp.path().join("rootfs.tar");
-    let status = Command::new("tar").arg("-C").arg(&tree).arg("-cf").arg(&tarball).arg(".").status().unwrap();
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&tree)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
     assert!(status.success());
-    let name = ok(fissile(&w).args(["base", "build", "--tag", "from-tar", "--from"]).arg(format!("rootfs:{}", tarball.display())));
+    let name = ok(fissile(&w)
+        .args(["base", "build", "--tag", "from-tar", "--from"])
+        .arg(format!("rootfs:{}", tarball.display())));
     assert!(name.trim().starts_with("fissile-cbase-"));
 
     if Command::new("skopeo").arg("--version").output().is_err() {
@@ -151,12 +238,21 @@ fn rootfs_tarball_and_docker_archive_imports() {
     let out = Command::new("skopeo")
         .args(["copy", "--quiet"])
         .arg(format!("oci:{}:from-tar", w.join("oci").display()))
-        .arg(format!("docker-archive:{}:example/base:1", archive.display()))
+        .arg(format!(
+            "docker-archive:{}:example/base:1",
+            archive.display()
+        ))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let w2 = tmp.path().join("w2");
-    let name2 = ok(fissile(&w2).args(["base", "build", "--tag", "imported", "--from"]).arg(format!("docker-archive:{}", archive.display())));
+    let name2 = ok(fissile(&w2)
+        .args(["base", "build", "--tag", "imported", "--from"])
+        .arg(format!("docker-archive:{}", archive.display())));
     // Same layers, same script: the imported base behaves as the original.
     let store = OciStore::open(&w2.join("oci")).unwrap();
     let m = image::read_manifest(&store, &store.resolve("imported").unwrap().unwrap()).unwrap();
@@ -169,10 +265,16 @@ fn rootfs_tarball_and_docker_archive_imports() {
 #[test]
 fn unknown_sources_and_missing_bases_are_explained() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = fissile(tmp.path()).args(["base", "build", "--from", "ubuntu:jammy"]).output().unwrap();
+    let out = fissile(tmp.path())
+        .args(["base", "build", "--from", "ubuntu:jammy"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("debian:SUITE"));
-    let out = fissile(tmp.path()).args(["base", "name", "--base", "nope"]).output().unwrap();
+    let out = fissile(tmp.path())
+        .args(["base", "name", "--base", "nope"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("base build"));
 }
@@ -187,15 +289,41 @@ fn debian_compilation_base_compiles_with_gcc() {
         eprintln!("skipped: FISSILE_OCI_SKIP_DEBIAN is set");
         return;
     }
-    let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
-    let w = tmp.path().join("w");
+    // Shared with the Debian compile test (the work-dir lock serialises them): the base is
+    // bootstrapped once per target dir, and reused by `compile`'s default base.
+    let w = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-work");
     let started = std::time::Instant::now();
-    let name = ok(fissile(&w).args(["base", "build", "--from", "debian:bookworm"])).trim().to_string();
-    eprintln!("debian:bookworm compilation base built in {:.0}s", started.elapsed().as_secs_f64());
+    let name = ok(fissile(&w).args(["base", "build", "--from", "debian:bookworm"]))
+        .trim()
+        .to_string();
+    eprintln!(
+        "debian:bookworm compilation base built in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
     let store = OciStore::open(&w.join("oci")).unwrap();
-    let rootfs = fissile_oci::oci::unpack::unpack_image(&store, &store.resolve(&name).unwrap().unwrap(), &w.join("rootfs")).unwrap();
-    assert_eq!(std::fs::read(rootfs.join("etc/machine-id")).unwrap(), b"", "no host machine id");
-    assert_eq!(std::fs::read_dir(rootfs.join("var/lib/apt/lists")).unwrap().count(), 0, "apt lists cleaned");
+    let rootfs = fissile_oci::oci::unpack::unpack_image(
+        &store,
+        &store.resolve(&name).unwrap().unwrap(),
+        &w.join("rootfs"),
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(rootfs.join("etc/machine-id")).unwrap(),
+        b"",
+        "no host machine id"
+    );
+    assert_eq!(
+        name,
+        ok(fissile(&w).args(["base", "name"])).trim(),
+        "debian-bookworm is the default base"
+    );
+    assert_eq!(
+        std::fs::read_dir(rootfs.join("var/lib/apt/lists"))
+            .unwrap()
+            .count(),
+        0,
+        "apt lists cleaned"
+    );
     let out = ok(fissile(&w).arg("run").arg("--rootfs").arg(&rootfs).args([
         "--",
         "/bin/bash",

@@ -68,7 +68,8 @@ impl PrerequisitesArgs {
     pub fn script(&self) -> anyhow::Result<String> {
         match &self.prerequisites {
             None => Ok(base::DEFAULT_PREREQUISITES.to_string()),
-            Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read prerequisites script {}", path.display())),
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read prerequisites script {}", path.display())),
         }
     }
 }
@@ -82,7 +83,11 @@ pub struct NameArgs {
     pub prerequisites: PrerequisitesArgs,
 }
 
-pub fn run(command: BaseCommand, work_dir: Option<&Path>, printer: Printer) -> anyhow::Result<ExitCode> {
+pub fn run(
+    command: BaseCommand,
+    work_dir: Option<&Path>,
+    printer: Printer,
+) -> anyhow::Result<ExitCode> {
     let wd = WorkDir::resolve(work_dir)?;
     match command {
         BaseCommand::Build(args) => build(&wd, args, printer),
@@ -104,17 +109,32 @@ pub fn sandbox() -> anyhow::Result<LibcontainerSandbox> {
 
 fn build(wd: &WorkDir, args: BuildArgs, printer: Printer) -> anyhow::Result<ExitCode> {
     let script = args.prerequisites.script()?;
-    let _lock = wd.lock(true, |holder| printer.info(format_args!("waiting for the work dir lock held by {holder}")))?;
+    let _lock = wd.lock(true, |holder| {
+        printer.info(format_args!(
+            "waiting for the work dir lock held by {holder}"
+        ))
+    })?;
     let store = OciStore::open_or_create(&wd.oci())?;
     let tag = args.tag.clone().unwrap_or_else(|| args.from.default_tag());
-    let packages = args
-        .packages
-        .clone()
-        .unwrap_or_else(|| rootfs_builder::DEFAULT_PACKAGES.iter().map(|s| s.to_string()).collect());
+    let packages = args.packages.clone().unwrap_or_else(|| {
+        rootfs_builder::DEFAULT_PACKAGES
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    });
     let started = std::time::Instant::now();
-    let mut progress = |line: &str| printer.info(format_args!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64()));
-    progress(&format!("building base {tag} from {}", describe(&args.from)));
-    let base = base::build_base(wd, &store, &args.from, &packages, &tag, &mut progress).with_context(|| format!("cannot build base {tag}"))?;
+    let mut progress = |line: &str| {
+        printer.info(format_args!(
+            "[{:>5.1}s] {line}",
+            started.elapsed().as_secs_f64()
+        ))
+    };
+    progress(&format!(
+        "building base {tag} from {}",
+        describe(&args.from)
+    ));
+    let base = base::build_base(wd, &store, &args.from, &packages, &tag, &mut progress)
+        .with_context(|| format!("cannot build base {tag}"))?;
     let sandbox = sandbox()?;
     let (name, _) = base::ensure_compilation_base(
         wd,
@@ -129,7 +149,10 @@ fn build(wd: &WorkDir, args: BuildArgs, printer: Printer) -> anyhow::Result<Exit
         },
         &mut progress,
     )?;
-    progress(&format!("base {tag} ({}) and compilation base {name} are ready", base.digest()));
+    progress(&format!(
+        "base {tag} ({}) and compilation base {name} are ready",
+        base.digest()
+    ));
     println!("{name}");
     Ok(ExitCode::SUCCESS)
 }
@@ -146,7 +169,14 @@ fn describe(source: &BaseSource) -> String {
         BaseSource::Debian { suite } => format!("Debian {suite} (mmdebstrap; takes a few minutes)"),
         BaseSource::Busybox => "the host's static busybox".into(),
         BaseSource::Rootfs(p) => format!("rootfs {}", p.display()),
-        BaseSource::Oci { layout, reference } => format!("OCI layout {}{}", layout.display(), reference.as_deref().map(|r| format!(":{r}")).unwrap_or_default()),
+        BaseSource::Oci { layout, reference } => format!(
+            "OCI layout {}{}",
+            layout.display(),
+            reference
+                .as_deref()
+                .map(|r| format!(":{r}"))
+                .unwrap_or_default()
+        ),
         BaseSource::DockerArchive(p) => format!("docker archive {}", p.display()),
     }
 }
@@ -159,7 +189,10 @@ fn list(wd: &WorkDir) -> anyhow::Result<ExitCode> {
     let store = OciStore::open(&wd.oci())?;
     let rows = base::list(&store)?;
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(4).max(4);
-    println!("{:width$}  {:16}  {:>9}  {:20}  MANIFEST", "NAME", "KIND", "SIZE", "CREATED");
+    println!(
+        "{:width$}  {:16}  {:>9}  {:20}  MANIFEST",
+        "NAME", "KIND", "SIZE", "CREATED"
+    );
     for (name, kind, descriptor) in rows {
         let mut size = 0;
         fissile_oci::oci::gc::walk_references(&store, &descriptor, &mut |d| {
@@ -167,8 +200,15 @@ fn list(wd: &WorkDir) -> anyhow::Result<ExitCode> {
             Ok(())
         })?;
         let notes = annotations(&descriptor);
-        let created = notes.get("org.opencontainers.image.created").cloned().unwrap_or_else(|| "-".into());
-        println!("{name:width$}  {kind:16}  {:>9}  {created:20}  {}", human(size), descriptor.digest());
+        let created = notes
+            .get("org.opencontainers.image.created")
+            .cloned()
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{name:width$}  {kind:16}  {:>9}  {created:20}  {}",
+            human(size),
+            descriptor.digest()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -178,9 +218,16 @@ fn name(wd: &WorkDir, args: NameArgs) -> anyhow::Result<ExitCode> {
     let base_ref = args.base.clone().unwrap_or_else(default_base_tag);
     let store = OciStore::open_or_create(&wd.oci())?;
     let descriptor = store.resolve(&base_ref)?.with_context(|| {
-        format!("base {base_ref:?} is not in {}: build it with `fissile-oci base build --from ...`", wd.oci().display())
+        format!(
+            "base {base_ref:?} is not in {}: build it with `fissile-oci base build --from ...`",
+            wd.oci().display()
+        )
     })?;
-    if annotations(&descriptor).get(KIND_ANNOTATION).map(String::as_str) == Some("compilation-base") {
+    if annotations(&descriptor)
+        .get(KIND_ANNOTATION)
+        .map(String::as_str)
+        == Some("compilation-base")
+    {
         println!("{base_ref}");
     } else {
         println!("{}", base::compilation_base_name(&descriptor, &script)?);

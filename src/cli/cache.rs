@@ -23,7 +23,11 @@ pub enum CacheCommand {
     Clean,
 }
 
-pub fn run(command: CacheCommand, work_dir: Option<&Path>, printer: Printer) -> anyhow::Result<ExitCode> {
+pub fn run(
+    command: CacheCommand,
+    work_dir: Option<&Path>,
+    printer: Printer,
+) -> anyhow::Result<ExitCode> {
     let wd = WorkDir::resolve(work_dir)?;
     match command {
         CacheCommand::List => list(&wd),
@@ -54,11 +58,22 @@ fn list(wd: &WorkDir) -> anyhow::Result<ExitCode> {
         })
         .map_err(|e| anyhow::anyhow!("image {:?}: {e}", entry.name))?;
         let notes = annotations(&entry.descriptor);
-        let package = notes.get("org.cloudfoundry.bosh.package.name").cloned().unwrap_or_default();
-        rows.push((entry.name, human(size), entry.descriptor.digest().to_string(), package));
+        let package = notes
+            .get("org.cloudfoundry.bosh.package.name")
+            .cloned()
+            .unwrap_or_default();
+        rows.push((
+            entry.name,
+            human(size),
+            entry.descriptor.digest().to_string(),
+            package,
+        ));
     }
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(4);
-    println!("{:width$}  {:>9}  {:71}  PACKAGE", "NAME", "SIZE", "MANIFEST");
+    println!(
+        "{:width$}  {:>9}  {:71}  PACKAGE",
+        "NAME", "SIZE", "MANIFEST"
+    );
     for (name, size, digest, package) in rows {
         println!("{name:width$}  {size:>9}  {digest:71}  {package}");
     }
@@ -67,7 +82,10 @@ fn list(wd: &WorkDir) -> anyhow::Result<ExitCode> {
 
 fn verify(wd: &WorkDir, printer: Printer) -> anyhow::Result<ExitCode> {
     let Some(store) = open_existing(wd)? else {
-        printer.detail(format_args!("no store in {}: nothing to verify", wd.root().display()));
+        printer.detail(format_args!(
+            "no store in {}: nothing to verify",
+            wd.root().display()
+        ));
         return Ok(ExitCode::SUCCESS);
     };
     let report = gc::verify(&store)?;
@@ -76,7 +94,11 @@ fn verify(wd: &WorkDir, printer: Printer) -> anyhow::Result<ExitCode> {
     }
     if report.problems.is_empty() {
         if !printer.quiet {
-            println!("ok: {} blobs, {} verified", report.blobs_checked, human(report.bytes_checked));
+            println!(
+                "ok: {} blobs, {} verified",
+                report.blobs_checked,
+                human(report.bytes_checked)
+            );
         }
         Ok(ExitCode::SUCCESS)
     } else {
@@ -90,7 +112,11 @@ fn verify(wd: &WorkDir, printer: Printer) -> anyhow::Result<ExitCode> {
 }
 
 fn collect(wd: &WorkDir, printer: Printer) -> anyhow::Result<ExitCode> {
-    let _lock = wd.lock(true, |holder| printer.info(format_args!("waiting for the work dir lock held by {holder}")))?;
+    let _lock = wd.lock(true, |holder| {
+        printer.info(format_args!(
+            "waiting for the work dir lock held by {holder}"
+        ))
+    })?;
     let Some(store) = open_existing(wd)? else {
         return Ok(ExitCode::SUCCESS);
     };
@@ -98,7 +124,14 @@ fn collect(wd: &WorkDir, printer: Printer) -> anyhow::Result<ExitCode> {
     let mut manifests = HashSet::new();
     for entry in store.refs()? {
         manifests.insert(entry.descriptor.digest().to_string().replace(':', "-"));
-        manifests.insert(entry.descriptor.digest().to_string().trim_start_matches("sha256:").to_string());
+        manifests.insert(
+            entry
+                .descriptor
+                .digest()
+                .to_string()
+                .trim_start_matches("sha256:")
+                .to_string(),
+        );
     }
     let rootfs = wd.rootfs();
     let report = gc::gc(&store, &[(rootfs.as_path(), manifests)])?;
@@ -114,7 +147,11 @@ fn collect(wd: &WorkDir, printer: Printer) -> anyhow::Result<ExitCode> {
 }
 
 fn clean(wd: &WorkDir, printer: Printer) -> anyhow::Result<ExitCode> {
-    let _lock = wd.lock(true, |holder| printer.info(format_args!("waiting for the work dir lock held by {holder}")))?;
+    let _lock = wd.lock(true, |holder| {
+        printer.info(format_args!(
+            "waiting for the work dir lock held by {holder}"
+        ))
+    })?;
     for dir in [wd.oci(), wd.rootfs(), wd.packages(), wd.runs(), wd.logs()] {
         gc::make_writable_and_remove(&dir)?;
     }

@@ -1,19 +1,17 @@
 //! `fissile-oci compile`: the main job. Loads and plans the releases, makes sure the compilation
 //! base exists, compiles what the cache does not have, and reports every package.
 
-use std::collections::HashMap;
-use std::io::{IsTerminal, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 
 use fissile_oci::base::{self, BaseSource, CompilationBaseRequest, KIND_ANNOTATION};
-use fissile_oci::compile::orchestrate::{CompilationBase, CompileOptions, Compiler, Progress};
+use fissile_oci::compile::orchestrate::{CompilationBase, CompileOptions, Compiler};
 use fissile_oci::compile::report::{self, Metrics};
 use fissile_oci::compile::scheduler::CancelToken;
 use fissile_oci::extract::ExtractLimits;
@@ -22,6 +20,7 @@ use fissile_oci::oci::{unpack, OciStore};
 use fissile_oci::workdir::{WorkDir, WorkDirError};
 
 use super::base::{default_base_tag, network, sandbox, PrerequisitesArgs};
+use super::progress::Display;
 use super::run::NetworkArg;
 use super::{parse_size, Printer, ReleaseArgs};
 
@@ -66,24 +65,49 @@ pub struct CompileArgs {
     pub no_wait: bool,
 }
 
-pub fn run(args: CompileArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow::Result<ExitCode> {
+pub fn run(
+    args: CompileArgs,
+    work_dir: Option<&Path>,
+    printer: Printer,
+) -> anyhow::Result<ExitCode> {
     let plan = super::inspect::load_plan(&args.releases, printer)?;
     let wd = WorkDir::resolve(work_dir)?;
-    let _lock = match wd.lock(!args.no_wait, |holder| printer.info(format_args!("waiting for {holder} to finish with {}", wd.root().display()))) {
+    let _lock = match wd.lock(!args.no_wait, |holder| {
+        printer.info(format_args!(
+            "waiting for {holder} to finish with {}",
+            wd.root().display()
+        ))
+    }) {
         Ok(lock) => lock,
         Err(e @ WorkDirError::Busy { .. }) => return Err(e.into()),
         Err(e) => return Err(e.into()),
     };
     let store = OciStore::open_or_create(&wd.oci())?;
     let sandbox = sandbox()?;
-    let compilation_base = resolve_base(&wd, &store, &sandbox, args.base.as_deref(), &args.prerequisites.script()?, network(args.network), printer)?;
+    let compilation_base = resolve_base(
+        &wd,
+        &store,
+        &sandbox,
+        args.base.as_deref(),
+        &args.prerequisites.script()?,
+        network(args.network),
+        printer,
+    )?;
 
     let cancel = CancelToken::new();
     let interrupted = install_interrupt_handler(cancel.clone());
-    let mut metrics = Metrics::open(args.metrics.as_deref()).with_context(|| "cannot open the metrics file")?;
+    let mut metrics =
+        Metrics::open(args.metrics.as_deref()).with_context(|| "cannot open the metrics file")?;
     metrics.stamp("compile-packages", "start");
     let options = CompileOptions {
-        workers: args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1),
+        workers: args
+            .workers
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
+            .max(1),
         keep_going: args.keep_going,
         keep_sandbox: args.keep_sandbox,
         network: network(args.network),
@@ -102,27 +126,39 @@ pub fn run(args: CompileArgs, work_dir: Option<&Path>, printer: Printer) -> anyh
         sandbox: &sandbox,
         options: &options,
     };
-    let follower = printer.verbose.then(LogFollower::start);
-    let mut display = Display::new(printer, follower.clone());
-    let result = compiler.compile(&plan, cancel.clone(), &mut metrics, &mut |p| display.show(p));
-    if let Some(f) = &follower {
-        f.stop();
-    }
+    let mut display = Display::new(printer);
+    let result = compiler.compile(&plan, cancel.clone(), &mut metrics, &mut |p| {
+        display.show(p)
+    });
+    display.finish();
     metrics.stamp("compile-packages", "done");
     let mut report = result?;
 
     // Dependencies by name, for the graph.
     for (i, node) in plan.nodes.iter().enumerate() {
-        report.packages[i].dependencies = node.dependencies.iter().map(|&d| plan.nodes[d].name.clone()).collect();
+        report.packages[i].dependencies = node
+            .dependencies
+            .iter()
+            .map(|&d| plan.nodes[d].name.clone())
+            .collect();
     }
     if let Some(path) = &args.summary {
-        report::write_summary(path, &report.packages, report.wall.as_secs_f64()).with_context(|| format!("cannot write {}", path.display()))?;
+        report::write_summary(path, &report.packages, report.wall.as_secs_f64())
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(path) = &args.graph {
-        report::write_graph(path, &report.packages).with_context(|| format!("cannot write {}", path.display()))?;
+        report::write_graph(path, &report.packages)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let count = |s: &str| report.packages.iter().filter(|p| p.status == s).count();
-    if !printer.quiet {
+    if printer.log_format == super::LogFormat::Json {
+        eprintln!(
+            "{}",
+            serde_json::json!({"event": "done", "total": report.packages.len(), "compiled": count("compiled"), "cached": count("cached"),
+                "failed": count("failed"), "skipped": count("skipped") + count("cancelled"), "wall_seconds": report.wall.as_secs_f64(),
+                "failures": report.failures.iter().map(|f| serde_json::json!({"package": f.name, "error": f.error, "log": f.log})).collect::<Vec<_>>()})
+        );
+    } else if !printer.quiet {
         eprintln!(
             "{} packages: {} compiled, {} cached, {} failed, {} skipped in {:.1}s",
             report.packages.len(),
@@ -138,7 +174,11 @@ pub fn run(args: CompileArgs, work_dir: Option<&Path>, printer: Printer) -> anyh
         eprintln!("error: package {} failed: {}", failure.name, failure.error);
         if let Some(log) = &failure.log {
             if !failure.log_tail.is_empty() {
-                eprintln!("  last {} lines of {}:", failure.log_tail.len(), log.display());
+                eprintln!(
+                    "  last {} lines of {}:",
+                    failure.log_tail.len(),
+                    log.display()
+                );
                 for line in &failure.log_tail {
                     eprintln!("    {line}");
                 }
@@ -148,14 +188,27 @@ pub fn run(args: CompileArgs, work_dir: Option<&Path>, printer: Printer) -> anyh
         }
         if let Some(kept) = &failure.kept {
             eprintln!("  scratch dir kept: {}", kept.display());
-            eprintln!("  reopen it: fissile-oci shell {} {}", args.releases.paths().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","), failure.name);
+            eprintln!(
+                "  reopen it: fissile-oci shell {} {}",
+                args.releases
+                    .paths()
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                failure.name
+            );
         }
     }
     if report.interrupted || interrupted.load(Ordering::SeqCst) {
         eprintln!("interrupted: running compiles were stopped and their scratch dirs removed");
         return Ok(ExitCode::from(130));
     }
-    Ok(if report.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// The compilation base to use: `--base` names a compilation base (used as is) or a base (its
@@ -171,14 +224,22 @@ pub fn resolve_base(
     printer: Printer,
 ) -> anyhow::Result<CompilationBase> {
     let started = std::time::Instant::now();
-    let mut progress = |line: &str| printer.info(format_args!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64()));
+    let mut progress = |line: &str| {
+        printer.info(format_args!(
+            "[{:>5.1}s] {line}",
+            started.elapsed().as_secs_f64()
+        ))
+    };
     let base_ref = base.map(str::to_string).unwrap_or_else(default_base_tag);
     let descriptor = match store.resolve(&base_ref)? {
         Some(d) => d,
         None if base.is_none() => {
             let suite = rootfs_builder::debian::host_suite().unwrap_or_else(|| "bookworm".into());
             progress(&format!("no default base yet: building {base_ref} from the host's apt mirror (once; a few minutes)"));
-            let packages: Vec<String> = rootfs_builder::DEFAULT_PACKAGES.iter().map(|s| s.to_string()).collect();
+            let packages: Vec<String> = rootfs_builder::DEFAULT_PACKAGES
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
             base::build_base(wd, store, &BaseSource::Debian { suite: suite.clone() }, &packages, &base_ref, &mut progress).with_context(|| {
                 format!(
                     "cannot build the default base debian:{suite}. On an air-gapped host import one instead: \
@@ -196,7 +257,11 @@ pub fn resolve_base(
             );
         }
     };
-    let (name, descriptor) = if annotations(&descriptor).get(KIND_ANNOTATION).map(String::as_str) == Some("compilation-base") {
+    let (name, descriptor) = if annotations(&descriptor)
+        .get(KIND_ANNOTATION)
+        .map(String::as_str)
+        == Some("compilation-base")
+    {
         (base_ref.clone(), descriptor)
     } else {
         base::ensure_compilation_base(
@@ -221,7 +286,10 @@ pub fn resolve_base(
     } else {
         anyhow::bail!("compilation base {name} has no bash; BOSH packaging scripts need it");
     };
-    printer.detail(format_args!("compilation base {name} ({})", descriptor.digest()));
+    printer.detail(format_args!(
+        "compilation base {name} ({})",
+        descriptor.digest()
+    ));
     Ok(CompilationBase {
         name,
         descriptor,
@@ -248,7 +316,10 @@ fn install_interrupt_handler(token: CancelToken) -> Arc<AtomicBool> {
         nix::sys::signal::SaFlags::SA_RESTART,
         nix::sys::signal::SigSet::empty(),
     );
-    for signal in [nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGTERM] {
+    for signal in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
         // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
         unsafe {
             let _ = nix::sys::signal::sigaction(signal, &action);
@@ -264,135 +335,4 @@ fn install_interrupt_handler(token: CancelToken) -> Arc<AtomicBool> {
         std::thread::sleep(Duration::from_millis(50));
     });
     seen
-}
-
-/// One line per event; fissile's `compilation-<pkg> > ` lines with -v.
-struct Display {
-    printer: Printer,
-    follower: Option<LogFollower>,
-    done: usize,
-    total: usize,
-    started: std::time::Instant,
-    tty: bool,
-}
-
-impl Display {
-    fn new(printer: Printer, follower: Option<LogFollower>) -> Display {
-        Display {
-            printer,
-            follower,
-            done: 0,
-            total: 0,
-            started: std::time::Instant::now(),
-            tty: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn show(&mut self, p: Progress<'_>) {
-        let elapsed = self.started.elapsed().as_secs_f64();
-        match p {
-            Progress::Planned { total, cached } => {
-                self.total = total;
-                self.printer.info(format_args!("{total} packages, {cached} cached, {} to compile", total - cached));
-            }
-            Progress::Cached { name } => {
-                self.done += 1;
-                self.printer.detail(format_args!("cached:   {name}"));
-            }
-            Progress::Started { name, log } => {
-                self.printer.info(format_args!("[{elapsed:>6.1}s] compile:  {name}"));
-                if let Some(f) = &self.follower {
-                    f.follow(name, log);
-                }
-            }
-            Progress::Finished { report } => {
-                self.done += 1;
-                if let Some(f) = &self.follower {
-                    f.finish(&report.name);
-                }
-                let detail = match &report.error {
-                    Some(e) => format!(" - {e}"),
-                    None => String::new(),
-                };
-                let status = format!("{}:", report.status);
-                self.printer.info(format_args!(
-                    "[{elapsed:>6.1}s] {status:9} {} ({:.1}s) [{}/{}]{detail}",
-                    report.name, report.seconds, self.done, self.total
-                ));
-                let _ = self.tty;
-            }
-            Progress::Stopping { reason } => self.printer.info(format_args!("[{elapsed:>6.1}s] stopping: {reason}")),
-        }
-    }
-}
-
-/// Streams running packages' logs to stderr as `compilation-<pkg> > line`.
-#[derive(Clone)]
-struct LogFollower {
-    inner: Arc<Mutex<FollowState>>,
-}
-
-#[derive(Default)]
-struct FollowState {
-    files: HashMap<String, (PathBuf, u64, String)>,
-    stopped: bool,
-}
-
-impl LogFollower {
-    fn start() -> LogFollower {
-        let follower = LogFollower {
-            inner: Arc::new(Mutex::new(FollowState::default())),
-        };
-        let f = follower.clone();
-        std::thread::spawn(move || loop {
-            {
-                let mut state = f.inner.lock().expect("follower state");
-                if state.stopped {
-                    return;
-                }
-                let names: Vec<String> = state.files.keys().cloned().collect();
-                for name in names {
-                    pump(&mut state, &name, false);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        });
-        follower
-    }
-
-    fn follow(&self, name: &str, log: &Path) {
-        self.inner.lock().expect("follower state").files.insert(name.to_string(), (log.to_path_buf(), 0, String::new()));
-    }
-
-    fn finish(&self, name: &str) {
-        let mut state = self.inner.lock().expect("follower state");
-        pump(&mut state, name, true);
-        state.files.remove(name);
-    }
-
-    fn stop(&self) {
-        self.inner.lock().expect("follower state").stopped = true;
-    }
-}
-
-fn pump(state: &mut FollowState, name: &str, flush: bool) {
-    let Some((path, offset, partial)) = state.files.get_mut(name) else { return };
-    let Ok(mut file) = std::fs::File::open(&*path) else { return };
-    if file.seek(std::io::SeekFrom::Start(*offset)).is_err() {
-        return;
-    }
-    let mut buf = Vec::new();
-    if file.read_to_end(&mut buf).is_err() {
-        return;
-    }
-    *offset += buf.len() as u64;
-    partial.push_str(&String::from_utf8_lossy(&buf));
-    while let Some(at) = partial.find('\n') {
-        let line: String = partial.drain(..=at).collect();
-        eprintln!("compilation-{name} > {}", line.trim_end_matches('\n'));
-    }
-    if flush && !partial.is_empty() {
-        eprintln!("compilation-{name} > {partial}");
-        partial.clear();
-    }
 }

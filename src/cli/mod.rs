@@ -4,6 +4,7 @@ mod base;
 mod cache;
 mod compile;
 mod inspect;
+mod progress;
 mod run;
 mod shell;
 
@@ -25,6 +26,9 @@ pub struct Cli {
     /// Print only results and errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Progress and events as text, or one JSON object per line (on stderr)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Work dir holding the OCI store, unpacked bases, compiled packages and logs [default:
     /// $FISSILE_OCI_WORK_DIR, else $XDG_CACHE_HOME/fissile-oci, else ~/.cache/fissile-oci]
     #[arg(short = 'w', long, global = true, value_name = "DIR")]
@@ -150,11 +154,18 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// How output is shown.
 #[derive(Clone, Copy, Debug)]
 pub struct Printer {
     pub verbose: bool,
     pub quiet: bool,
+    pub log_format: LogFormat,
 }
 
 impl Printer {
@@ -184,6 +195,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let printer = Printer {
         verbose: cli.verbose,
         quiet: cli.quiet,
+        log_format: cli.log_format,
     };
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args, printer),

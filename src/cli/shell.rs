@@ -56,7 +56,12 @@ pub struct ShellArgs {
 
 pub fn run(args: ShellArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow::Result<ExitCode> {
     let release_args = ReleaseArgs {
-        releases: args.release.split(',').filter(|s| !s.is_empty()).map(PathBuf::from).collect(),
+        releases: args
+            .release
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect(),
         release_flag: Vec::new(),
         bosh_cache: args.bosh_cache.clone(),
         release_version: args.release_version.clone(),
@@ -67,17 +72,29 @@ pub fn run(args: ShellArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow
     let plan = super::inspect::load_plan(&release_args, printer)?;
     let target = plan.find(&args.package).map_err(anyhow::Error::msg)?;
     let wd = WorkDir::resolve(work_dir)?;
-    let lock = wd.lock(true, |holder| printer.info(format_args!("waiting for {holder}")))?;
+    let lock = wd.lock(true, |holder| {
+        printer.info(format_args!("waiting for {holder}"))
+    })?;
     let store = OciStore::open_or_create(&wd.oci())?;
     let sandbox = sandbox()?;
     let net = network(args.network);
-    let base = resolve_base(&wd, &store, &sandbox, args.base.as_deref(), &args.prerequisites.script()?, net, printer)?;
+    let base = resolve_base(
+        &wd,
+        &store,
+        &sandbox,
+        args.base.as_deref(),
+        &args.prerequisites.script()?,
+        net,
+        printer,
+    )?;
 
     // Dependencies first, from the cache when possible.
     let closure = plan.dependency_closure(target);
     let deps_plan = plan.restricted_to(&closure);
     let options = CompileOptions {
-        workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        workers: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         keep_going: false,
         keep_sandbox: false,
         network: net,
@@ -93,37 +110,79 @@ pub fn run(args: ShellArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow
         sandbox: &sandbox,
         options: &options,
     };
-    let report = compiler.compile(&deps_plan, CancelToken::new(), &mut Metrics::open(None)?, &mut |_| {})?;
+    let report = compiler.compile(
+        &deps_plan,
+        CancelToken::new(),
+        &mut Metrics::open(None)?,
+        &mut |_| {},
+    )?;
     if let Some(f) = report.failures.first() {
-        anyhow::bail!("dependency {} failed to compile: {} (see {})", f.name, f.error, f.log.as_ref().map(|l| l.display().to_string()).unwrap_or_default());
+        anyhow::bail!(
+            "dependency {} failed to compile: {} (see {})",
+            f.name,
+            f.error,
+            f.log
+                .as_ref()
+                .map(|l| l.display().to_string())
+                .unwrap_or_default()
+        );
     }
-    let keys: HashMap<&str, &str> = report.packages.iter().map(|p| (p.name.as_str(), p.cache_key.as_str())).collect();
+    let keys: HashMap<&str, &str> = report
+        .packages
+        .iter()
+        .map(|p| (p.name.as_str(), p.cache_key.as_str()))
+        .collect();
     let node = &plan.nodes[target];
     let direct: Vec<(String, String)> = node
         .dependencies
         .iter()
-        .map(|&d| (plan.nodes[d].name.clone(), keys[plan.nodes[d].name.as_str()].to_string()))
+        .map(|&d| {
+            (
+                plan.nodes[d].name.clone(),
+                keys[plan.nodes[d].name.as_str()].to_string(),
+            )
+        })
         .collect();
-    let key = cache_key(&node.name, &node.fingerprint, &base.descriptor.digest().to_string(), &direct);
+    let key = cache_key(
+        &node.name,
+        &node.fingerprint,
+        base.descriptor.digest().as_ref(),
+        &direct,
+    );
 
     // A scratch dir kept by `compile --keep-sandbox` is reopened as it was left.
     let kept = find_kept_scratch(&wd, &node.name, &key);
     let scratch = match &kept {
         Some(dir) => dir.clone(),
         None => {
-            let dir = wd.runs().join(format!("shell-{}-{}", node.name, std::process::id()));
+            let dir = wd
+                .runs()
+                .join(format!("shell-{}-{}", node.name, std::process::id()));
             let (rid, pid) = node.members[0];
             let package = &plan.releases[rid].packages[pid];
             let archive = match &package.source {
                 PackageSource::TarballMember { tarball, member } => {
-                    let digest = package.sha1.as_deref().and_then(|s| MultiDigest::parse(s).ok());
-                    let files = materialize_tarball_members(tarball, &HashMap::from([(member.clone(), digest)]), &dir.join("archive"))?;
+                    let digest = package
+                        .sha1
+                        .as_deref()
+                        .and_then(|s| MultiDigest::parse(s).ok());
+                    let files = materialize_tarball_members(
+                        tarball,
+                        &HashMap::from([(member.clone(), digest)]),
+                        &dir.join("archive"),
+                    )?;
                     files.get(member).cloned()
                 }
                 _ => None,
             };
-            stage_sources(package, archive.as_deref(), &dir.join("source"), &ExtractLimits::default())?;
-            std::fs::create_dir_all(dir.join("install")).with_context(|| format!("cannot create {}", dir.display()))?;
+            stage_sources(
+                package,
+                archive.as_deref(),
+                &dir.join("source"),
+                &ExtractLimits::default(),
+            )?;
+            std::fs::create_dir_all(dir.join("install"))
+                .with_context(|| format!("cannot create {}", dir.display()))?;
             dir
         }
     };
@@ -138,7 +197,12 @@ pub fn run(args: ShellArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow
         dependencies: node
             .dependencies
             .iter()
-            .map(|&d| (plan.nodes[d].name.clone(), wd.packages().join(keys[plan.nodes[d].name.as_str()])))
+            .map(|&d| {
+                (
+                    plan.nodes[d].name.clone(),
+                    wd.packages().join(keys[plan.nodes[d].name.as_str()]),
+                )
+            })
             .collect(),
         bash: base.bash.clone(),
         log: scratch.join("shell.log"),
@@ -148,11 +212,18 @@ pub fn run(args: ShellArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow
         source_date_epoch: options.source_date_epoch,
     };
     let mut spec = sandbox_spec(&input);
-    spec.args = if args.command.is_empty() { vec![base.bash.clone(), "-i".into()] } else { args.command.clone() };
+    spec.args = if args.command.is_empty() {
+        vec![base.bash.clone(), "-i".into()]
+    } else {
+        args.command.clone()
+    };
     spec.stdin = Input::Inherit;
     spec.stdout = Output::Inherit;
     spec.stderr = Output::Inherit;
-    spec.env.push(("PS1".into(), format!("[{} compile sandbox] \\w# ", node.name)));
+    spec.env.push((
+        "PS1".into(),
+        format!("[{} compile sandbox] \\w# ", node.name),
+    ));
     // The shell may take long: let other runs use the work dir meanwhile (our dirs are private).
     drop(lock);
     printer.info(format_args!(

@@ -8,7 +8,12 @@ use sha2::Digest as _;
 /// dependency sorted by name: name + its key)`, fields separated by newlines so no two inputs
 /// run together. The package name is in the key because two packages with the same files (so the
 /// same fingerprint) still install to different `/var/vcap/packages/<name>` paths.
-pub fn cache_key(name: &str, fingerprint: &str, base_digest: &str, dependencies: &[(String, String)]) -> String {
+pub fn cache_key(
+    name: &str,
+    fingerprint: &str,
+    base_digest: &str,
+    dependencies: &[(String, String)],
+) -> String {
     let mut deps: Vec<&(String, String)> = dependencies.iter().collect();
     deps.sort();
     let mut h = sha2::Sha256::new();
@@ -36,7 +41,10 @@ mod tests {
 
     #[test]
     fn every_input_matters_and_dependency_order_does_not() {
-        let deps = vec![("a".to_string(), "k1".to_string()), ("b".to_string(), "k2".to_string())];
+        let deps = vec![
+            ("a".to_string(), "k1".to_string()),
+            ("b".to_string(), "k2".to_string()),
+        ];
         let base = cache_key("p", "fp", "sha256:base", &deps);
         let mut reversed = deps.clone();
         reversed.reverse();
@@ -45,7 +53,10 @@ mod tests {
         assert_ne!(base, cache_key("p", "fp2", "sha256:base", &deps));
         assert_ne!(base, cache_key("p", "fp", "sha256:other", &deps));
         assert_ne!(base, cache_key("p", "fp", "sha256:base", &deps[..1]));
-        let changed = vec![("a".to_string(), "k1".to_string()), ("b".to_string(), "k3".to_string())];
+        let changed = vec![
+            ("a".to_string(), "k1".to_string()),
+            ("b".to_string(), "k3".to_string()),
+        ];
         assert_ne!(base, cache_key("p", "fp", "sha256:base", &changed));
         assert_eq!(base.len(), 64);
     }

@@ -121,7 +121,13 @@ pub struct Compiler<'a> {
 }
 
 impl Compiler<'_> {
-    pub fn compile(&self, plan: &Plan, cancel: CancelToken, metrics: &mut Metrics, progress: &mut dyn FnMut(Progress<'_>)) -> Result<CompileReport, CompileError> {
+    pub fn compile(
+        &self,
+        plan: &Plan,
+        cancel: CancelToken,
+        metrics: &mut Metrics,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<CompileReport, CompileError> {
         let started = Instant::now();
         let base_digest = self.base.descriptor.digest().to_string();
         let mut units: Vec<Unit> = Vec::with_capacity(plan.nodes.len());
@@ -138,7 +144,10 @@ impl Compiler<'_> {
                 release: plan.releases[rid].name.clone(),
                 fingerprint: node.fingerprint.clone(),
                 published: self.wd.packages().join(&key),
-                log: self.wd.logs().join(format!("{}-{}.log", node.name, &key[..16])),
+                log: self
+                    .wd
+                    .logs()
+                    .join(format!("{}-{}.log", node.name, &key[..16])),
                 key,
                 dependencies: node.dependencies.clone(),
                 cached: None,
@@ -158,25 +167,37 @@ impl Compiler<'_> {
         }
 
         // The scheduler sees only what must be compiled; cached dependencies are satisfied.
-        let todo: Vec<usize> = (0..units.len()).filter(|&i| units[i].cached.is_none()).collect();
-        let position: HashMap<usize, usize> = todo.iter().enumerate().map(|(pos, &i)| (i, pos)).collect();
+        let todo: Vec<usize> = (0..units.len())
+            .filter(|&i| units[i].cached.is_none())
+            .collect();
+        let position: HashMap<usize, usize> =
+            todo.iter().enumerate().map(|(pos, &i)| (i, pos)).collect();
         let timings = Timings::load(&self.wd.logs());
         let graph_nodes: Vec<Node> = todo
             .iter()
             .map(|&i| {
-                let deps = units[i].dependencies.iter().filter_map(|d| position.get(d).copied()).collect();
+                let deps = units[i]
+                    .dependencies
+                    .iter()
+                    .filter_map(|d| position.get(d).copied())
+                    .collect();
                 Node::new(deps, timings.weight(&units[i].name, &units[i].fingerprint))
             })
             .collect();
         let graph = Graph::new(&graph_nodes)?;
 
-        let run_dir = self.wd.runs().join(format!("{}-{}", crate::compile::report::utc_now().replace([' ', ':'], ""), std::process::id()));
+        let run_dir = self.wd.runs().join(format!(
+            "{}-{}",
+            crate::compile::report::utc_now().replace([' ', ':'], ""),
+            std::process::id()
+        ));
         std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
         std::fs::create_dir_all(self.wd.logs()).map_err(io(self.wd.logs()))?;
         let archives = self.materialize(plan, &todo, &run_dir)?;
 
         let failures_detail: Mutex<HashMap<usize, Failure>> = Mutex::new(HashMap::new());
-        let commit_results: Mutex<HashMap<usize, Result<Descriptor, String>>> = Mutex::new(HashMap::new());
+        let commit_results: Mutex<HashMap<usize, Result<Descriptor, String>>> =
+            Mutex::new(HashMap::new());
         let (commit_tx, commit_rx) = mpsc::channel::<(usize, CompileInput)>();
         let mut reports: Vec<Option<PackageReport>> = (0..units.len()).map(|_| None).collect();
         for (i, unit) in units.iter().enumerate() {
@@ -185,7 +206,9 @@ impl Compiler<'_> {
             }
         }
 
-        let options = RunOptions::new(self.options.workers).keep_going(self.options.keep_going).cancel_token(cancel.clone());
+        let options = RunOptions::new(self.options.workers)
+            .keep_going(self.options.keep_going)
+            .cancel_token(cancel.clone());
         let run_report = std::thread::scope(|scope| {
             let units = &units;
             let commit_results = &commit_results;
@@ -193,10 +216,24 @@ impl Compiler<'_> {
             scope.spawn(move || {
                 for (i, input) in commit_rx {
                     let unit = &units[i];
-                    let deps: Vec<String> = unit.dependencies.iter().map(|&d| units[d].name.clone()).collect();
-                    let result = commit_package(self.store, &input, &unit.published, &deps, &self.base.descriptor.digest().to_string(), &package_ref(&unit.name, &unit.key))
-                        .map_err(|e| format!("storing the compiled package failed: {e}"));
-                    commit_results.lock().expect("commit results").insert(i, result);
+                    let deps: Vec<String> = unit
+                        .dependencies
+                        .iter()
+                        .map(|&d| units[d].name.clone())
+                        .collect();
+                    let result = commit_package(
+                        self.store,
+                        &input,
+                        &unit.published,
+                        &deps,
+                        self.base.descriptor.digest().as_ref(),
+                        &package_ref(&unit.name, &unit.key),
+                    )
+                    .map_err(|e| format!("storing the compiled package failed: {e}"));
+                    commit_results
+                        .lock()
+                        .expect("commit results")
+                        .insert(i, result);
                 }
             });
             let job = |pos: usize, token: &CancelToken| -> Result<f64, String> {
@@ -204,29 +241,63 @@ impl Compiler<'_> {
                 let tx = commit_tx.clone();
                 let (rid, pid) = units[i].member;
                 let package = &plan.releases[rid].packages[pid];
-                self.compile_one(&units[i], i, units, package, archives.get(&i).map(PathBuf::as_path), &run_dir, token, &failures_detail, tx)
+                self.compile_one(
+                    &units[i],
+                    i,
+                    units,
+                    package,
+                    archives.get(&i).map(PathBuf::as_path),
+                    &run_dir,
+                    token,
+                    &failures_detail,
+                    tx,
+                )
             };
             let mut start_times: HashMap<usize, Instant> = HashMap::new();
             let report = scheduler::run(&graph, &options, job, |event| match event {
                 Event::Started(pos) => {
                     let unit = &units[todo[pos]];
                     start_times.insert(pos, Instant::now());
-                    metrics.stamp(&format!("compile-packages::{}/{}", unit.release, unit.name), "start");
-                    metrics.stamp(&format!("compile-packages::run::{}/{}", unit.release, unit.name), "start");
-                    progress(Progress::Started { name: &unit.name, log: &unit.log });
+                    metrics.stamp(
+                        &format!("compile-packages::{}/{}", unit.release, unit.name),
+                        "start",
+                    );
+                    metrics.stamp(
+                        &format!("compile-packages::run::{}/{}", unit.release, unit.name),
+                        "start",
+                    );
+                    progress(Progress::Started {
+                        name: &unit.name,
+                        log: &unit.log,
+                    });
                 }
                 Event::Finished(pos, status) => {
                     let i = todo[pos];
                     let unit = &units[i];
-                    let seconds = start_times.get(&pos).map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+                    let seconds = start_times
+                        .get(&pos)
+                        .map(|t| t.elapsed().as_secs_f64())
+                        .unwrap_or(0.0);
                     if start_times.contains_key(&pos) {
-                        metrics.stamp(&format!("compile-packages::run::{}/{}", unit.release, unit.name), "done");
-                        metrics.stamp(&format!("compile-packages::{}/{}", unit.release, unit.name), "done");
+                        metrics.stamp(
+                            &format!("compile-packages::run::{}/{}", unit.release, unit.name),
+                            "done",
+                        );
+                        metrics.stamp(
+                            &format!("compile-packages::{}/{}", unit.release, unit.name),
+                            "done",
+                        );
                     }
                     let (label, error) = match status {
                         Status::Succeeded(_) => ("compiled", None),
                         Status::Failed(e) => ("failed", Some(e.clone())),
-                        Status::Skipped { because } => ("skipped", Some(format!("depends on {}, which failed", units[todo[*because]].name))),
+                        Status::Skipped { because } => (
+                            "skipped",
+                            Some(format!(
+                                "depends on {}, which failed",
+                                units[todo[*because]].name
+                            )),
+                        ),
                         Status::Cancelled { error } => ("cancelled", Some(error.clone())),
                         Status::NotStarted => ("skipped", None),
                     };
@@ -236,7 +307,9 @@ impl Compiler<'_> {
                 }
                 Event::Stopping(reason) => progress(Progress::Stopping {
                     reason: match reason {
-                        scheduler::StopReason::Failure(pos) => format!("{} failed", units[todo[pos]].name),
+                        scheduler::StopReason::Failure(pos) => {
+                            format!("{} failed", units[todo[pos]].name)
+                        }
                         scheduler::StopReason::Interrupted => "interrupted".into(),
                     },
                 }),
@@ -259,10 +332,15 @@ impl Compiler<'_> {
         let mut new_timings = timings;
         for (pos, &i) in todo.iter().enumerate() {
             let unit = &units[i];
-            let report = reports[i].get_or_insert_with(|| self.report(unit, "skipped", 0.0, None, None));
+            let report =
+                reports[i].get_or_insert_with(|| self.report(unit, "skipped", 0.0, None, None));
             if let Some(span) = run_report.spans[pos] {
                 if report.status == "compiled" {
-                    new_timings.record(&unit.name, &unit.fingerprint, span.duration().as_secs_f64());
+                    new_timings.record(
+                        &unit.name,
+                        &unit.fingerprint,
+                        span.duration().as_secs_f64(),
+                    );
                 }
             }
             match commit_results.remove(&i) {
@@ -285,7 +363,10 @@ impl Compiler<'_> {
         failures.sort_by(|a, b| a.name.cmp(&b.name));
         let _ = std::fs::remove_dir(&run_dir);
         Ok(CompileReport {
-            packages: reports.into_iter().map(|r| r.expect("every unit has a report")).collect(),
+            packages: reports
+                .into_iter()
+                .map(|r| r.expect("every unit has a report"))
+                .collect(),
             failures,
             interrupted: run_report.interrupted,
             wall: started.elapsed(),
@@ -295,7 +376,10 @@ impl Compiler<'_> {
     /// A package is cached when its image is in the store (manifest readable, layer present
     /// with the right size) and its published dir exists, or can be restored from the image.
     fn cached(&self, unit: &Unit) -> Option<Descriptor> {
-        let descriptor = self.store.resolve(&package_ref(&unit.name, &unit.key)).ok()??;
+        let descriptor = self
+            .store
+            .resolve(&package_ref(&unit.name, &unit.key))
+            .ok()??;
         let manifest = image::read_manifest(self.store, &descriptor).ok()?;
         for layer in manifest.layers() {
             let path = self.store.blob_path(layer.digest()).ok()?;
@@ -314,7 +398,14 @@ impl Compiler<'_> {
         m.layers().last().map(|l| l.digest().to_string())
     }
 
-    fn report(&self, unit: &Unit, status: &str, seconds: f64, layer_digest: Option<String>, error: Option<String>) -> PackageReport {
+    fn report(
+        &self,
+        unit: &Unit,
+        status: &str,
+        seconds: f64,
+        layer_digest: Option<String>,
+        error: Option<String>,
+    ) -> PackageReport {
         PackageReport {
             name: unit.name.clone(),
             release: unit.release.clone(),
@@ -323,26 +414,45 @@ impl Compiler<'_> {
             status: status.to_string(),
             seconds,
             layer_digest,
-            log: if status == "cached" || status == "skipped" { None } else { Some(unit.log.display().to_string()) },
+            log: if status == "cached" || status == "skipped" {
+                None
+            } else {
+                Some(unit.log.display().to_string())
+            },
             error,
             dependencies: Vec::new(),
         }
     }
 
     /// Package archives inside release tarballs, copied out once per tarball.
-    fn materialize(&self, plan: &Plan, todo: &[usize], run_dir: &Path) -> Result<HashMap<usize, PathBuf>, CompileError> {
-        let mut by_tarball: HashMap<PathBuf, Vec<(usize, String, Option<MultiDigest>)>> = HashMap::new();
+    fn materialize(
+        &self,
+        plan: &Plan,
+        todo: &[usize],
+        run_dir: &Path,
+    ) -> Result<HashMap<usize, PathBuf>, CompileError> {
+        let mut by_tarball: HashMap<PathBuf, Vec<(usize, String, Option<MultiDigest>)>> =
+            HashMap::new();
         for &i in todo {
             let (rid, pid) = plan.nodes[i].members[0];
             let package = &plan.releases[rid].packages[pid];
             if let PackageSource::TarballMember { tarball, member } = &package.source {
-                let digest = package.sha1.as_deref().and_then(|s| MultiDigest::parse(s).ok());
-                by_tarball.entry(tarball.clone()).or_default().push((i, member.clone(), digest));
+                let digest = package
+                    .sha1
+                    .as_deref()
+                    .and_then(|s| MultiDigest::parse(s).ok());
+                by_tarball
+                    .entry(tarball.clone())
+                    .or_default()
+                    .push((i, member.clone(), digest));
             }
         }
         let mut out = HashMap::new();
         for (n, (tarball, members)) in by_tarball.into_iter().enumerate() {
-            let wanted: HashMap<String, Option<MultiDigest>> = members.iter().map(|(_, m, d)| (m.clone(), d.clone())).collect();
+            let wanted: HashMap<String, Option<MultiDigest>> = members
+                .iter()
+                .map(|(_, m, d)| (m.clone(), d.clone()))
+                .collect();
             let dir = run_dir.join(format!("archives-{n}"));
             let files = materialize_tarball_members(&tarball, &wanted, &dir)?;
             for (i, member, _) in members {
@@ -385,7 +495,11 @@ impl Compiler<'_> {
                         name: unit.name.clone(),
                         error: error.clone(),
                         log: log_tail.then(|| unit.log.clone()),
-                        log_tail: if log_tail { tail(&unit.log, 30) } else { Vec::new() },
+                        log_tail: if log_tail {
+                            tail(&unit.log, 30)
+                        } else {
+                            Vec::new()
+                        },
                         kept,
                     },
                 );
@@ -396,7 +510,10 @@ impl Compiler<'_> {
         let install_dir = scratch.join("install");
         let _ = crate::oci::gc::make_writable_and_remove(&scratch);
         if let Err(e) = std::fs::create_dir_all(&install_dir) {
-            return Err(fail(format!("cannot create {}: {e}", install_dir.display()), false));
+            return Err(fail(
+                format!("cannot create {}: {e}", install_dir.display()),
+                false,
+            ));
         }
         if let Err(e) = stage_sources(package, archive, &source_dir, &self.options.limits) {
             return Err(fail(format!("cannot stage its sources: {e}"), false));
@@ -410,7 +527,11 @@ impl Compiler<'_> {
             source_dir,
             install_dir: install_dir.clone(),
             scratch: scratch.join("sandbox"),
-            dependencies: unit.dependencies.iter().map(|&d| (units[d].name.clone(), units[d].published.clone())).collect(),
+            dependencies: unit
+                .dependencies
+                .iter()
+                .map(|&d| (units[d].name.clone(), units[d].published.clone()))
+                .collect(),
             bash: self.base.bash.clone(),
             log: unit.log.clone(),
             network: self.options.network,
@@ -423,11 +544,21 @@ impl Compiler<'_> {
             Err(e) => return Err(fail(format!("sandbox error: {e}"), true)),
         };
         if !outcome.success() {
-            let oom = if outcome.oom_killed { " (out of memory: raise --memory)" } else { "" };
-            return Err(fail(format!("packaging script {}{oom}", outcome.status), true));
+            let oom = if outcome.oom_killed {
+                " (out of memory: raise --memory)"
+            } else {
+                ""
+            };
+            return Err(fail(
+                format!("packaging script {}{oom}", outcome.status),
+                true,
+            ));
         }
         if let Err(e) = publish_dir(&install_dir, &unit.published) {
-            return Err(fail(format!("cannot publish {}: {e}", unit.published.display()), false));
+            return Err(fail(
+                format!("cannot publish {}: {e}", unit.published.display()),
+                false,
+            ));
         }
         let _ = commit.send((index, input));
         let _ = crate::oci::gc::make_writable_and_remove(&scratch);
@@ -437,10 +568,15 @@ impl Compiler<'_> {
 
 /// The last `n` lines of a log file.
 pub fn tail(path: &Path, n: usize) -> Vec<String> {
-    let Ok(text) = std::fs::read(path) else { return Vec::new() };
+    let Ok(text) = std::fs::read(path) else {
+        return Vec::new();
+    };
     let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].iter().map(|s| s.to_string()).collect()
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// Last compile times, the scheduler's weights for the next run.
@@ -452,7 +588,10 @@ impl Timings {
     }
 
     fn load(logs: &Path) -> Timings {
-        let map = std::fs::read(Self::file(logs)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let map = std::fs::read(Self::file(logs))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         Timings(map)
     }
 

@@ -82,7 +82,10 @@ pub fn sandbox_spec(input: &CompileInput) -> SandboxSpec {
         ("PATH".into(), DEFAULT_PATH.into()),
         ("HOME".into(), "/root".into()),
         ("LANG".into(), "C.UTF-8".into()),
-        ("SOURCE_DATE_EPOCH".into(), input.source_date_epoch.to_string()),
+        (
+            "SOURCE_DATE_EPOCH".into(),
+            input.source_date_epoch.to_string(),
+        ),
     ];
     spec.network = input.network;
     spec.timeout = input.timeout;
@@ -114,7 +117,10 @@ pub fn commit_package(
     )?;
     let mut notes = BTreeMap::new();
     notes.insert(NAME_ANNOTATION.to_string(), input.name.clone());
-    notes.insert(FINGERPRINT_ANNOTATION.to_string(), input.fingerprint.clone());
+    notes.insert(
+        FINGERPRINT_ANNOTATION.to_string(),
+        input.fingerprint.clone(),
+    );
     notes.insert(DEPENDENCIES_ANNOTATION.to_string(), dependencies.join(","));
     notes.insert(CACHE_KEY_ANNOTATION.to_string(), input.key.clone());
     notes.insert(BASE_ANNOTATION.to_string(), base_digest.to_string());
@@ -150,7 +156,12 @@ pub fn publish_dir(install_dir: &Path, published: &Path) -> std::io::Result<()> 
 
 /// Restores `WORK/packages/<key>` from the store (after a `cache gc` or on a fresh work dir
 /// with an imported store): the layer holds `var/vcap/packages/<name>/…`.
-pub fn restore_from_store(store: &OciStore, manifest: &Descriptor, name: &str, published: &Path) -> Result<(), OciError> {
+pub fn restore_from_store(
+    store: &OciStore,
+    manifest: &Descriptor,
+    name: &str,
+    published: &Path,
+) -> Result<(), OciError> {
     let parent = published.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(OciError::io(parent))?;
     let tmp = tempfile::Builder::new()
@@ -161,7 +172,10 @@ pub fn restore_from_store(store: &OciStore, manifest: &Descriptor, name: &str, p
     oci::unpack::unpack_to(store, manifest, &tree)?;
     let inner = tree.join("var/vcap/packages").join(name);
     if !inner.is_dir() {
-        return Err(OciError::invalid(published, format!("the stored image has no var/vcap/packages/{name}")));
+        return Err(OciError::invalid(
+            published,
+            format!("the stored image has no var/vcap/packages/{name}"),
+        ));
     }
     match std::fs::rename(&inner, published) {
         Ok(()) => Ok(()),
@@ -195,10 +209,18 @@ mod tests {
         let spec = sandbox_spec(&input);
         assert_eq!(spec.args, vec!["/bin/bash", "-x", "./packaging"]);
         assert_eq!(spec.cwd, Path::new("/var/vcap/source/app"));
-        let mount = |dst: &str| spec.mounts.iter().find(|m| m.destination == Path::new(dst)).unwrap();
+        let mount = |dst: &str| {
+            spec.mounts
+                .iter()
+                .find(|m| m.destination == Path::new(dst))
+                .unwrap()
+        };
         assert!(!mount("/var/vcap/source/app").readonly);
         assert!(mount("/var/vcap/packages/lib").readonly);
-        assert_eq!(mount("/var/vcap/packages/lib").source, Path::new("/w/packages/k1"));
+        assert_eq!(
+            mount("/var/vcap/packages/lib").source,
+            Path::new("/w/packages/k1")
+        );
         assert!(!mount("/var/vcap/packages/app").readonly);
         let env: BTreeMap<_, _> = spec.env.iter().cloned().collect();
         assert_eq!(env["BOSH_INSTALL_TARGET"], "/var/vcap/packages/app");

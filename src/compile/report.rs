@@ -30,14 +30,23 @@ struct Summary<'a> {
     wall_seconds: f64,
 }
 
-pub fn write_summary(path: &Path, packages: &[PackageReport], wall_seconds: f64) -> std::io::Result<()> {
-    let text = serde_json::to_string_pretty(&Summary { packages, wall_seconds }).map_err(std::io::Error::other)?;
+pub fn write_summary(
+    path: &Path,
+    packages: &[PackageReport],
+    wall_seconds: f64,
+) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(&Summary {
+        packages,
+        wall_seconds,
+    })
+    .map_err(std::io::Error::other)?;
     std::fs::write(path, text + "\n")
 }
 
 /// `digraph` of the packages, dependencies pointing at their dependants' prerequisites.
 pub fn write_graph(path: &Path, packages: &[PackageReport]) -> std::io::Result<()> {
-    let mut out = String::from("digraph packages {\n  rankdir=LR;\n  node [shape=box, style=filled];\n");
+    let mut out =
+        String::from("digraph packages {\n  rankdir=LR;\n  node [shape=box, style=filled];\n");
     for p in packages {
         let colour = match p.status.as_str() {
             "compiled" => "palegreen",
@@ -68,7 +77,12 @@ pub struct Metrics {
 impl Metrics {
     pub fn open(path: Option<&Path>) -> std::io::Result<Metrics> {
         let file = match path {
-            Some(p) => Some(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
+            Some(p) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            ),
             None => None,
         };
         Ok(Metrics { file })
@@ -115,6 +129,9 @@ mod tests {
         let fields: Vec<&str> = lines[0].split(',').collect();
         assert_eq!(fields.len(), 4);
         assert_eq!(fields[0].len(), 19, "{}", fields[0]);
-        assert_eq!(&fields[1..], &["fissile", "compile-packages::rel/pkg", "start"]);
+        assert_eq!(
+            &fields[1..],
+            &["fissile", "compile-packages::rel/pkg", "start"]
+        );
     }
 }

@@ -42,9 +42,13 @@ pub fn materialize_tarball_members(
     let mut archive = tar::Archive::new(extract::open_archive(tarball)?);
     for entry in archive.entries().map_err(io(tarball))? {
         let mut entry = entry.map_err(io(tarball))?;
-        let Ok(name) = extract::normalize_entry_path(&entry.path_bytes()) else { continue };
+        let Ok(name) = extract::normalize_entry_path(&entry.path_bytes()) else {
+            continue;
+        };
         let name = name.to_string_lossy().into_owned();
-        let Some(expected) = wanted.get(&name) else { continue };
+        let Some(expected) = wanted.get(&name) else {
+            continue;
+        };
         let file_name = name.replace('/', "_");
         let dest = dir.join(&file_name);
         let mut file = std::fs::File::create(&dest).map_err(io(&dest))?;
@@ -63,10 +67,12 @@ pub fn materialize_tarball_members(
         }
         if let (Some(expected), Some(h)) = (expected, hasher) {
             let member = PathBuf::from(format!("{}:{name}", tarball.display()));
-            expected.check(&member, &h.finish()).map_err(|e| StageError::Unavailable {
-                package: name.clone(),
-                message: format!("{e} (the tarball changed since it was verified?)"),
-            })?;
+            expected
+                .check(&member, &h.finish())
+                .map_err(|e| StageError::Unavailable {
+                    package: name.clone(),
+                    message: format!("{e} (the tarball changed since it was verified?)"),
+                })?;
         }
         out.insert(name, dest);
     }
@@ -74,7 +80,12 @@ pub fn materialize_tarball_members(
 }
 
 /// Puts the package's sources into `dest` (which must not exist).
-pub fn stage_sources(package: &Package, archive_override: Option<&Path>, dest: &Path, limits: &ExtractLimits) -> Result<(), StageError> {
+pub fn stage_sources(
+    package: &Package,
+    archive_override: Option<&Path>,
+    dest: &Path,
+    limits: &ExtractLimits,
+) -> Result<(), StageError> {
     let archive = archive_override.or(match &package.source {
         PackageSource::Archive(path) => Some(path.as_path()),
         _ => None,
@@ -87,7 +98,10 @@ pub fn stage_sources(package: &Package, archive_override: Option<&Path>, dest: &
         PackageSource::Archive(_) => unreachable!("handled above"),
         PackageSource::TarballMember { tarball, member } => Err(StageError::Unavailable {
             package: package.name.clone(),
-            message: format!("{member} of {} was not materialized before staging", tarball.display()),
+            message: format!(
+                "{member} of {} was not materialized before staging",
+                tarball.display()
+            ),
         }),
         PackageSource::Files(files) => {
             if files.is_empty() {
@@ -101,7 +115,11 @@ pub fn stage_sources(package: &Package, archive_override: Option<&Path>, dest: &
     }
 }
 
-fn copy_files(package: &Package, files: &[crate::release::SourceFile], dest: &Path) -> Result<(), StageError> {
+fn copy_files(
+    package: &Package,
+    files: &[crate::release::SourceFile],
+    dest: &Path,
+) -> Result<(), StageError> {
     let partial = dest.with_extension("partial");
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&partial).map_err(io(&partial))?;
