@@ -15,7 +15,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 log="$(mktemp)"
 set +e
-cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary, so CI reads the total rather than the last binary's.

@@ -14,7 +14,9 @@ pub enum WorkDirError {
         #[source]
         source: std::io::Error,
     },
-    #[error("work dir {path} is in use by {holder}; pass --wait to wait for it, or try again later")]
+    #[error(
+        "work dir {path} is in use by {holder}; pass --wait to wait for it, or try again later"
+    )]
     Busy { path: PathBuf, holder: String },
     #[error("no work dir: set --work-dir, FISSILE_OCI_WORK_DIR, XDG_CACHE_HOME or HOME")]
     NoDefault,
@@ -29,13 +31,32 @@ impl WorkDir {
     /// `--work-dir`, else `$FISSILE_OCI_WORK_DIR`, else `$XDG_CACHE_HOME/fissile-oci`, else
     /// `~/.cache/fissile-oci`.
     pub fn resolve(explicit: Option<&Path>) -> Result<WorkDir, WorkDirError> {
-        let non_empty = |v: std::ffi::OsString| if v.is_empty() { None } else { Some(PathBuf::from(v)) };
+        let non_empty = |v: std::ffi::OsString| {
+            if v.is_empty() {
+                None
+            } else {
+                Some(PathBuf::from(v))
+            }
+        };
         let root = explicit
             .map(Path::to_path_buf)
             .or_else(|| std::env::var_os("FISSILE_OCI_WORK_DIR").and_then(non_empty))
-            .or_else(|| std::env::var_os("XDG_CACHE_HOME").and_then(non_empty).map(|p| p.join("fissile-oci")))
-            .or_else(|| std::env::var_os("HOME").and_then(non_empty).map(|p| p.join(".cache").join("fissile-oci")))
+            .or_else(|| {
+                std::env::var_os("XDG_CACHE_HOME")
+                    .and_then(non_empty)
+                    .map(|p| p.join("fissile-oci"))
+            })
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .and_then(non_empty)
+                    .map(|p| p.join(".cache").join("fissile-oci"))
+            })
             .ok_or(WorkDirError::NoDefault)?;
+        // Sandbox mount sources must be absolute, and a later chdir must not move the work dir.
+        let root = std::path::absolute(&root).map_err(|source| WorkDirError::Io {
+            path: root.clone(),
+            source,
+        })?;
         Ok(WorkDir { root })
     }
 
@@ -76,10 +97,17 @@ impl WorkDir {
 
     /// Takes the work-dir lock. When another process holds it: with `wait`, `on_wait` is told who
     /// and we block until it is free; without, `Busy` names the holder.
-    pub fn lock(&self, wait: bool, on_wait: impl FnOnce(&str)) -> Result<WorkDirLock, WorkDirError> {
+    pub fn lock(
+        &self,
+        wait: bool,
+        on_wait: impl FnOnce(&str),
+    ) -> Result<WorkDirLock, WorkDirError> {
         self.create()?;
         let path = self.root.join("lock");
-        let io = |source| WorkDirError::Io { path: path.clone(), source };
+        let io = |source| WorkDirError::Io {
+            path: path.clone(),
+            source,
+        };
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -91,9 +119,16 @@ impl WorkDir {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim().to_string();
-            let holder = if holder.is_empty() { "another fissile-oci process".to_string() } else { holder };
+            let holder = if holder.is_empty() {
+                "another fissile-oci process".to_string()
+            } else {
+                holder
+            };
             if !wait {
-                return Err(WorkDirError::Busy { path: self.root.clone(), holder });
+                return Err(WorkDirError::Busy {
+                    path: self.root.clone(),
+                    holder,
+                });
             }
             on_wait(&holder);
             flock(&file, true).map_err(io)?;
@@ -142,7 +177,9 @@ mod tests {
         // flock locks belong to the open file description, so a second open in this process
         // conflicts just like another process would.
         match wd.lock(false, |_| {}) {
-            Err(WorkDirError::Busy { holder, .. }) => assert!(holder.contains(&std::process::id().to_string()), "{holder}"),
+            Err(WorkDirError::Busy { holder, .. }) => {
+                assert!(holder.contains(&std::process::id().to_string()), "{holder}")
+            }
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("second lock must fail"),
         }

@@ -17,7 +17,7 @@
 #     (c) gzip -dc release.tgz > /dev/null            (decompression alone: the floor for this path)
 #     (d) gzip -dc release.tgz | sha1sum               (decompress + hash, two pipelined processes)
 #
-#   For each: median wall seconds, MB/s (archive bytes / second, MB = 10^6), CPU seconds
+#   For each: median wall seconds, MB/s (archive bytes / second, MB = 10^6), mean CPU seconds
 #   (user+sys), peak RSS of the largest process (GNU time), and the targets:
 #   dev: speedup vs single sha1sum >= 1.5x on 2 cores; both: fissile-oci peak RSS < 100 MB.
 #   A missed target prints MISS; the script still exits 0 (a benchmark reports, it does not gate).
@@ -27,12 +27,13 @@
 #   scripts/bench/inspect.sh --tarball   # final release tarball variant
 #   scripts/bench/inspect.sh --all       # both
 # Environment:
-#   BENCH_DIR       where the generated release is kept and reused (default: $TMPDIR/fissile-oci-bench)
+#   BENCH_DIR       where the generated release is kept and reused (default: $TMPDIR/fissile-oci-bench-inspect)
 #   BENCH_PACKAGES  number of packages (default 1000)
 #   BENCH_TOTAL_MB  package archive bytes in total, MB (default 500)
 #   BENCH_JOBS      number of jobs (default 5)
 #   BENCH_SEED      generator seed (default 42)
 #   BENCH_RUNS      measured runs per command (default 5)
+#   BENCH_NO_HYPERFINE=1  use the built-in median-of-N loop even if hyperfine is installed
 # Generation (a few minutes at most) is skipped when BENCH_DIR already holds a release made with
 # the same parameters and the same generator. If hyperfine or GNU time is missing and apt-get is
 # usable as root, `apt-get install -y time hyperfine` is run; otherwise a median-of-N loop is used.
@@ -58,7 +59,7 @@ TOTAL_MB=${BENCH_TOTAL_MB:-500}
 JOBS=${BENCH_JOBS:-5}
 SEED=${BENCH_SEED:-42}
 RUNS=${BENCH_RUNS:-5}
-BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}/fissile-oci-bench}
+BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}/fissile-oci-bench-inspect}
 NPROC=$(nproc)
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -80,6 +81,7 @@ if ((${#missing[@]})); then
   fi
 fi
 HAVE_HYPERFINE=0; command -v hyperfine >/dev/null 2>&1 && HAVE_HYPERFINE=1
+[[ ${BENCH_NO_HYPERFINE:-0} == 1 ]] && HAVE_HYPERFINE=0
 HAVE_TIME=0; [[ -x /usr/bin/time ]] && HAVE_TIME=1
 
 # --- build -----------------------------------------------------------------------------------
@@ -121,8 +123,7 @@ fi
 
 ARCHIVE_BYTES=$(find "$CACHE" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}')
 ARCHIVE_COUNT=$(find "$CACHE" -type f | wc -l)
-RESULTS="$BENCH_DIR/results"
-mkdir -p "$RESULTS"
+RESULTS_ROOT="$BENCH_DIR/results"
 
 # --- measuring -------------------------------------------------------------------------------
 # measure KEY CMD: warm-up once, then RUNS measured runs; writes $RESULTS/KEY.json with
@@ -204,7 +205,7 @@ data = {}
 def load(key):
     r = json.load(open(f"{results}/{key}.json"))
     rss = open(f"{results}/{key}.rss").read().strip()
-    r["rss_mb"] = int(rss) / 1024 if rss.isdigit() else None
+    r["rss_mb"] = int(rss) * 1024 / 1e6 if rss.isdigit() else None
     return r
 print(f"{'command':<44} {'MB':>7} {'median s':>9} {'min-max s':>13} {'MB/s':>8} {'CPU s':>7} {'peak RSS MB':>12}")
 for row in rows:
@@ -226,6 +227,7 @@ if variant == "dev":
     print(f"speedup fissile-oci vs parallel sha1sum (-P {nproc}):            {sp:.2f}x")
     note = "" if nproc == 2 else f" (target is stated for 2 cores; this machine has {nproc})"
     print(f"fissile-oci cores busy (CPU s / wall s):                      {f['cpu'] / f['median']:.2f} of {nproc}")
+    print(f"CPU-time ratio sha1sum / fissile-oci (less load-sensitive):   {data['sha1']['cpu'] / f['cpu']:.2f}x")
     print(f"target speedup >= 1.5x vs single sha1sum on 2 cores: {verdict(s1 >= 1.5)} ({s1:.2f}x){note}")
     print(f"target peak RSS < 100 MB:                            {verdict(rss_ok)} ({rss_txt})")
 else:
@@ -236,6 +238,7 @@ else:
     print(f"fissile-oci time / gzip -dc time:                    {f['median'] / g:.2f}x")
     print(f"fissile-oci time / (gzip -dc | sha1sum) time:        {f['median'] / gs:.2f}x")
     print(f"fissile-oci cores busy (CPU s / wall s):             {f['cpu'] / f['median']:.2f} of {nproc}")
+    print(f"CPU-time ratio sha1sum / fissile-oci:                {data['sha1']['cpu'] / f['cpu']:.2f}x")
     print("note: a release tarball is ONE gzip stream: it is inflated and hashed sequentially, so this")
     print("      path cannot use the cores the way the dev layout's separate files do; it is bound by")
     print("      single-core decompression plus hashing (see cores busy above).")
@@ -266,6 +269,8 @@ header() {
 
 run_dev() {
   local cmd
+  RESULTS="$RESULTS_ROOT/dev"
+  mkdir -p "$RESULTS"
   check_tool "$BIN" inspect "$REL" --bosh-cache "$CACHE" --json
   cmd="$(q "$BIN") inspect $(q "$REL") --bosh-cache $(q "$CACHE") --json > /dev/null"
   BUSY_BEFORE=$(busy_pct)
@@ -282,6 +287,8 @@ run_dev() {
 
 run_tarball() {
   local cmd
+  RESULTS="$RESULTS_ROOT/tarball"
+  mkdir -p "$RESULTS"
   check_tool "$BIN" inspect "$TGZ" --json
   cmd="$(q "$BIN") inspect $(q "$TGZ") --json > /dev/null"
   BUSY_BEFORE=$(busy_pct)

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use oci_spec::image::Descriptor;
 
 use super::key::{cache_key, package_ref};
-use super::package::{commit_package, publish_dir, restore_from_store, sandbox_spec, CompileInput};
+use super::package::{
+    publish_dir, restore_from_store, sandbox_spec, write_package_image, CompileInput,
+};
 use super::report::{Metrics, PackageReport};
 use super::runner::CompileSandbox;
 use super::scheduler::{self, CancelToken, Event, Graph, Node, RunOptions, Status};
@@ -154,8 +156,11 @@ impl Compiler<'_> {
                 member: node.members[0],
             });
         }
+        // One read of the index for all lookups: a no-op run over hundreds of packages must
+        // not parse index.json once per package.
+        let refs = self.store.ref_map()?;
         for unit in &mut units {
-            unit.cached = self.cached(unit);
+            unit.cached = self.cached(unit, &refs);
         }
         let cached_count = units.iter().filter(|u| u.cached.is_some()).count();
         progress(Progress::Planned {
@@ -198,7 +203,7 @@ impl Compiler<'_> {
         let failures_detail: Mutex<HashMap<usize, Failure>> = Mutex::new(HashMap::new());
         let commit_results: Mutex<HashMap<usize, Result<Descriptor, String>>> =
             Mutex::new(HashMap::new());
-        let (commit_tx, commit_rx) = mpsc::channel::<(usize, CompileInput)>();
+        let (commit_tx, commit_rx) = mpsc::channel::<(usize, CompileInput, PathBuf)>();
         let mut reports: Vec<Option<PackageReport>> = (0..units.len()).map(|_| None).collect();
         for (i, unit) in units.iter().enumerate() {
             if let Some(d) = &unit.cached {
@@ -214,26 +219,52 @@ impl Compiler<'_> {
             let commit_results = &commit_results;
             // Layers are written by one committer thread while the next packages compile.
             scope.spawn(move || {
-                for (i, input) in commit_rx {
-                    let unit = &units[i];
-                    let deps: Vec<String> = unit
-                        .dependencies
+                while let Ok(first) = commit_rx.recv() {
+                    // Whatever else finished meanwhile is named in the same index update.
+                    let batch: Vec<(usize, CompileInput, PathBuf)> =
+                        std::iter::once(first).chain(commit_rx.try_iter()).collect();
+                    let mut named = Vec::new();
+                    for (i, input, scratch) in batch {
+                        let unit = &units[i];
+                        let deps: Vec<String> = unit
+                            .dependencies
+                            .iter()
+                            .map(|&d| units[d].name.clone())
+                            .collect();
+                        let result = write_package_image(
+                            self.store,
+                            &input,
+                            &unit.published,
+                            &deps,
+                            self.base.descriptor.digest().as_ref(),
+                        )
+                        .map_err(|e| format!("storing the compiled package failed: {e}"));
+                        if let Ok(d) = &result {
+                            named.push((i, package_ref(&unit.name, &unit.key), d.clone()));
+                        }
+                        commit_results
+                            .lock()
+                            .expect("commit results")
+                            .insert(i, result);
+                        // Deleting a scratch dir is slow on some filesystems: not on the
+                        // critical path.
+                        let _ = crate::oci::gc::make_writable_and_remove(&scratch);
+                    }
+                    let refs: Vec<(String, Descriptor)> = named
                         .iter()
-                        .map(|&d| units[d].name.clone())
+                        .map(|(_, n, d)| (n.clone(), d.clone()))
                         .collect();
-                    let result = commit_package(
-                        self.store,
-                        &input,
-                        &unit.published,
-                        &deps,
-                        self.base.descriptor.digest().as_ref(),
-                        &package_ref(&unit.name, &unit.key),
-                    )
-                    .map_err(|e| format!("storing the compiled package failed: {e}"));
-                    commit_results
-                        .lock()
-                        .expect("commit results")
-                        .insert(i, result);
+                    if let Err(e) = self.store.set_refs(&refs) {
+                        let mut results = commit_results.lock().expect("commit results");
+                        for (i, _, _) in &named {
+                            results.insert(
+                                *i,
+                                Err(format!(
+                                    "naming the compiled package in the store failed: {e}"
+                                )),
+                            );
+                        }
+                    }
                 }
             });
             let job = |pos: usize, token: &CancelToken| -> Result<f64, String> {
@@ -375,11 +406,8 @@ impl Compiler<'_> {
 
     /// A package is cached when its image is in the store (manifest readable, layer present
     /// with the right size) and its published dir exists, or can be restored from the image.
-    fn cached(&self, unit: &Unit) -> Option<Descriptor> {
-        let descriptor = self
-            .store
-            .resolve(&package_ref(&unit.name, &unit.key))
-            .ok()??;
+    fn cached(&self, unit: &Unit, refs: &HashMap<String, Descriptor>) -> Option<Descriptor> {
+        let descriptor = refs.get(&package_ref(&unit.name, &unit.key))?.clone();
         let manifest = image::read_manifest(self.store, &descriptor).ok()?;
         for layer in manifest.layers() {
             let path = self.store.blob_path(layer.digest()).ok()?;
@@ -475,7 +503,7 @@ impl Compiler<'_> {
         run_dir: &Path,
         token: &CancelToken,
         failures: &Mutex<HashMap<usize, Failure>>,
-        commit: mpsc::Sender<(usize, CompileInput)>,
+        commit: mpsc::Sender<(usize, CompileInput, PathBuf)>,
     ) -> Result<f64, String> {
         let started = Instant::now();
         let scratch = run_dir.join(format!("{}-{}", unit.name, &unit.key[..12]));
@@ -560,8 +588,7 @@ impl Compiler<'_> {
                 false,
             ));
         }
-        let _ = commit.send((index, input));
-        let _ = crate::oci::gc::make_writable_and_remove(&scratch);
+        let _ = commit.send((index, input, scratch));
         Ok(started.elapsed().as_secs_f64())
     }
 }

@@ -96,14 +96,15 @@ pub fn sandbox_spec(input: &CompileInput) -> SandboxSpec {
     spec
 }
 
-/// Writes a published package dir as the package's image and names it with `reference`.
-pub fn commit_package(
+/// Writes a published package dir as the package's image (config and manifest) and returns
+/// the manifest descriptor with its annotations; naming it in the index is the caller's, so
+/// that several can be named in one index update.
+pub fn write_package_image(
     store: &OciStore,
     input: &CompileInput,
     published: &Path,
     dependencies: &[String],
     base_digest: &str,
-    reference: &str,
 ) -> Result<Descriptor, OciError> {
     let layer = oci::write_layer(
         store,
@@ -134,7 +135,6 @@ pub fn commit_package(
     )?;
     let mut named = manifest;
     named.set_annotations(Some(notes.into_iter().collect()));
-    store.set_ref(reference, &named)?;
     Ok(named)
 }
 

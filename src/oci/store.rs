@@ -32,7 +32,9 @@ pub struct RefEntry {
 impl OciStore {
     /// Opens the layout at `root`, creating an empty one if there is none.
     pub fn open_or_create(root: &Path) -> Result<OciStore, OciError> {
-        let store = OciStore { root: root.to_path_buf() };
+        let store = OciStore {
+            root: root.to_path_buf(),
+        };
         let blobs = store.blobs_dir();
         std::fs::create_dir_all(&blobs).map_err(OciError::io(&blobs))?;
         if !root.join("oci-layout").exists() {
@@ -51,11 +53,18 @@ impl OciStore {
     pub fn open(root: &Path) -> Result<OciStore, OciError> {
         let layout = root.join("oci-layout");
         let text = std::fs::read_to_string(&layout).map_err(OciError::io(&layout))?;
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| OciError::invalid(&layout, e))?;
-        if value.get("imageLayoutVersion").and_then(|v| v.as_str()).is_none() {
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| OciError::invalid(&layout, e))?;
+        if value
+            .get("imageLayoutVersion")
+            .and_then(|v| v.as_str())
+            .is_none()
+        {
             return Err(OciError::invalid(&layout, "no imageLayoutVersion"));
         }
-        Ok(OciStore { root: root.to_path_buf() })
+        Ok(OciStore {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -93,14 +102,19 @@ impl OciStore {
     /// Stores `bytes` (a manifest, config or index) and describes it.
     pub fn put_bytes(&self, media_type: MediaType, bytes: &[u8]) -> Result<Descriptor, OciError> {
         let mut w = self.blob_writer()?;
-        w.write_all(bytes).map_err(OciError::io(&self.blobs_dir()))?;
+        w.write_all(bytes)
+            .map_err(OciError::io(&self.blobs_dir()))?;
         let (digest, size) = w.finish()?;
         Ok(Descriptor::new(media_type, size, digest))
     }
 
     /// Stores a value as canonical JSON (keys sorted, no whitespace), so equal values give equal
     /// digests whatever the map types inside iterate like.
-    pub fn put_json(&self, media_type: MediaType, value: &impl serde::Serialize) -> Result<Descriptor, OciError> {
+    pub fn put_json(
+        &self,
+        media_type: MediaType,
+        value: &impl serde::Serialize,
+    ) -> Result<Descriptor, OciError> {
         self.put_bytes(media_type, &canonical_json(value)?)
     }
 
@@ -124,7 +138,13 @@ impl OciStore {
     pub fn read_blob(&self, descriptor: &Descriptor, max: u64) -> Result<Vec<u8>, OciError> {
         let path = self.blob_path(descriptor.digest())?;
         if descriptor.size() > max {
-            return Err(OciError::invalid(&path, format!("blob is {} bytes, more than the {max} expected", descriptor.size())));
+            return Err(OciError::invalid(
+                &path,
+                format!(
+                    "blob is {} bytes, more than the {max} expected",
+                    descriptor.size()
+                ),
+            ));
         }
         let mut out = Vec::with_capacity(descriptor.size() as usize);
         self.open_blob(descriptor)?
@@ -135,7 +155,11 @@ impl OciStore {
 
     /// Hashes a blob file whole and compares it with its name.
     pub fn verify_blob_file(&self, path: &Path) -> Result<u64, OciError> {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         let mut file = File::open(path).map_err(OciError::io(path))?;
         let mut hasher = sha2::Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
@@ -172,13 +196,20 @@ impl OciStore {
             .iter()
             .filter_map(|d| {
                 let name = d.annotations().as_ref()?.get(REF_NAME)?.clone();
-                Some(RefEntry { name, descriptor: d.clone() })
+                Some(RefEntry {
+                    name,
+                    descriptor: d.clone(),
+                })
             })
             .collect())
     }
 
     pub fn resolve(&self, name: &str) -> Result<Option<Descriptor>, OciError> {
-        Ok(self.refs()?.into_iter().find(|r| r.name == name).map(|r| r.descriptor))
+        Ok(self
+            .refs()?
+            .into_iter()
+            .find(|r| r.name == name)
+            .map(|r| r.descriptor))
     }
 
     /// Points `name` at `descriptor` (replacing what it pointed at), atomically.
@@ -191,6 +222,40 @@ impl OciStore {
             manifests.retain(|m| ref_name(m) != Some(name));
             manifests.push(d);
         })
+    }
+
+    /// Points several refs at once: one rewrite of `index.json` for the whole batch.
+    pub fn set_refs(&self, entries: &[(String, Descriptor)]) -> Result<(), OciError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let named: Vec<Descriptor> = entries
+            .iter()
+            .map(|(name, descriptor)| {
+                let mut d = descriptor.clone();
+                let mut annotations = d.annotations().clone().unwrap_or_default();
+                annotations.insert(REF_NAME.to_string(), name.clone());
+                d.set_annotations(Some(annotations));
+                d
+            })
+            .collect();
+        self.update_index(|manifests| {
+            manifests.retain(|m| {
+                !entries
+                    .iter()
+                    .any(|(name, _)| ref_name(m) == Some(name.as_str()))
+            });
+            manifests.extend(named);
+        })
+    }
+
+    /// All refs by name, read once (for callers that look up many).
+    pub fn ref_map(&self) -> Result<std::collections::HashMap<String, Descriptor>, OciError> {
+        Ok(self
+            .refs()?
+            .into_iter()
+            .map(|r| (r.name, r.descriptor))
+            .collect())
     }
 
     /// Removes `name`; returns whether it existed.
@@ -252,8 +317,17 @@ fn empty_index() -> ImageIndex {
 pub fn sha256_hex(digest: &Digest) -> Result<&str, OciError> {
     let s = digest.as_ref();
     match s.strip_prefix("sha256:") {
-        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) => Ok(hex),
-        _ => Err(OciError::UnsupportedDigest { digest: s.to_string() }),
+        Some(hex)
+            if hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) =>
+        {
+            Ok(hex)
+        }
+        _ => Err(OciError::UnsupportedDigest {
+            digest: s.to_string(),
+        }),
     }
 }
 
@@ -263,7 +337,8 @@ pub fn sha256_digest(hex: &str) -> Digest {
 
 pub fn canonical_json(value: &impl serde::Serialize) -> Result<Vec<u8>, OciError> {
     // serde_json::Value keeps object keys in a BTreeMap: serialising through it sorts them.
-    let value = serde_json::to_value(value).map_err(|e| OciError::invalid(Path::new("<json>"), e))?;
+    let value =
+        serde_json::to_value(value).map_err(|e| OciError::invalid(Path::new("<json>"), e))?;
     serde_json::to_vec(&value).map_err(|e| OciError::invalid(Path::new("<json>"), e))
 }
 
@@ -284,7 +359,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), OciError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(OciError::io(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(OciError::io(dir))
 }
 
 /// Streams a new blob into a temp file in the blobs dir, hashing as it goes.
@@ -319,7 +396,9 @@ impl BlobWriter {
             source: e.into_error(),
         })?;
         if !dest.exists() {
-            file.as_file().sync_all().map_err(OciError::io(file.path()))?;
+            file.as_file()
+                .sync_all()
+                .map_err(OciError::io(file.path()))?;
             file.persist(&dest).map_err(|e| OciError::Io {
                 path: dest.clone(),
                 source: e.error,
@@ -348,7 +427,10 @@ impl<R: Read> Read for VerifyingReader<R> {
         self.hasher.update(&buf[..n]);
         self.size += n as u64;
         if self.size > self.expected_size {
-            return Err(self.mismatch(format!("blob is longer than its descriptor's {} bytes", self.expected_size)));
+            return Err(self.mismatch(format!(
+                "blob is longer than its descriptor's {} bytes",
+                self.expected_size
+            )));
         }
         if n == 0 && !buf.is_empty() && !self.done {
             self.done = true;
@@ -366,7 +448,10 @@ impl<R: Read> Read for VerifyingReader<R> {
 
 impl<R> VerifyingReader<R> {
     fn mismatch(&self, what: String) -> std::io::Error {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {what}", self.path.display()))
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {what}", self.path.display()),
+        )
     }
 }
 
