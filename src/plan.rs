@@ -470,7 +470,9 @@ impl Plan {
                     dependencies: node
                         .dependencies
                         .iter()
-                        .map(|d| new_id[*d].expect("restricted plans are closed under dependencies"))
+                        .map(|d| {
+                            new_id[*d].expect("restricted plans are closed under dependencies")
+                        })
                         .collect(),
                     members: node.members.clone(),
                 }
@@ -497,11 +499,18 @@ impl Plan {
             [one] => Ok(*one),
             [] => Err(format!(
                 "no package {name:?} in the given releases; packages: {}",
-                (0..self.nodes.len()).map(|id| self.node_label(id)).collect::<Vec<_>>().join(", ")
+                (0..self.nodes.len())
+                    .map(|id| self.node_label(id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
             _ => Err(format!(
                 "{name:?} is in several releases: say which, as {}",
-                matches.iter().map(|&id| self.node_label(id)).collect::<Vec<_>>().join(" or ")
+                matches
+                    .iter()
+                    .map(|&id| self.node_label(id))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             )),
         }
     }

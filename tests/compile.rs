@@ -16,7 +16,13 @@ fn run(cmd: &mut Command) -> Output {
 
 fn ok(cmd: &mut Command) -> String {
     let out = run(cmd);
-    assert!(out.status.success(), "{cmd:?} failed ({:?}):\n{}\n{}", out.status.code(), String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({:?}):\n{}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -24,7 +30,9 @@ fn root_or_skip() -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    eprintln!("skipped: compile tests run sandboxes as root here; the sandbox suite covers rootless mode");
+    eprintln!(
+        "skipped: compile tests run sandboxes as root here; the sandbox suite covers rootless mode"
+    );
     false
 }
 
@@ -37,10 +45,18 @@ fn release(dir: &Path, name: &str, packages: &[(&str, &[&str], &str)]) -> PathBu
         let p = root.join("packages").join(pkg);
         std::fs::create_dir_all(&p).unwrap();
         let deps_yaml: String = deps.iter().map(|d| format!("- {d}\n")).collect();
-        std::fs::write(p.join("spec"), format!("name: {pkg}\ndependencies:\n{deps_yaml}files:\n- {pkg}/**/*\n")).unwrap();
+        std::fs::write(
+            p.join("spec"),
+            format!("name: {pkg}\ndependencies:\n{deps_yaml}files:\n- {pkg}/**/*\n"),
+        )
+        .unwrap();
         std::fs::write(p.join("packaging"), script).unwrap();
         std::fs::create_dir_all(root.join("src").join(pkg)).unwrap();
-        std::fs::write(root.join("src").join(pkg).join("input.txt"), format!("source of {pkg}\n")).unwrap();
+        std::fs::write(
+            root.join("src").join(pkg).join("input.txt"),
+            format!("source of {pkg}\n"),
+        )
+        .unwrap();
     }
     root
 }
@@ -54,7 +70,12 @@ fn statuses(summary: &serde_json::Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["name"].as_str().unwrap().to_string(), p["status"].as_str().unwrap().to_string()))
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["status"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     v.sort();
     v
@@ -123,9 +144,16 @@ fn a_dag_compiles_with_the_bosh_contract_then_comes_from_the_cache() {
     let f = fixture();
     let rel = dag(&f);
     let s = f.dir.join("s.json");
-    ok(fissile(&f.work).arg("compile").arg(&rel).args(["--base", "busybox", "-j", "2", "--summary"]).arg(&s));
+    ok(fissile(&f.work)
+        .arg("compile")
+        .arg(&rel)
+        .args(["--base", "busybox", "-j", "2", "--summary"])
+        .arg(&s));
     let first = summary(&s);
-    assert!(statuses(&first).iter().all(|(_, st)| st == "compiled"), "{first}");
+    assert!(
+        statuses(&first).iter().all(|(_, st)| st == "compiled"),
+        "{first}"
+    );
     for p in first["packages"].as_array().unwrap() {
         let digest = p["layer_digest"].as_str().unwrap();
         assert!(digest.starts_with("sha256:"));
@@ -135,16 +163,31 @@ fn a_dag_compiles_with_the_bosh_contract_then_comes_from_the_cache() {
     if Command::new("skopeo").arg("--version").output().is_ok() {
         let key = first["packages"][0]["cache_key"].as_str().unwrap();
         let name = first["packages"][0]["name"].as_str().unwrap();
-        let out = run(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:pkg-{name}-{key}", f.work.join("oci").display())));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = run(Command::new("skopeo").arg("inspect").arg(format!(
+            "oci:{}:pkg-{name}-{key}",
+            f.work.join("oci").display()
+        )));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    ok(fissile(&f.work).arg("compile").arg(&rel).args(["--base", "busybox", "--summary"]).arg(&s));
+    ok(fissile(&f.work)
+        .arg("compile")
+        .arg(&rel)
+        .args(["--base", "busybox", "--summary"])
+        .arg(&s));
     assert!(statuses(&summary(&s)).iter().all(|(_, st)| st == "cached"));
     assert!(ok(fissile(&f.work).args(["cache", "verify"])).is_empty());
 
     // Change the leaf: it and its dependants recompile, nothing else.
     std::fs::write(rel.join("src/base-lib/input.txt"), "changed\n").unwrap();
-    ok(fissile(&f.work).arg("compile").arg(&rel).args(["--base", "busybox", "--summary"]).arg(&s));
+    ok(fissile(&f.work)
+        .arg("compile")
+        .arg(&rel)
+        .args(["--base", "busybox", "--summary"])
+        .arg(&s));
     let st = statuses(&summary(&s));
     assert_eq!(
         st,
@@ -181,12 +224,25 @@ fn fail_fast_and_keep_going_report_each_failure() {
         ],
     );
     let s = f.dir.join("s.json");
-    let out = run(fissile(&f.work).arg("compile").arg(&rel).args(["--base", "busybox", "-j", "2", "--keep-going", "--summary"]).arg(&s));
+    let out = run(fissile(&f.work)
+        .arg("compile")
+        .arg(&rel)
+        .args(["--base", "busybox", "-j", "2", "--keep-going", "--summary"])
+        .arg(&s));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("package bad-one failed: packaging script exited with code 3"), "{err}");
-    assert!(err.contains("package bad-two failed: packaging script exited with code 4"), "{err}");
-    assert!(err.contains("first problem here") && err.contains("second problem here"), "log tails shown: {err}");
+    assert!(
+        err.contains("package bad-one failed: packaging script exited with code 3"),
+        "{err}"
+    );
+    assert!(
+        err.contains("package bad-two failed: packaging script exited with code 4"),
+        "{err}"
+    );
+    assert!(
+        err.contains("first problem here") && err.contains("second problem here"),
+        "log tails shown: {err}"
+    );
     let st = statuses(&summary(&s));
     assert_eq!(
         st,
@@ -202,12 +258,25 @@ fn fail_fast_and_keep_going_report_each_failure() {
     // Fail fast: stops at the first failure; nothing behind it starts.
     let work2 = f.dir.join("work2");
     ok(fissile(&work2).args(["-q", "base", "build", "--from", "busybox"]));
-    let out = run(fissile(&work2).arg("compile").arg(&rel).args(["--base", "busybox", "-j", "1", "--summary"]).arg(&s));
+    let out = run(fissile(&work2)
+        .arg("compile")
+        .arg(&rel)
+        .args(["--base", "busybox", "-j", "1", "--summary"])
+        .arg(&s));
     assert_eq!(out.status.code(), Some(1));
     let st = statuses(&summary(&s));
     assert!(st.iter().any(|(_, s)| s == "failed"));
-    assert!(st.iter().any(|(n, s)| n == "after-bad" && s == "skipped"), "{st:?}");
-    assert!(std::fs::read_dir(work2.join("runs")).map(|d| d.count()).unwrap_or(0) == 0, "no scratch dirs left");
+    assert!(
+        st.iter().any(|(n, s)| n == "after-bad" && s == "skipped"),
+        "{st:?}"
+    );
+    assert!(
+        std::fs::read_dir(work2.join("runs"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        "no scratch dirs left"
+    );
 }
 
 #[test]
@@ -216,20 +285,51 @@ fn keep_sandbox_keeps_the_failed_scratch_dir() {
         return;
     }
     let f = fixture();
-    let rel = release(&f.dir, "kept", &[("broken", &[], "touch partial-output; exit 1")]);
-    let out = run(fissile(&f.work).arg("compile").arg(&rel).args(["--base", "busybox", "--keep-sandbox"]));
+    let rel = release(
+        &f.dir,
+        "kept",
+        &[("broken", &[], "touch partial-output; exit 1")],
+    );
+    let out = run(fissile(&f.work).arg("compile").arg(&rel).args([
+        "--base",
+        "busybox",
+        "--keep-sandbox",
+    ]));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("scratch dir kept") && err.contains("fissile-oci shell"), "{err}");
-    let kept = err.lines().find_map(|l| l.trim().strip_prefix("scratch dir kept: ")).unwrap();
+    assert!(
+        err.contains("scratch dir kept") && err.contains("fissile-oci shell"),
+        "{err}"
+    );
+    let kept = err
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("scratch dir kept: "))
+        .unwrap();
     assert!(Path::new(kept).join("source/partial-output").exists());
     // `shell` reopens the kept dir, with the partial output the failed script left.
-    let out = run(fissile(&f.work).arg("shell").arg(&rel).args(["broken", "--base", "busybox", "--", "/bin/sh", "-c", "ls; echo $BOSH_INSTALL_TARGET"]));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(fissile(&f.work).arg("shell").arg(&rel).args([
+        "broken",
+        "--base",
+        "busybox",
+        "--",
+        "/bin/sh",
+        "-c",
+        "ls; echo $BOSH_INSTALL_TARGET",
+    ]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("partial-output") && stdout.contains("/var/vcap/packages/broken"), "{stdout}");
+    assert!(
+        stdout.contains("partial-output") && stdout.contains("/var/vcap/packages/broken"),
+        "{stdout}"
+    );
     // Exit codes of the shell come back.
-    let out = run(fissile(&f.work).arg("shell").arg(&rel).args(["broken", "--base", "busybox", "--", "/bin/sh", "-c", "exit 7"]));
+    let out = run(fissile(&f.work).arg("shell").arg(&rel).args([
+        "broken", "--base", "busybox", "--", "/bin/sh", "-c", "exit 7",
+    ]));
     assert_eq!(out.status.code(), Some(7));
 }
 
@@ -240,12 +340,30 @@ fn shell_mounts_the_compiled_dependencies() {
     }
     let f = fixture();
     let rel = dag(&f);
-    let out = run(fissile(&f.work).arg("shell").arg(&rel).args(["app", "--base", "busybox", "--", "/bin/sh", "-c", "ls /var/vcap/packages; cat /var/vcap/packages/mid/marker"]));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(fissile(&f.work).arg("shell").arg(&rel).args([
+        "app",
+        "--base",
+        "busybox",
+        "--",
+        "/bin/sh",
+        "-c",
+        "ls /var/vcap/packages; cat /var/vcap/packages/mid/marker",
+    ]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("mid\n") && stdout.contains("tool") && !stdout.contains("base-lib\n"), "only direct deps: {stdout}");
+    assert!(
+        stdout.contains("mid\n") && stdout.contains("tool") && !stdout.contains("base-lib\n"),
+        "only direct deps: {stdout}"
+    );
     assert!(stdout.contains("source of mid"), "{stdout}");
-    let out = run(fissile(&f.work).arg("shell").arg(&rel).args(["nope", "--base", "busybox"]));
+    let out = run(fissile(&f.work)
+        .arg("shell")
+        .arg(&rel)
+        .args(["nope", "--base", "busybox"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no package \"nope\""));
 }
@@ -258,12 +376,32 @@ fn role_manifest_compiles_only_the_needed_closure() {
     let f = fixture();
     let rel = dag(&f);
     std::fs::create_dir_all(rel.join("jobs/mid-job")).unwrap();
-    std::fs::write(rel.join("jobs/mid-job/spec"), "name: mid-job\npackages: [mid]\n").unwrap();
+    std::fs::write(
+        rel.join("jobs/mid-job/spec"),
+        "name: mid-job\npackages: [mid]\n",
+    )
+    .unwrap();
     let manifest = f.dir.join("roles.yml");
-    std::fs::write(&manifest, "instance_groups:\n- name: g\n  jobs:\n  - name: mid-job\n    release: dag\n").unwrap();
+    std::fs::write(
+        &manifest,
+        "instance_groups:\n- name: g\n  jobs:\n  - name: mid-job\n    release: dag\n",
+    )
+    .unwrap();
     let s = f.dir.join("s.json");
-    ok(fissile(&f.work).arg("compile").arg(&rel).args(["--base", "busybox", "-m"]).arg(&manifest).arg("--summary").arg(&s));
-    assert_eq!(statuses(&summary(&s)), vec![("base-lib".into(), "compiled".into()), ("mid".into(), "compiled".into())]);
+    ok(fissile(&f.work)
+        .arg("compile")
+        .arg(&rel)
+        .args(["--base", "busybox", "-m"])
+        .arg(&manifest)
+        .arg("--summary")
+        .arg(&s));
+    assert_eq!(
+        statuses(&summary(&s)),
+        vec![
+            ("base-lib".into(), "compiled".into()),
+            ("mid".into(), "compiled".into())
+        ]
+    );
 }
 
 #[test]
@@ -272,27 +410,60 @@ fn sigint_stops_everything_and_a_rerun_succeeds() {
         return;
     }
     let f = fixture();
-    let rel = release(&f.dir, "slow", &[("sleepy", &[], "sleep 30; touch $BOSH_INSTALL_TARGET/done"), ("sleepy2", &[], "sleep 30")]);
-    let mut child = fissile(&f.work).arg("compile").arg(&rel).args(["--base", "busybox", "-j", "2"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let rel = release(
+        &f.dir,
+        "slow",
+        &[
+            ("sleepy", &[], "sleep 30; touch $BOSH_INSTALL_TARGET/done"),
+            ("sleepy2", &[], "sleep 30"),
+        ],
+    );
+    let mut child = fissile(&f.work)
+        .arg("compile")
+        .arg(&rel)
+        .args(["--base", "busybox", "-j", "2"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     // Wait until both sandboxes run.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while std::time::Instant::now() < deadline && count_processes("sleep 30") < 2 {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert_eq!(count_processes("sleep 30"), 2, "both compiles should be running");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    assert_eq!(
+        count_processes("sleep 30"),
+        2,
+        "both compiles should be running"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(count_processes("sleep 30"), 0, "no compile process left");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(&f.work.display().to_string()), "no mount left under the work dir");
-    let runs = std::fs::read_dir(f.work.join("runs")).map(|d| d.count()).unwrap_or(0);
+    assert!(
+        !mounts.contains(&f.work.display().to_string()),
+        "no mount left under the work dir"
+    );
+    let runs = std::fs::read_dir(f.work.join("runs"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     assert_eq!(runs, 0, "no scratch dir left");
     // A rerun (with a quick script) completes on the same work dir.
-    std::fs::write(rel.join("packages/sleepy/packaging"), "touch $BOSH_INSTALL_TARGET/done").unwrap();
+    std::fs::write(
+        rel.join("packages/sleepy/packaging"),
+        "touch $BOSH_INSTALL_TARGET/done",
+    )
+    .unwrap();
     std::fs::write(rel.join("packages/sleepy2/packaging"), "true").unwrap();
-    ok(fissile(&f.work).arg("compile").arg(&rel).args(["--base", "busybox"]));
+    ok(fissile(&f.work)
+        .arg("compile")
+        .arg(&rel)
+        .args(["--base", "busybox"]));
 }
 
 fn count_processes(cmdline: &str) -> usize {
@@ -323,9 +494,20 @@ fn two_concurrent_runs_on_one_work_dir_both_finish() {
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
-    let both = format!("{}{}", String::from_utf8_lossy(&a.stderr), String::from_utf8_lossy(&b.stderr));
-    assert!(both.contains("4 cached"), "the second run waits for the first and reuses it: {both}");
-    let out = run(fissile(&f.work).arg("compile").arg(&rel).args(["--base", "busybox", "--no-wait"]));
+    let both = format!(
+        "{}{}",
+        String::from_utf8_lossy(&a.stderr),
+        String::from_utf8_lossy(&b.stderr)
+    );
+    assert!(
+        both.contains("4 cached"),
+        "the second run waits for the first and reuses it: {both}"
+    );
+    let out =
+        run(fissile(&f.work)
+            .arg("compile")
+            .arg(&rel)
+            .args(["--base", "busybox", "--no-wait"]));
     assert!(out.status.success());
 }
 
@@ -342,11 +524,31 @@ fn the_example_release_compiles_with_gcc_on_the_debian_base() {
     let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("debian-work");
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello-release");
     let s = work.join("summary.json");
-    ok(fissile(&work).arg("compile").arg(&example).arg("--summary").arg(&s));
+    ok(fissile(&work)
+        .arg("compile")
+        .arg(&example)
+        .arg("--summary")
+        .arg(&s));
     let st = statuses(&summary(&s));
     assert_eq!(st.len(), 5);
-    assert!(st.iter().all(|(_, s)| s == "compiled" || s == "cached"), "{st:?}");
-    let bundle = summary(&s)["packages"].as_array().unwrap().iter().find(|p| p["name"] == "hello-bundle").unwrap().clone();
-    let dir = work.join("packages").join(bundle["cache_key"].as_str().unwrap());
-    assert_eq!(std::fs::read_to_string(dir.join("smoke-test.txt")).unwrap().trim(), "hello, bosh");
+    assert!(
+        st.iter().all(|(_, s)| s == "compiled" || s == "cached"),
+        "{st:?}"
+    );
+    let bundle = summary(&s)["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "hello-bundle")
+        .unwrap()
+        .clone();
+    let dir = work
+        .join("packages")
+        .join(bundle["cache_key"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("smoke-test.txt"))
+            .unwrap()
+            .trim(),
+        "hello, bosh"
+    );
 }

@@ -25,7 +25,11 @@ fn add_image(store: &OciStore, scratch: &Path, prefix: &str, i: u64) {
     let size = (pseudo_random(i) % 400_000) as usize;
     std::fs::write(tree.join("bin/payload"), vec![(i % 251) as u8; size]).unwrap();
     std::fs::write(tree.join("version"), i.to_string()).unwrap();
-    let compression = if i % 2 == 0 { Compression::Gzip } else { Compression::Zstd };
+    let compression = if i % 2 == 0 {
+        Compression::Gzip
+    } else {
+        Compression::Zstd
+    };
     let layer = oci::write_layer(
         store,
         &tree,
@@ -44,9 +48,13 @@ fn add_image(store: &OciStore, scratch: &Path, prefix: &str, i: u64) {
         },
     )
     .unwrap();
-    store.set_ref(&format!("{prefix}-{}", i % 7), &manifest).unwrap();
+    store
+        .set_ref(&format!("{prefix}-{}", i % 7), &manifest)
+        .unwrap();
     if i % 5 == 0 {
-        store.remove_ref(&format!("{prefix}-{}", (i + 3) % 7)).unwrap();
+        store
+            .remove_ref(&format!("{prefix}-{}", (i + 3) % 7))
+            .unwrap();
     }
     std::fs::remove_dir_all(&tree).unwrap();
 }
@@ -55,7 +63,9 @@ fn add_image(store: &OciStore, scratch: &Path, prefix: &str, i: u64) {
 #[test]
 #[ignore = "child process of store_survives_sigkill_at_random_points, started by it"]
 fn crash_writer_child() {
-    let Some(root) = std::env::var_os(CHILD_ENV) else { return };
+    let Some(root) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
     let root = Path::new(&root);
     let store = OciStore::open_or_create(&root.join("oci")).unwrap();
     for i in 0.. {
@@ -70,7 +80,13 @@ fn store_survives_sigkill_at_random_points() {
     let mut kills_mid_write = 0;
     for trial in 0..60u64 {
         let mut child = Command::new(&me)
-            .args(["--exact", "crash_writer_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_writer_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, tmp.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -79,25 +95,48 @@ fn store_survives_sigkill_at_random_points() {
         let delay = 20 + pseudo_random(trial * 7919) % 180;
         std::thread::sleep(Duration::from_millis(delay));
         let still_running = child.try_wait().unwrap().is_none();
-        assert!(still_running, "the writer must still be writing when it is killed (trial {trial})");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+        assert!(
+            still_running,
+            "the writer must still be writing when it is killed (trial {trial})"
+        );
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
         child.wait().unwrap();
         kills_mid_write += 1;
 
         let store = OciStore::open_or_create(&tmp.path().join("oci")).unwrap();
         let report = gc::verify(&store).unwrap();
-        assert!(report.problems.is_empty(), "trial {trial} (killed after {delay} ms): {:?}", report.problems);
+        assert!(
+            report.problems.is_empty(),
+            "trial {trial} (killed after {delay} ms): {:?}",
+            report.problems
+        );
         // The index is always whole JSON, and a rerun can add to the store.
         store.refs().unwrap();
         add_image(&store, tmp.path(), "rerun", trial);
         if trial % 10 == 9 {
             gc::gc(&store, &[]).unwrap();
             let report = gc::verify(&store).unwrap();
-            assert!(report.problems.is_empty(), "after gc: {:?}", report.problems);
+            assert!(
+                report.problems.is_empty(),
+                "after gc: {:?}",
+                report.problems
+            );
         }
     }
     assert_eq!(kills_mid_write, 60);
     let store = OciStore::open_or_create(&tmp.path().join("oci")).unwrap();
-    let child_refs = store.refs().unwrap().iter().filter(|r| r.name.starts_with("child-")).count();
-    assert!(child_refs > 0, "the killed writers must have committed some images for this test to mean anything");
+    let child_refs = store
+        .refs()
+        .unwrap()
+        .iter()
+        .filter(|r| r.name.starts_with("child-"))
+        .count();
+    assert!(
+        child_refs > 0,
+        "the killed writers must have committed some images for this test to mean anything"
+    );
 }

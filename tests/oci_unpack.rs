@@ -17,11 +17,20 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
         let meta = entry.path().symlink_metadata().unwrap();
         let mode = meta.permissions().mode() & 0o777;
         let desc = if meta.file_type().is_symlink() {
-            format!("link -> {}", std::fs::read_link(entry.path()).unwrap().display())
+            format!(
+                "link -> {}",
+                std::fs::read_link(entry.path()).unwrap().display()
+            )
         } else if meta.is_dir() {
             format!("dir {mode:o}")
         } else {
-            format!("file {mode:o} {}", fissile_oci::digest::digest_bytes(fissile_oci::digest::Algorithm::Sha256, &std::fs::read(entry.path()).unwrap()))
+            format!(
+                "file {mode:o} {}",
+                fissile_oci::digest::digest_bytes(
+                    fissile_oci::digest::Algorithm::Sha256,
+                    &std::fs::read(entry.path()).unwrap()
+                )
+            )
         };
         out.insert(rel, desc);
     }
@@ -58,7 +67,11 @@ fn our_unpacker_matches_umoci() {
     let (l1, l2) = (tmp.path().join("l1"), tmp.path().join("l2"));
     write(&l1, "etc/os-release", b"ID=test\n");
     write(&l1, "usr/bin/tool", b"#!/bin/sh\n");
-    std::fs::set_permissions(l1.join("usr/bin/tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        l1.join("usr/bin/tool"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     std::os::unix::fs::symlink("usr/bin", l1.join("bin")).unwrap();
     write(&l2, "etc/os-release", b"ID=test2\n");
     write(&l2, "var/lib/data", &vec![3u8; 50_000]);
@@ -76,15 +89,25 @@ fn our_unpacker_matches_umoci() {
     let ours = unpack::unpack_image(&store, &manifest, &tmp.path().join("rootfs")).unwrap();
     let bundle = tmp.path().join("bundle");
     let mut cmd = Command::new("umoci");
-    cmd.arg("unpack").arg("--image").arg(format!("{}:img", store.root().display())).arg(&bundle);
+    cmd.arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:img", store.root().display()))
+        .arg(&bundle);
     if !nix::unistd::geteuid().is_root() {
         cmd.arg("--rootless");
     }
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(snapshot(&ours), snapshot(&bundle.join("rootfs")));
     // Unpacking again reuses the finished tree.
-    assert_eq!(unpack::unpack_image(&store, &manifest, &tmp.path().join("rootfs")).unwrap(), ours);
+    assert_eq!(
+        unpack::unpack_image(&store, &manifest, &tmp.path().join("rootfs")).unwrap(),
+        ours
+    );
 }
 
 #[test]
@@ -109,7 +132,11 @@ fn a_corrupt_layer_never_becomes_a_rootfs() {
     std::fs::write(&path, &bytes).unwrap();
     let rootfs = tmp.path().join("rootfs");
     assert!(unpack::unpack_image(&store, &manifest, &rootfs).is_err());
-    assert_eq!(std::fs::read_dir(&rootfs).map(|d| d.count()).unwrap_or(0), 0, "nothing left behind");
+    assert_eq!(
+        std::fs::read_dir(&rootfs).map(|d| d.count()).unwrap_or(0),
+        0,
+        "nothing left behind"
+    );
 }
 
 /// Mounts an overlay and returns a guard that unmounts it.
@@ -139,8 +166,20 @@ fn overlay_upper_dir_commits_with_whiteouts_and_round_trips() {
     write(&lower, "opaque/old1", b"old");
     write(&lower, "opaque/sub/old2", b"old");
     write(&lower, "changed.txt", b"before");
-    let opts = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
-    nix::mount::mount(Some("overlay"), &merged, Some("overlay"), nix::mount::MsFlags::empty(), Some(opts.as_str())).unwrap();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .unwrap();
     let guard = Overlay(merged.clone());
     std::fs::remove_file(merged.join("gone.txt")).unwrap();
     std::fs::remove_dir_all(merged.join("gonedir")).unwrap();
@@ -156,14 +195,28 @@ fn overlay_upper_dir_commits_with_whiteouts_and_round_trips() {
     let upper_layer = layer(&store, &upper, true);
     // The committed layer carries OCI whiteouts, not overlay's device nodes.
     let mut names = Vec::new();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(store.open_blob(&upper_layer.descriptor).unwrap()));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
+        store.open_blob(&upper_layer.descriptor).unwrap(),
+    ));
     for e in archive.entries().unwrap() {
         let e = e.unwrap();
-        assert_ne!(e.header().entry_type(), tar::EntryType::Char, "no device nodes in a committed layer");
+        assert_ne!(
+            e.header().entry_type(),
+            tar::EntryType::Char,
+            "no device nodes in a committed layer"
+        );
         names.push(e.path().unwrap().to_string_lossy().into_owned());
     }
-    for want in [".wh.gone.txt", ".wh.gonedir", "opaque/.wh..wh..opq", "opaque/new"] {
-        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    for want in [
+        ".wh.gone.txt",
+        ".wh.gonedir",
+        "opaque/.wh..wh..opq",
+        "opaque/new",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
     }
     let manifest = oci::write_image(
         &store,

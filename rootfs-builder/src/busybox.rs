@@ -29,17 +29,27 @@ pub fn find_static_busybox() -> Result<PathBuf, BuildError> {
 /// Builds the rootfs into `root` (which must exist and be empty).
 pub fn build(root: &Path, with_bash: bool) -> Result<(), BuildError> {
     let busybox = find_static_busybox()?;
-    for dir in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc", "sys", "dev", "var/tmp", "var/vcap"] {
+    for dir in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc", "sys", "dev",
+        "var/tmp", "var/vcap",
+    ] {
         let path = root.join(dir);
         std::fs::create_dir_all(&path).map_err(BuildError::io(&path))?;
     }
     for dir in ["tmp", "var/tmp"] {
         let path = root.join(dir);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o1777)).map_err(BuildError::io(&path))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o1777))
+            .map_err(BuildError::io(&path))?;
     }
     copy_file(&busybox, &root.join("bin/busybox"))?;
-    let list = Command::new(&busybox).arg("--list-full").output().map_err(BuildError::io(&busybox))?;
-    let mut applets: Vec<String> = String::from_utf8_lossy(&list.stdout).lines().map(str::to_string).collect();
+    let list = Command::new(&busybox)
+        .arg("--list-full")
+        .output()
+        .map_err(BuildError::io(&busybox))?;
+    let mut applets: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
     applets.sort();
     for applet in applets {
         let link = root.join(applet.trim_start_matches('/'));
@@ -51,7 +61,11 @@ pub fn build(root: &Path, with_bash: bool) -> Result<(), BuildError> {
         }
         std::os::unix::fs::symlink("/bin/busybox", &link).map_err(BuildError::io(&link))?;
     }
-    write(root, "etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")?;
+    write(
+        root,
+        "etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )?;
     write(root, "etc/group", "root:x:0:\nnogroup:x:65534:\n")?;
     write(root, "etc/hostname", "")?;
     if with_bash {
@@ -72,15 +86,21 @@ fn install_with_libraries(program: &Path, root: &Path, dest_rel: &Path) -> Resul
     let dest = root.join(dest_rel);
     let _ = std::fs::remove_file(&dest);
     copy_file(program, &dest)?;
-    let out = Command::new("ldd").arg(program).output().map_err(|_| BuildError::MissingTool {
-        tool: "ldd".into(),
-        hint: "install libc-bin".into(),
-    })?;
+    let out = Command::new("ldd")
+        .arg(program)
+        .output()
+        .map_err(|_| BuildError::MissingTool {
+            tool: "ldd".into(),
+            hint: "install libc-bin".into(),
+        })?;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         // "libtinfo.so.6 => /lib/x86_64-linux-gnu/libtinfo.so.6 (0x…)" or "/lib64/ld-linux-x86-64.so.2 (0x…)"
         let path = match line.split_once("=>") {
             Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/')),
         };
         if let Some(lib) = path.filter(|p| p.starts_with('/')) {
             let target = root.join(lib.trim_start_matches('/'));
@@ -90,7 +110,10 @@ fn install_with_libraries(program: &Path, root: &Path, dest_rel: &Path) -> Resul
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(BuildError::io(parent))?;
             }
-            copy_file(&std::fs::canonicalize(lib).map_err(BuildError::io(lib))?, &target)?;
+            copy_file(
+                &std::fs::canonicalize(lib).map_err(BuildError::io(lib))?,
+                &target,
+            )?;
         }
     }
     Ok(())
@@ -98,7 +121,11 @@ fn install_with_libraries(program: &Path, root: &Path, dest_rel: &Path) -> Resul
 
 fn copy_file(from: &Path, to: &Path) -> Result<(), BuildError> {
     std::fs::copy(from, to).map_err(BuildError::io(to))?;
-    let mode = std::fs::metadata(from).map_err(BuildError::io(from))?.permissions().mode() & 0o755;
+    let mode = std::fs::metadata(from)
+        .map_err(BuildError::io(from))?
+        .permissions()
+        .mode()
+        & 0o755;
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode)).map_err(BuildError::io(to))
 }
 
@@ -112,7 +139,8 @@ fn has_interpreter(path: &Path) -> Result<bool, BuildError> {
         return Ok(true); // not a 64-bit ELF we can vouch for
     }
     let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
-    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes")) as usize;
+    let u64_at =
+        |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes")) as usize;
     let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
     for i in 0..phnum {
         let at = phoff + i * phentsize;
@@ -138,7 +166,10 @@ mod tests {
         }
         let tmp = tempfile::tempdir().unwrap();
         build(tmp.path(), true).unwrap();
-        assert_eq!(std::fs::read_link(tmp.path().join("bin/sh")).unwrap(), Path::new("/bin/busybox"));
+        assert_eq!(
+            std::fs::read_link(tmp.path().join("bin/sh")).unwrap(),
+            Path::new("/bin/busybox")
+        );
         assert!(tmp.path().join("bin/bash").is_file(), "host bash copied");
         assert!(!has_interpreter(&tmp.path().join("bin/busybox")).unwrap());
         assert!(has_interpreter(&tmp.path().join("bin/bash")).unwrap());

@@ -32,7 +32,11 @@ pub fn host_mirror(suite: &str) -> Option<String> {
     if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
         let mut paths: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
-        texts.extend(paths.iter().filter_map(|p| std::fs::read_to_string(p).ok().map(|t| (p.clone(), t))));
+        texts.extend(
+            paths
+                .iter()
+                .filter_map(|p| std::fs::read_to_string(p).ok().map(|t| (p.clone(), t))),
+        );
     }
     if let Ok(t) = std::fs::read_to_string("/etc/apt/sources.list") {
         texts.push((PathBuf::from("/etc/apt/sources.list"), t));
@@ -40,18 +44,29 @@ pub fn host_mirror(suite: &str) -> Option<String> {
     for (path, text) in texts {
         if path.extension().is_some_and(|e| e == "sources") {
             for stanza in text.split("\n\n") {
-                let field = |name: &str| stanza.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()));
+                let field = |name: &str| {
+                    stanza
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+                };
                 let types = field("Types:").unwrap_or_default();
                 let suites = field("Suites:").unwrap_or_default();
-                if types.split_whitespace().any(|t| t == "deb") && suites.split_whitespace().any(|s| s == suite) {
-                    if let Some(uri) = field("URIs:").and_then(|u| u.split_whitespace().next().map(str::to_string)) {
+                if types.split_whitespace().any(|t| t == "deb")
+                    && suites.split_whitespace().any(|s| s == suite)
+                {
+                    if let Some(uri) =
+                        field("URIs:").and_then(|u| u.split_whitespace().next().map(str::to_string))
+                    {
                         return Some(uri);
                     }
                 }
             }
         } else {
             for line in text.lines() {
-                let words: Vec<&str> = line.split_whitespace().filter(|w| !w.starts_with('[')).collect();
+                let words: Vec<&str> = line
+                    .split_whitespace()
+                    .filter(|w| !w.starts_with('['))
+                    .collect();
                 if words.len() >= 3 && words[0] == "deb" && words[2] == suite {
                     return Some(words[1].to_string());
                 }
@@ -64,23 +79,40 @@ pub fn host_mirror(suite: &str) -> Option<String> {
 /// `Acquire::…` settings from the host's apt.conf.d (e.g. proxies, snapshot validity), which the
 /// bootstrap's own apt needs to reach the same mirror.
 fn host_acquire_options() -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir("/etc/apt/apt.conf.d") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/etc/apt/apt.conf.d") else {
+        return Vec::new();
+    };
     let mut paths: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
     paths
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
-        .flat_map(|t| t.lines().map(str::trim).filter(|l| l.starts_with("Acquire::") && l.ends_with(';')).map(|l| l.trim_end_matches(';').to_string()).collect::<Vec<_>>())
+        .flat_map(|t| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("Acquire::") && l.ends_with(';'))
+                .map(|l| l.trim_end_matches(';').to_string())
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
 fn have(tool: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {tool} >/dev/null")).status().map(|s| s.success()).unwrap_or(false)
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool} >/dev/null"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 /// Bootstraps `suite` into `target` (must not exist or be empty). `progress` gets each line the
 /// bootstrapper prints.
-pub fn build(options: &DebianOptions, target: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), BuildError> {
+pub fn build(
+    options: &DebianOptions,
+    target: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), BuildError> {
     let mirror = options
         .mirror
         .clone()
@@ -90,13 +122,20 @@ pub fn build(options: &DebianOptions, target: &Path, progress: &mut dyn FnMut(&s
     let mut cmd;
     if have("mmdebstrap") {
         cmd = Command::new("mmdebstrap");
-        cmd.arg(if root { "--mode=root" } else { "--mode=unshare" })
-            .arg("--variant=minbase")
-            .arg("--format=directory");
+        cmd.arg(if root {
+            "--mode=root"
+        } else {
+            "--mode=unshare"
+        })
+        .arg("--variant=minbase")
+        .arg("--format=directory");
         if !options.packages.is_empty() {
             cmd.arg(format!("--include={}", options.packages.join(",")));
         }
-        for opt in host_acquire_options().iter().chain(options.apt_options.iter()) {
+        for opt in host_acquire_options()
+            .iter()
+            .chain(options.apt_options.iter())
+        {
             cmd.arg(format!("--aptopt={opt}"));
         }
         cmd.arg(&options.suite).arg(target).arg(&mirror);
@@ -123,7 +162,19 @@ pub fn build(options: &DebianOptions, target: &Path, progress: &mut dyn FnMut(&s
     // Both streams carry progress; merge them through one reader thread per stream.
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let mut readers = Vec::new();
-    for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)].into_iter().flatten() {
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
         let tx = tx.clone();
         readers.push(std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -156,7 +207,9 @@ pub fn build(options: &DebianOptions, target: &Path, progress: &mut dyn FnMut(&s
 
 fn is_root() -> bool {
     // /proc/self is owned by the effective uid; no libc needed for that.
-    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -169,7 +222,10 @@ mod tests {
         if let Some(suite) = host_suite() {
             assert!(!suite.contains('"'));
             if let Some(m) = host_mirror(&suite) {
-                assert!(m.starts_with("http") || m.starts_with("file:") || m.starts_with("mirror+"), "{m}");
+                assert!(
+                    m.starts_with("http") || m.starts_with("file:") || m.starts_with("mirror+"),
+                    "{m}"
+                );
             }
         } else {
             eprintln!("skipped: not a Debian host (no VERSION_CODENAME)");

@@ -23,7 +23,11 @@ pub enum BuildError {
     #[error("{tool} is not installed: {hint}")]
     MissingTool { tool: String, hint: String },
     #[error("{command} failed with {status}; its last output:\n{tail}")]
-    CommandFailed { command: String, status: String, tail: String },
+    CommandFailed {
+        command: String,
+        status: String,
+        tail: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }

@@ -27,7 +27,12 @@ const TRUNCATED: &[&str] = &["etc/machine-id", "var/lib/dbus/machine-id", "etc/h
 pub fn normalize(root: &Path) -> Result<(), BuildError> {
     for rel in EMPTIED {
         let dir = root.join(rel);
-        if !dir.is_dir() || dir.symlink_metadata().map(|m| m.file_type().is_symlink()).unwrap_or(true) {
+        if !dir.is_dir()
+            || dir
+                .symlink_metadata()
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(true)
+        {
             continue;
         }
         for entry in std::fs::read_dir(&dir).map_err(BuildError::io(&dir))? {
@@ -42,12 +47,20 @@ pub fn normalize(root: &Path) -> Result<(), BuildError> {
     }
     for rel in TRUNCATED {
         let file = root.join(rel);
-        if file.symlink_metadata().map(|m| m.is_file()).unwrap_or(false) {
+        if file
+            .symlink_metadata()
+            .map(|m| m.is_file())
+            .unwrap_or(false)
+        {
             std::fs::write(&file, b"").map_err(BuildError::io(&file))?;
         }
     }
     // Device nodes elsewhere cannot be unpacked unprivileged and never belong in a base.
-    for entry in walkdir::WalkDir::new(root).follow_links(false).into_iter().filter_map(Result::ok) {
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
         let ft = entry.file_type();
         if ft.is_char_device() || ft.is_block_device() || ft.is_socket() || ft.is_fifo() {
             std::fs::remove_file(entry.path()).map_err(BuildError::io(entry.path()))?;
@@ -68,13 +81,24 @@ mod tests {
     fn empties_caches_and_truncates_ids() {
         let tmp = tempfile::tempdir().unwrap();
         let r = tmp.path();
-        for rel in ["var/lib/apt/lists/deb.debian.org_InRelease", "var/log/apt/history.log", "etc/machine-id", "usr/lib/py/__pycache__/x.pyc", "etc/keep"] {
+        for rel in [
+            "var/lib/apt/lists/deb.debian.org_InRelease",
+            "var/log/apt/history.log",
+            "etc/machine-id",
+            "usr/lib/py/__pycache__/x.pyc",
+            "etc/keep",
+        ] {
             std::fs::create_dir_all(r.join(rel).parent().unwrap()).unwrap();
             std::fs::write(r.join(rel), b"host specific").unwrap();
         }
         normalize(r).unwrap();
         assert!(r.join("var/lib/apt/lists").is_dir());
-        assert_eq!(std::fs::read_dir(r.join("var/lib/apt/lists")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(r.join("var/lib/apt/lists"))
+                .unwrap()
+                .count(),
+            0
+        );
         assert!(!r.join("var/log/apt").exists());
         assert_eq!(std::fs::read(r.join("etc/machine-id")).unwrap(), b"");
         assert!(!r.join("usr/lib/py/__pycache__").exists());

@@ -55,8 +55,14 @@ pub enum BaseError {
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("base {name:?} has no bash (looked for /bin/bash and /usr/bin/bash): BOSH packaging scripts run under bash; build the base from a source that has it (debian:SUITE) or add it to the rootfs")]
     NoBash { name: String },
-    #[error("the prerequisites script failed on base {base:?} ({outcome}); its output is in {log}")]
-    PrerequisitesFailed { base: String, outcome: String, log: PathBuf },
+    #[error(
+        "the prerequisites script failed on base {base:?} ({outcome}); its output is in {log}"
+    )]
+    PrerequisitesFailed {
+        base: String,
+        outcome: String,
+        log: PathBuf,
+    },
     #[error("{path}: i/o error")]
     Io {
         path: PathBuf,
@@ -87,7 +93,9 @@ pub fn build_base(
                 oci::import::import_oci_layout(store, layout, reference.as_deref(), tag)?
             }
         }
-        BaseSource::DockerArchive(archive) => oci::import::import_docker_archive(store, archive, Some(tag))?.1,
+        BaseSource::DockerArchive(archive) => {
+            oci::import::import_docker_archive(store, archive, Some(tag))?.1
+        }
         BaseSource::Rootfs(path) if path.is_dir() => layer_image(store, path, &[])?,
         BaseSource::Rootfs(path) => {
             let staging = Staging::new(wd)?;
@@ -96,7 +104,11 @@ pub fn build_base(
             let mut builder = extract::TreeBuilder::new(&tree, &ExtractLimits::default())?;
             // A rootfs's absolute links point into itself once it is a container's root.
             builder.allow_escaping_symlinks(true);
-            builder.apply(std::io::BufReader::new(std::fs::File::open(path).map_err(io(path))?), path, false)?;
+            builder.apply(
+                std::io::BufReader::new(std::fs::File::open(path).map_err(io(path))?),
+                path,
+                false,
+            )?;
             builder.finish()?;
             rootfs_builder::normalize::normalize(&tree)?;
             layer_image(store, &tree, &[])?
@@ -131,7 +143,11 @@ pub fn build_base(
 }
 
 /// One gzip layer of `tree` with owners kept (a rootfs has non-root files), as an image.
-fn layer_image(store: &OciStore, tree: &Path, base: &[(Descriptor, String)]) -> Result<Descriptor, BaseError> {
+fn layer_image(
+    store: &OciStore,
+    tree: &Path,
+    base: &[(Descriptor, String)],
+) -> Result<Descriptor, BaseError> {
     let layer = oci::write_layer(
         store,
         tree,
@@ -159,7 +175,10 @@ impl Staging {
     fn new(wd: &WorkDir) -> Result<Staging, BaseError> {
         let runs = wd.runs();
         std::fs::create_dir_all(&runs).map_err(io(&runs))?;
-        let dir = tempfile::Builder::new().prefix("base-").tempdir_in(&runs).map_err(io(&runs))?;
+        let dir = tempfile::Builder::new()
+            .prefix("base-")
+            .tempdir_in(&runs)
+            .map_err(io(&runs))?;
         Ok(Staging(dir))
     }
 
@@ -264,9 +283,18 @@ pub fn ensure_compilation_base(
         .collect();
     let mut notes = BTreeMap::new();
     notes.insert(KIND_ANNOTATION.to_string(), "compilation-base".to_string());
-    notes.insert(BASE_DIGEST_ANNOTATION.to_string(), request.base.digest().to_string());
-    notes.insert(SCRIPT_ANNOTATION.to_string(), hex::encode(sha2::Sha256::digest(request.script.as_bytes())));
-    notes.insert(VERSION_ANNOTATION.to_string(), env!("CARGO_PKG_VERSION").to_string());
+    notes.insert(
+        BASE_DIGEST_ANNOTATION.to_string(),
+        request.base.digest().to_string(),
+    );
+    notes.insert(
+        SCRIPT_ANNOTATION.to_string(),
+        hex::encode(sha2::Sha256::digest(request.script.as_bytes())),
+    );
+    notes.insert(
+        VERSION_ANNOTATION.to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
     let manifest = oci::write_image(
         store,
         &ImageSpec {
@@ -287,7 +315,12 @@ pub fn ensure_compilation_base(
 /// link such as `/bin -> /usr/bin` must not be resolved against the host).
 pub fn exists_in_rootfs(root: &Path, rel: &str) -> bool {
     let mut current = PathBuf::new();
-    let mut pending: Vec<String> = rel.split('/').filter(|c| !c.is_empty()).rev().map(str::to_string).collect();
+    let mut pending: Vec<String> = rel
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .rev()
+        .map(str::to_string)
+        .collect();
     let mut hops = 0;
     while let Some(component) = pending.pop() {
         match component.as_str() {
@@ -299,18 +332,28 @@ pub fn exists_in_rootfs(root: &Path, rel: &str) -> bool {
             _ => {}
         }
         let candidate = current.join(&component);
-        let Ok(meta) = std::fs::symlink_metadata(root.join(&candidate)) else { return false };
+        let Ok(meta) = std::fs::symlink_metadata(root.join(&candidate)) else {
+            return false;
+        };
         if meta.file_type().is_symlink() {
             hops += 1;
             if hops > 40 {
                 return false;
             }
-            let Ok(target) = std::fs::read_link(root.join(&candidate)) else { return false };
+            let Ok(target) = std::fs::read_link(root.join(&candidate)) else {
+                return false;
+            };
             let target = target.to_string_lossy().into_owned();
             if target.starts_with('/') {
                 current = PathBuf::new();
             }
-            pending.extend(target.split('/').filter(|c| !c.is_empty()).rev().map(str::to_string));
+            pending.extend(
+                target
+                    .split('/')
+                    .filter(|c| !c.is_empty())
+                    .rev()
+                    .map(str::to_string),
+            );
         } else {
             current = candidate;
         }
@@ -339,7 +382,12 @@ pub fn format_utc(secs: u64, separator: char) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}{separator}{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}{separator}{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Bases and compilation bases in the store, with their kind.
@@ -347,7 +395,10 @@ pub fn list(store: &OciStore) -> Result<Vec<(String, String, Descriptor)>, BaseE
     let mut out = Vec::new();
     for entry in store.refs()? {
         let notes = annotations(&entry.descriptor);
-        if let Some(kind) = notes.get(KIND_ANNOTATION).filter(|k| k.as_str() == "base" || k.as_str() == "compilation-base") {
+        if let Some(kind) = notes
+            .get(KIND_ANNOTATION)
+            .filter(|k| k.as_str() == "base" || k.as_str() == "compilation-base")
+        {
             out.push((entry.name, kind.clone(), entry.descriptor));
         }
     }
@@ -368,7 +419,10 @@ mod tests {
         assert!(exists_in_rootfs(r, "bin/bash"));
         assert!(!exists_in_rootfs(r, "bin/zsh"));
         std::os::unix::fs::symlink("/etc/passwd", r.join("escape")).unwrap();
-        assert!(!exists_in_rootfs(r, "escape"), "absolute links resolve inside the root, not on the host");
+        assert!(
+            !exists_in_rootfs(r, "escape"),
+            "absolute links resolve inside the root, not on the host"
+        );
     }
 
     #[test]

@@ -10,7 +10,10 @@ pub enum BaseSource {
     /// `rootfs:PATH`: a rootfs tarball (e.g. a `docker export`) or directory.
     Rootfs(PathBuf),
     /// `oci:LAYOUT[:REF]`: an OCI layout directory or `oci-archive` tarball.
-    Oci { layout: PathBuf, reference: Option<String> },
+    Oci {
+        layout: PathBuf,
+        reference: Option<String>,
+    },
     /// `docker-archive:TAR`: a `docker save` archive.
     DockerArchive(PathBuf),
     /// `busybox`: the host's static busybox (and bash), for tests and demos.
@@ -24,7 +27,10 @@ impl FromStr for BaseSource {
         let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
         let need = |what: &str| -> Result<String, String> {
             if rest.is_empty() {
-                Err(format!("{kind}: needs {what}, e.g. {kind}:{}", example(kind)))
+                Err(format!(
+                    "{kind}: needs {what}, e.g. {kind}:{}",
+                    example(kind)
+                ))
             } else {
                 Ok(rest.to_string())
             }
@@ -70,18 +76,35 @@ impl BaseSource {
     pub fn default_tag(&self) -> String {
         let clean = |s: &str| -> String {
             s.chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' { c } else { '-' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
                 .collect::<String>()
                 .trim_matches('-')
                 .to_string()
         };
-        let stem = |p: &PathBuf| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+        let stem = |p: &PathBuf| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "image".into())
+        };
         match self {
             BaseSource::Debian { suite } => format!("debian-{}", clean(suite)),
             BaseSource::Busybox => "busybox".to_string(),
             BaseSource::Rootfs(p) => format!("rootfs-{}", clean(&stem(p))),
             BaseSource::Oci { layout, reference } => {
-                format!("oci-{}{}", clean(&stem(layout)), reference.as_deref().map(|r| format!("-{}", clean(r))).unwrap_or_default())
+                format!(
+                    "oci-{}{}",
+                    clean(&stem(layout)),
+                    reference
+                        .as_deref()
+                        .map(|r| format!("-{}", clean(r)))
+                        .unwrap_or_default()
+                )
             }
             BaseSource::DockerArchive(p) => format!("docker-{}", clean(&stem(p))),
         }
@@ -94,8 +117,16 @@ mod tests {
 
     #[test]
     fn parses_every_form() {
-        assert_eq!("busybox".parse::<BaseSource>().unwrap(), BaseSource::Busybox);
-        assert_eq!("debian:bookworm".parse::<BaseSource>().unwrap(), BaseSource::Debian { suite: "bookworm".into() });
+        assert_eq!(
+            "busybox".parse::<BaseSource>().unwrap(),
+            BaseSource::Busybox
+        );
+        assert_eq!(
+            "debian:bookworm".parse::<BaseSource>().unwrap(),
+            BaseSource::Debian {
+                suite: "bookworm".into()
+            }
+        );
         assert_eq!(
             "oci:/srv/layout:base".parse::<BaseSource>().unwrap(),
             BaseSource::Oci {
@@ -110,8 +141,17 @@ mod tests {
                 reference: None
             }
         );
-        assert!("debian:".parse::<BaseSource>().unwrap_err().contains("debian:bookworm"));
+        assert!("debian:"
+            .parse::<BaseSource>()
+            .unwrap_err()
+            .contains("debian:bookworm"));
         assert!("ubuntu:jammy".parse::<BaseSource>().is_err());
-        assert_eq!("rootfs:/tmp/my root.tar".parse::<BaseSource>().unwrap().default_tag(), "rootfs-my-root.tar");
+        assert_eq!(
+            "rootfs:/tmp/my root.tar"
+                .parse::<BaseSource>()
+                .unwrap()
+                .default_tag(),
+            "rootfs-my-root.tar"
+        );
     }
 }

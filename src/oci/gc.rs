@@ -43,7 +43,11 @@ pub fn verify(store: &OciStore) -> Result<VerifyReport, OciError> {
             let hex = sha256_hex(d.digest())?.to_string();
             let path = dir.join(&hex);
             match std::fs::metadata(&path) {
-                Err(_) => problems.push(format!("{}: missing (needed by ref {:?})", path.display(), entry.name)),
+                Err(_) => problems.push(format!(
+                    "{}: missing (needed by ref {:?})",
+                    path.display(),
+                    entry.name
+                )),
                 Ok(m) if m.len() != d.size() => problems.push(format!(
                     "{}: {} bytes, but ref {:?} says {}",
                     path.display(),
@@ -51,7 +55,11 @@ pub fn verify(store: &OciStore) -> Result<VerifyReport, OciError> {
                     entry.name,
                     d.size()
                 )),
-                Ok(_) if bad_blobs.contains(&hex) => problems.push(format!("{}: corrupt (needed by ref {:?})", path.display(), entry.name)),
+                Ok(_) if bad_blobs.contains(&hex) => problems.push(format!(
+                    "{}: corrupt (needed by ref {:?})",
+                    path.display(),
+                    entry.name
+                )),
                 Ok(_) => {}
             }
             Ok(())
@@ -74,7 +82,8 @@ pub fn walk_references(
         MediaType::ImageIndex => {
             let bytes = store.read_blob(root, MAX_JSON_BLOB)?;
             let path = store.blob_path(root.digest())?;
-            let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| OciError::invalid(&path, e))?;
+            let index: ImageIndex =
+                serde_json::from_slice(&bytes).map_err(|e| OciError::invalid(&path, e))?;
             for m in index.manifests() {
                 walk_references(store, m, visit)?;
             }
@@ -100,7 +109,10 @@ pub struct GcReport {
 
 /// Removes unreferenced blobs and leftover temp files, and every entry of each `unpacked_dirs`
 /// directory whose name is not in `keep_dirs`. The caller holds the work-dir lock.
-pub fn gc(store: &OciStore, unpacked_dirs: &[(&Path, HashSet<String>)]) -> Result<GcReport, OciError> {
+pub fn gc(
+    store: &OciStore,
+    unpacked_dirs: &[(&Path, HashSet<String>)],
+) -> Result<GcReport, OciError> {
     let mut reachable = HashSet::new();
     for entry in store.refs()? {
         walk_references(store, &entry.descriptor, &mut |d| {
@@ -113,7 +125,9 @@ pub fn gc(store: &OciStore, unpacked_dirs: &[(&Path, HashSet<String>)]) -> Resul
         if reachable.contains(&name) {
             continue;
         }
-        let size = std::fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let size = std::fs::symlink_metadata(&path)
+            .map(|m| m.len())
+            .unwrap_or(0);
         std::fs::remove_file(&path).map_err(OciError::io(&path))?;
         report.blobs_removed += 1;
         report.bytes_freed += size;
@@ -150,7 +164,11 @@ pub fn make_writable_and_remove(path: &Path) -> Result<(), OciError> {
     if std::fs::remove_dir_all(path).is_ok() {
         return Ok(());
     }
-    for entry in walkdir::WalkDir::new(path).follow_links(false).into_iter().flatten() {
+    for entry in walkdir::WalkDir::new(path)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+    {
         if entry.file_type().is_dir() {
             let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o700));
         }
@@ -162,7 +180,10 @@ fn blob_files(dir: &Path) -> Result<Vec<(PathBuf, String)>, OciError> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(OciError::io(dir))? {
         let entry = entry.map_err(OciError::io(dir))?;
-        out.push((entry.path(), entry.file_name().to_string_lossy().into_owned()));
+        out.push((
+            entry.path(),
+            entry.file_name().to_string_lossy().into_owned(),
+        ));
     }
     out.sort();
     Ok(out)

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use oci_spec::image::{
-    Arch, ConfigBuilder, Descriptor, ImageConfiguration, ImageConfigurationBuilder, ImageManifest, ImageManifestBuilder,
-    MediaType, Os, RootFsBuilder,
+    Arch, ConfigBuilder, Descriptor, ImageConfiguration, ImageConfigurationBuilder, ImageManifest,
+    ImageManifestBuilder, MediaType, Os, RootFsBuilder,
 };
 
 use super::layer::Layer;
@@ -55,7 +55,13 @@ pub fn write_image(store: &OciStore, spec: &ImageSpec) -> Result<Descriptor, Oci
         .architecture(host_arch())
         .os(Os::Linux)
         .config(ConfigBuilder::default().env(env).build().map_err(invalid)?)
-        .rootfs(RootFsBuilder::default().typ("layers").diff_ids(diff_ids).build().map_err(invalid)?)
+        .rootfs(
+            RootFsBuilder::default()
+                .typ("layers")
+                .diff_ids(diff_ids)
+                .build()
+                .map_err(invalid)?,
+        )
         .build()
         .map_err(invalid)?;
     let config_descriptor = store.put_json(MediaType::ImageConfig, &config)?;
@@ -66,7 +72,12 @@ pub fn write_image(store: &OciStore, spec: &ImageSpec) -> Result<Descriptor, Oci
         .config(config_descriptor)
         .layers(layer_descriptors);
     if !spec.annotations.is_empty() {
-        builder = builder.annotations(spec.annotations.clone().into_iter().collect::<HashMap<_, _>>());
+        builder = builder.annotations(
+            spec.annotations
+                .clone()
+                .into_iter()
+                .collect::<HashMap<_, _>>(),
+        );
     }
     let manifest = builder.build().map_err(invalid)?;
     store.put_json(MediaType::ImageManifest, &manifest)
@@ -80,13 +91,18 @@ fn invalid(e: impl std::fmt::Display) -> OciError {
 pub fn read_manifest(store: &OciStore, descriptor: &Descriptor) -> Result<ImageManifest, OciError> {
     let bytes = store.read_blob(descriptor, MAX_JSON_BLOB)?;
     let path = store.blob_path(descriptor.digest())?;
-    serde_json::from_slice(&bytes).map_err(|e| OciError::invalid(&path, format!("not an image manifest: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| OciError::invalid(&path, format!("not an image manifest: {e}")))
 }
 
-pub fn read_config(store: &OciStore, manifest: &ImageManifest) -> Result<ImageConfiguration, OciError> {
+pub fn read_config(
+    store: &OciStore,
+    manifest: &ImageManifest,
+) -> Result<ImageConfiguration, OciError> {
     let bytes = store.read_blob(manifest.config(), MAX_JSON_BLOB)?;
     let path = store.blob_path(manifest.config().digest())?;
-    serde_json::from_slice(&bytes).map_err(|e| OciError::invalid(&path, format!("not an image config: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| OciError::invalid(&path, format!("not an image config: {e}")))
 }
 
 /// Looks up a ref, naming the known ones when it is missing.
@@ -98,6 +114,10 @@ pub fn resolve(store: &OciStore, name: &str) -> Result<Descriptor, OciError> {
     Err(OciError::UnknownRef {
         store: store.root().to_path_buf(),
         name: name.to_string(),
-        known: if known.is_empty() { "none".into() } else { known.join(", ") },
+        known: if known.is_empty() {
+            "none".into()
+        } else {
+            known.join(", ")
+        },
     })
 }

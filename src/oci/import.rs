@@ -15,11 +15,20 @@ use crate::extract::{self, ExtractLimits};
 
 /// Copies the image `reference` (or the only image) of the layout at `source` into `store` under
 /// `name`; returns the manifest descriptor.
-pub fn import_oci_layout(store: &OciStore, source: &Path, reference: Option<&str>, name: &str) -> Result<Descriptor, OciError> {
+pub fn import_oci_layout(
+    store: &OciStore,
+    source: &Path,
+    reference: Option<&str>,
+    name: &str,
+) -> Result<Descriptor, OciError> {
     let src = OciStore::open(source)?;
     let index = src.index()?;
     let candidates: Vec<&Descriptor> = match reference {
-        Some(r) => index.manifests().iter().filter(|d| ref_name(d) == Some(r)).collect(),
+        Some(r) => index
+            .manifests()
+            .iter()
+            .filter(|d| ref_name(d) == Some(r))
+            .collect(),
         None => index.manifests().iter().collect(),
     };
     let chosen = match candidates.as_slice() {
@@ -28,10 +37,19 @@ pub fn import_oci_layout(store: &OciStore, source: &Path, reference: Option<&str
             let known: Vec<&str> = index.manifests().iter().filter_map(ref_name).collect();
             return Err(OciError::invalid(
                 source,
-                format!("no image {:?} in this layout; refs: {}", reference.unwrap_or(""), known.join(", ")),
+                format!(
+                    "no image {:?} in this layout; refs: {}",
+                    reference.unwrap_or(""),
+                    known.join(", ")
+                ),
             ));
         }
-        _ => return Err(OciError::invalid(source, "several images in this layout: name one with oci:PATH:REF")),
+        _ => {
+            return Err(OciError::invalid(
+                source,
+                "several images in this layout: name one with oci:PATH:REF",
+            ))
+        }
     };
     let manifest = pick_platform(&src, &chosen, source)?;
     copy_image(&src, store, &manifest)?;
@@ -47,14 +65,24 @@ fn pick_platform(src: &OciStore, d: &Descriptor, source: &Path) -> Result<Descri
         return Ok(d.clone());
     }
     let bytes = src.read_blob(d, MAX_JSON_BLOB)?;
-    let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| OciError::invalid(source, e))?;
+    let index: ImageIndex =
+        serde_json::from_slice(&bytes).map_err(|e| OciError::invalid(source, e))?;
     let arch = host_arch();
     index
         .manifests()
         .iter()
-        .find(|m| m.platform().as_ref().is_none_or(|p| *p.architecture() == arch))
+        .find(|m| {
+            m.platform()
+                .as_ref()
+                .is_none_or(|p| *p.architecture() == arch)
+        })
         .cloned()
-        .ok_or_else(|| OciError::invalid(source, format!("the image index has no manifest for {arch}")))
+        .ok_or_else(|| {
+            OciError::invalid(
+                source,
+                format!("the image index has no manifest for {arch}"),
+            )
+        })
 }
 
 fn copy_image(src: &OciStore, dst: &OciStore, manifest: &Descriptor) -> Result<(), OciError> {
@@ -87,7 +115,12 @@ fn copy_blob(src: &OciStore, dst: &OciStore, d: &Descriptor) -> Result<(), OciEr
 }
 
 /// An `oci-archive:` tarball: unpacked safely next to the store, then imported as a layout.
-pub fn import_oci_archive(store: &OciStore, archive: &Path, reference: Option<&str>, name: &str) -> Result<Descriptor, OciError> {
+pub fn import_oci_archive(
+    store: &OciStore,
+    archive: &Path,
+    reference: Option<&str>,
+    name: &str,
+) -> Result<Descriptor, OciError> {
     let tmp = unpack_next_to(store, archive)?;
     import_oci_layout(store, &tmp.path().join("layout"), reference, name)
 }
@@ -97,7 +130,11 @@ fn unpack_next_to(store: &OciStore, archive: &Path) -> Result<tempfile::TempDir,
         .prefix(".tmp-import-")
         .tempdir_in(store.root())
         .map_err(OciError::io(store.root()))?;
-    extract::extract_archive(archive, &tmp.path().join("layout"), &ExtractLimits::default())?;
+    extract::extract_archive(
+        archive,
+        &tmp.path().join("layout"),
+        &ExtractLimits::default(),
+    )?;
     Ok(tmp)
 }
 
@@ -114,34 +151,53 @@ struct DockerManifestEntry {
 /// A `docker save` archive (`manifest.json` + config + layer tars). Layers are stored as they
 /// are (plain, gzip or zstd, by magic bytes); their uncompressed digests must match the config's
 /// `rootfs.diff_ids`. `name` defaults to the archive's first RepoTag.
-pub fn import_docker_archive(store: &OciStore, archive: &Path, name: Option<&str>) -> Result<(String, Descriptor), OciError> {
+pub fn import_docker_archive(
+    store: &OciStore,
+    archive: &Path,
+    name: Option<&str>,
+) -> Result<(String, Descriptor), OciError> {
     let tmp = unpack_next_to(store, archive)?;
     let root = tmp.path().join("layout");
     let manifest_path = root.join("manifest.json");
-    let bytes = std::fs::read(&manifest_path).map_err(|_| OciError::invalid(archive, "no manifest.json: not a docker save archive"))?;
-    let entries: Vec<DockerManifestEntry> =
-        serde_json::from_slice(&bytes).map_err(|e| OciError::invalid(archive, format!("manifest.json: {e}")))?;
+    let bytes = std::fs::read(&manifest_path)
+        .map_err(|_| OciError::invalid(archive, "no manifest.json: not a docker save archive"))?;
+    let entries: Vec<DockerManifestEntry> = serde_json::from_slice(&bytes)
+        .map_err(|e| OciError::invalid(archive, format!("manifest.json: {e}")))?;
     let entry = match entries.as_slice() {
         [one] => one,
         [] => return Err(OciError::invalid(archive, "manifest.json lists no image")),
-        _ => return Err(OciError::invalid(archive, "manifest.json lists several images; save one image per archive")),
+        _ => {
+            return Err(OciError::invalid(
+                archive,
+                "manifest.json lists several images; save one image per archive",
+            ))
+        }
     };
     let inside = |rel: &str| -> Result<PathBuf, OciError> {
-        let p = extract::normalize_entry_path(rel.as_bytes()).map_err(|e| OciError::invalid(archive, format!("{rel:?}: {e}")))?;
+        let p = extract::normalize_entry_path(rel.as_bytes())
+            .map_err(|e| OciError::invalid(archive, format!("{rel:?}: {e}")))?;
         Ok(root.join(p))
     };
     let config_path = inside(&entry.config)?;
     let config_bytes = std::fs::read(&config_path).map_err(OciError::io(&config_path))?;
-    let config: serde_json::Value =
-        serde_json::from_slice(&config_bytes).map_err(|e| OciError::invalid(&config_path, format!("image config: {e}")))?;
+    let config: serde_json::Value = serde_json::from_slice(&config_bytes)
+        .map_err(|e| OciError::invalid(&config_path, format!("image config: {e}")))?;
     let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     if diff_ids.len() != entry.layers.len() {
         return Err(OciError::invalid(
             &config_path,
-            format!("config lists {} diff_ids for {} layers", diff_ids.len(), entry.layers.len()),
+            format!(
+                "config lists {} diff_ids for {} layers",
+                diff_ids.len(),
+                entry.layers.len()
+            ),
         ));
     }
     let mut layers = Vec::new();
@@ -172,7 +228,9 @@ pub fn import_docker_archive(store: &OciStore, archive: &Path, name: Option<&str
             .repo_tags
             .as_ref()
             .and_then(|t| t.first().cloned())
-            .ok_or_else(|| OciError::invalid(archive, "the image has no RepoTags; give it a name"))?,
+            .ok_or_else(|| {
+                OciError::invalid(archive, "the image has no RepoTags; give it a name")
+            })?,
     };
     store.set_ref(&name, &descriptor)?;
     Ok((name, descriptor))
@@ -193,7 +251,9 @@ fn store_layer_file(store: &OciStore, path: &Path) -> Result<(Descriptor, String
     let mut file = std::fs::File::open(path).map_err(OciError::io(path))?;
     std::io::copy(&mut file, &mut writer).map_err(OciError::io(path))?;
     let (digest, size) = writer.finish()?;
-    let reader = extract::decompressing_reader(std::fs::File::open(path).map_err(OciError::io(path))?).map_err(OciError::io(path))?;
+    let reader =
+        extract::decompressing_reader(std::fs::File::open(path).map_err(OciError::io(path))?)
+            .map_err(OciError::io(path))?;
     let diff_id = sha256_stream(reader).map_err(OciError::io(path))?;
     Ok((Descriptor::new(media_type, size, digest), diff_id))
 }

@@ -81,7 +81,10 @@ impl Default for LayerOptions {
 
 /// `SOURCE_DATE_EPOCH` if set to a number, else 0.
 pub fn source_date_epoch() -> u64 {
-    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// A layer blob in the store.
@@ -94,7 +97,11 @@ pub struct Layer {
 }
 
 /// Writes `dir` as a layer into `store`.
-pub fn write_layer(store: &OciStore, dir: &Path, options: &LayerOptions) -> Result<Layer, OciError> {
+pub fn write_layer(
+    store: &OciStore,
+    dir: &Path,
+    options: &LayerOptions,
+) -> Result<Layer, OciError> {
     let meta = std::fs::symlink_metadata(dir).map_err(OciError::io(dir))?;
     if !meta.is_dir() {
         return Err(OciError::invalid(dir, "not a directory"));
@@ -119,7 +126,9 @@ pub fn write_layer(store: &OciStore, dir: &Path, options: &LayerOptions) -> Resu
     let walked = walker.write_tree(dir);
     let finished = walked.and_then(|()| {
         let buffered = walker.builder.into_inner().map_err(OciError::io(dir))?;
-        buffered.into_inner().map_err(|e| OciError::io(dir)(e.into_error()))
+        buffered
+            .into_inner()
+            .map_err(|e| OciError::io(dir)(e.into_error()))
     });
     // Dropping the sender on error ends the compressor, which then drops its temp blob.
     let (diff_hex, uncompressed_size) = match finished {
@@ -207,9 +216,9 @@ impl Write for HashingSender {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.hasher.update(buf);
         self.size += buf.len() as u64;
-        self.tx
-            .send(buf.to_vec())
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "layer compressor stopped"))?;
+        self.tx.send(buf.to_vec()).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "layer compressor stopped")
+        })?;
         Ok(buf.len())
     }
 
@@ -227,7 +236,12 @@ struct Walker<'a, W: Write> {
 
 impl<W: Write> Walker<'_, W> {
     fn write_tree(&mut self, dir: &Path) -> Result<(), OciError> {
-        let prefix = self.options.prefix.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty());
+        let prefix = self
+            .options
+            .prefix
+            .as_deref()
+            .map(|p| p.trim_matches('/'))
+            .filter(|p| !p.is_empty());
         let base = match prefix {
             Some(prefix) => {
                 let parts: Vec<&str> = prefix.split('/').collect();
@@ -255,7 +269,9 @@ impl<W: Write> Walker<'_, W> {
         }
         for name in names {
             let path = dir.join(&name);
-            let name = name.to_str().ok_or_else(|| OciError::invalid(&path, "file name is not UTF-8"))?;
+            let name = name
+                .to_str()
+                .ok_or_else(|| OciError::invalid(&path, "file name is not UTF-8"))?;
             let archive_path = format!("{base}{name}");
             let meta = std::fs::symlink_metadata(&path).map_err(OciError::io(&path))?;
             let ft = meta.file_type();
@@ -283,8 +299,12 @@ impl<W: Write> Walker<'_, W> {
                 };
                 let mut header = self.header(kind, meta.mode(), Some(&meta));
                 let rdev = meta.rdev();
-                header.set_device_major(libc::major(rdev)).map_err(OciError::io(&path))?;
-                header.set_device_minor(libc::minor(rdev)).map_err(OciError::io(&path))?;
+                header
+                    .set_device_major(libc::major(rdev))
+                    .map_err(OciError::io(&path))?;
+                header
+                    .set_device_minor(libc::minor(rdev))
+                    .map_err(OciError::io(&path))?;
                 self.builder
                     .append_data(&mut header, &archive_path, std::io::empty())
                     .map_err(OciError::io(&path))?;
@@ -294,7 +314,12 @@ impl<W: Write> Walker<'_, W> {
         Ok(())
     }
 
-    fn file_entry(&mut self, path: &Path, archive_path: &str, meta: &std::fs::Metadata) -> Result<(), OciError> {
+    fn file_entry(
+        &mut self,
+        path: &Path,
+        archive_path: &str,
+        meta: &std::fs::Metadata,
+    ) -> Result<(), OciError> {
         if meta.nlink() > 1 {
             let key = (meta.dev(), meta.ino());
             if let Some(first) = self.hardlinks.get(&key) {
@@ -314,11 +339,20 @@ impl<W: Write> Walker<'_, W> {
         // A file that changes size while we read it would corrupt the stream: read exactly len.
         let reader = std::io::Read::take(file, meta.len());
         self.builder
-            .append_data(&mut header, archive_path, FixedLength::new(reader, meta.len(), path))
+            .append_data(
+                &mut header,
+                archive_path,
+                FixedLength::new(reader, meta.len(), path),
+            )
             .map_err(OciError::io(path))
     }
 
-    fn dir_entry(&mut self, archive_path: &str, mode: u32, meta: Option<&std::fs::Metadata>) -> Result<(), OciError> {
+    fn dir_entry(
+        &mut self,
+        archive_path: &str,
+        mode: u32,
+        meta: Option<&std::fs::Metadata>,
+    ) -> Result<(), OciError> {
         let mut header = self.header(tar::EntryType::Directory, mode, meta);
         self.builder
             .append_data(&mut header, format!("{archive_path}/"), std::io::empty())
@@ -333,7 +367,12 @@ impl<W: Write> Walker<'_, W> {
             .map_err(OciError::io(archive_path))
     }
 
-    fn header(&self, kind: tar::EntryType, mode: u32, meta: Option<&std::fs::Metadata>) -> tar::Header {
+    fn header(
+        &self,
+        kind: tar::EntryType,
+        mode: u32,
+        meta: Option<&std::fs::Metadata>,
+    ) -> tar::Header {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(kind);
         header.set_mode(mode & 0o7777);
@@ -355,7 +394,9 @@ impl<W: Write> Walker<'_, W> {
         let attrs: Vec<(String, Vec<u8>)> = xattr::list(path)
             .map_err(OciError::io(path))?
             .into_iter()
-            .filter(|(name, _)| !name.starts_with("trusted.overlay.") && !name.starts_with("user.overlay."))
+            .filter(|(name, _)| {
+                !name.starts_with("trusted.overlay.") && !name.starts_with("user.overlay.")
+            })
             .map(|(name, value)| (format!("SCHILY.xattr.{name}"), value))
             .collect();
         if attrs.is_empty() {

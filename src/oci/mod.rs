@@ -27,11 +27,19 @@ pub enum OciError {
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("{path}: digest mismatch: expected {expected}, found {found}")]
-    DigestMismatch { path: PathBuf, expected: String, found: String },
+    DigestMismatch {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
     #[error("unsupported digest {digest:?}: only sha256 blobs are stored")]
     UnsupportedDigest { digest: String },
     #[error("no image named {name:?} in {store}; known: {known}")]
-    UnknownRef { store: PathBuf, name: String, known: String },
+    UnknownRef {
+        store: PathBuf,
+        name: String,
+        known: String,
+    },
     #[error(transparent)]
     Extract(#[from] crate::extract::ExtractError),
 }

@@ -13,7 +13,11 @@ use super::OciError;
 use crate::extract::{ExtractError, ExtractLimits, TreeBuilder};
 
 /// Returns `rootfs_dir/<manifest hex>`, unpacking the image there first if needed.
-pub fn unpack_image(store: &OciStore, manifest: &Descriptor, rootfs_dir: &Path) -> Result<PathBuf, OciError> {
+pub fn unpack_image(
+    store: &OciStore,
+    manifest: &Descriptor,
+    rootfs_dir: &Path,
+) -> Result<PathBuf, OciError> {
     let dest = rootfs_dir.join(sha256_hex(manifest.digest())?);
     if dest.is_dir() {
         return Ok(dest);
@@ -39,7 +43,8 @@ pub fn unpack_to(store: &OciStore, manifest: &Descriptor, dest: &Path) -> Result
         let mut reader = std::io::BufReader::with_capacity(256 * 1024, store.open_blob(layer)?);
         builder.apply(&mut reader, &path, true)?;
         // The digest is checked when the blob's last byte is read: make sure it is.
-        std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| OciError::from_read(&path, e))?;
+        std::io::copy(&mut reader, &mut std::io::sink())
+            .map_err(|e| OciError::from_read(&path, e))?;
     }
     builder.finish()?;
     Ok(())

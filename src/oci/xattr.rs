@@ -6,7 +6,8 @@ use std::path::Path;
 
 /// Names and values of `path`'s xattrs; an unsupported filesystem has none.
 pub fn list(path: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     let mut names = vec![0u8; 4096];
     let len = loop {
         // SAFETY: the buffer pointer and length describe a live, writable allocation.
@@ -32,11 +33,19 @@ pub fn list(path: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
 }
 
 fn get(c: &CString, name: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
-    let cname = CString::new(name).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let cname =
+        CString::new(name).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     let mut value = vec![0u8; 256];
     loop {
         // SAFETY: as above; both strings are NUL-terminated CStrings.
-        let n = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+        let n = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                cname.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
         if n >= 0 {
             value.truncate(n as usize);
             return Ok(Some(value));
@@ -53,7 +62,8 @@ fn get(c: &CString, name: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
 /// Whether overlayfs marked this upper directory opaque (root: `trusted.`, in a user namespace
 /// with `userxattr`: `user.`).
 pub fn is_overlay_opaque(path: &Path) -> std::io::Result<bool> {
-    Ok(list(path)?
-        .iter()
-        .any(|(name, value)| (name == "trusted.overlay.opaque" || name == "user.overlay.opaque") && value.as_slice() == b"y"))
+    Ok(list(path)?.iter().any(|(name, value)| {
+        (name == "trusted.overlay.opaque" || name == "user.overlay.opaque")
+            && value.as_slice() == b"y"
+    }))
 }
