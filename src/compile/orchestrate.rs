@@ -190,6 +190,9 @@ impl Compiler<'_> {
             })
             .collect();
         let graph = Graph::new(&graph_nodes)?;
+        for &i in &todo {
+            stamp(metrics, "::wait", &units[i], "start");
+        }
 
         let run_dir = self.wd.runs().join(format!(
             "{}-{}",
@@ -289,14 +292,9 @@ impl Compiler<'_> {
                 Event::Started(pos) => {
                     let unit = &units[todo[pos]];
                     start_times.insert(pos, Instant::now());
-                    metrics.stamp(
-                        &format!("compile-packages::{}/{}", unit.release, unit.name),
-                        "start",
-                    );
-                    metrics.stamp(
-                        &format!("compile-packages::run::{}/{}", unit.release, unit.name),
-                        "start",
-                    );
+                    stamp(metrics, "::wait", unit, "done");
+                    stamp(metrics, "", unit, "start");
+                    stamp(metrics, "::run", unit, "start");
                     progress(Progress::Started {
                         name: &unit.name,
                         log: &unit.log,
@@ -310,14 +308,8 @@ impl Compiler<'_> {
                         .map(|t| t.elapsed().as_secs_f64())
                         .unwrap_or(0.0);
                     if start_times.contains_key(&pos) {
-                        metrics.stamp(
-                            &format!("compile-packages::run::{}/{}", unit.release, unit.name),
-                            "done",
-                        );
-                        metrics.stamp(
-                            &format!("compile-packages::{}/{}", unit.release, unit.name),
-                            "done",
-                        );
+                        stamp(metrics, "::run", unit, "done");
+                        stamp(metrics, "", unit, "done");
                     }
                     let (label, error) = match status {
                         Status::Succeeded(_) => ("compiled", None),
@@ -591,6 +583,14 @@ impl Compiler<'_> {
         let _ = commit.send((index, input, scratch));
         Ok(started.elapsed().as_secs_f64())
     }
+}
+
+/// fissile's metrics series for a package: `compile-packages[SERIES]::release/name`.
+fn stamp(metrics: &mut Metrics, series: &str, unit: &Unit, event: &str) {
+    metrics.stamp(
+        &format!("compile-packages{series}::{}/{}", unit.release, unit.name),
+        event,
+    );
 }
 
 /// The last `n` lines of a log file.
