@@ -162,17 +162,7 @@ fn compress(
         source: e,
     };
     let blob = match compression {
-        Compression::Gzip => {
-            // A fixed header (no name, mtime 0, OS unknown) keeps the blob machine-independent.
-            let mut enc = flate2::GzBuilder::new()
-                .operating_system(255)
-                .mtime(0)
-                .write(blob, flate2::Compression::new(gzip_level));
-            for chunk in rx {
-                enc.write_all(&chunk).map_err(io)?;
-            }
-            enc.finish().map_err(io)?
-        }
+        Compression::Gzip => super::pgzip::compress(rx, blob, gzip_level).map_err(io)?,
         Compression::Zstd => {
             let mut enc = zstd::stream::write::Encoder::new(blob, zstd_level).map_err(io)?;
             for chunk in rx {
