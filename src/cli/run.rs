@@ -173,7 +173,10 @@ pub fn run(args: RunArgs, printer: Printer) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(default_runtime_root);
     let exe = std::env::current_exe().context("cannot find our own executable")?;
-    let sandbox = LibcontainerSandbox::new(exe, runtime_root);
+    let mut sandbox = LibcontainerSandbox::new(exe, runtime_root);
+    if printer.quiet {
+        sandbox = sandbox.without_notice();
+    }
     let result = run_forwarding_signals(&sandbox, &spec);
     if let Some(dir) = temp_scratch {
         let path = dir.path().to_path_buf();

@@ -28,15 +28,15 @@ pub struct Stdio {
 impl Stdio {
     /// Opens what the spec asks for. An output file is created (0644) or appended to; when
     /// stdout and stderr name the same file it is opened once and shared, so lines interleave
-    /// in order.
+    /// in order. An inherited stream that we do not have (closed fd) becomes /dev/null.
     pub fn open(spec: &SandboxSpec) -> std::io::Result<Stdio> {
         let stdin = match spec.stdin {
-            Input::Inherit => std::io::stdin().as_fd_owned()?,
-            Input::Null => std::fs::File::open("/dev/null")?.into(),
+            Input::Inherit => inherit(0, false)?,
+            Input::Null => dev_null(false)?,
         };
-        let open_output = |output: &Output, inherited: OwnedFd| -> std::io::Result<OwnedFd> {
+        let open_output = |output: &Output, fd: i32| -> std::io::Result<OwnedFd> {
             match output {
-                Output::Inherit => Ok(inherited),
+                Output::Inherit => inherit(fd, true),
                 Output::File(path) => Ok(OpenOptions::new()
                     .create(true)
                     .append(true)
@@ -46,10 +46,10 @@ impl Stdio {
                     .into()),
             }
         };
-        let stdout = open_output(&spec.stdout, std::io::stdout().as_fd_owned()?)?;
+        let stdout = open_output(&spec.stdout, 1)?;
         let stderr = match (&spec.stdout, &spec.stderr) {
             (Output::File(a), Output::File(b)) if a == b => stdout.try_clone()?,
-            _ => open_output(&spec.stderr, std::io::stderr().as_fd_owned()?)?,
+            _ => open_output(&spec.stderr, 2)?,
         };
         Ok(Stdio {
             stdin,
@@ -59,14 +59,22 @@ impl Stdio {
     }
 }
 
-trait AsFdOwned {
-    fn as_fd_owned(&self) -> std::io::Result<OwnedFd>;
+fn inherit(fd: i32, write: bool) -> std::io::Result<OwnedFd> {
+    // SAFETY: the fd is only borrowed for the duration of the dup.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    match borrowed.try_clone_to_owned() {
+        Ok(owned) => Ok(owned),
+        Err(err) if err.raw_os_error() == Some(libc::EBADF) => dev_null(write),
+        Err(err) => Err(err),
+    }
 }
 
-impl<T: std::os::fd::AsFd> AsFdOwned for T {
-    fn as_fd_owned(&self) -> std::io::Result<OwnedFd> {
-        self.as_fd().try_clone_to_owned()
-    }
+fn dev_null(write: bool) -> std::io::Result<OwnedFd> {
+    Ok(OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open("/dev/null")?
+        .into())
 }
 
 fn annotate(err: std::io::Error, path: &Path) -> std::io::Error {
@@ -100,15 +108,38 @@ pub fn delete(container: &mut Container) -> Result<(), LibcontainerError> {
 
 /// Loads and deletes the container of a dead helper. When libcontainer cannot (half-written
 /// state), the state dir and any empty cgroup dirs are removed by hand.
+///
+/// A helper that died between creating and starting its container leaves an init process
+/// waiting for a start that never comes (its parent-death signal may not be set yet). Rootless
+/// there is no cgroup to find it by, so it is recognised by the name libcontainer gives it
+/// until `exec`, and killed.
 pub fn delete_stale(dirs: &RuntimeDirs, id: &str) {
     let state_dir = dirs.container_state_dir(id);
     if state_dir.exists() {
+        if let Some(pid) = Container::load(state_dir.clone())
+            .ok()
+            .and_then(|c| c.pid())
+        {
+            kill_waiting_init(pid);
+        }
         let deleted = Container::load(state_dir.clone()).and_then(|mut c| c.delete(true));
         if deleted.is_err() {
             let _ = std::fs::remove_dir_all(&state_dir);
         }
     }
     remove_cgroup_dirs(id);
+}
+
+fn kill_waiting_init(pid: nix::unistd::Pid) {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim_end() != "youki:[2:INIT]" {
+        return;
+    }
+    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while Path::new(&format!("/proc/{pid}")).exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Best effort: removes (empty) cgroup dirs named after the container under every hierarchy.
@@ -189,6 +220,9 @@ impl Executor for SandboxExecutor {
     }
 
     fn validate(&self, _spec: &Spec) -> Result<(), ExecutorValidationError> {
+        // Runs in the init process before it waits for `start`, after its last credential
+        // change (which would clear the setting): from here on, the helper's death kills it.
+        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
         // A missing command is reported by `exec` as exit 127, like a shell does.
         Ok(())
     }

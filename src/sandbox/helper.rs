@@ -54,6 +54,7 @@ pub enum HelperReply {
 /// process that started us: if it is no longer our parent, it died before we could ask to be
 /// told, and we stop at once.
 pub fn helper_main(runtime_root: &Path, caller_pid: Option<u32>) -> i32 {
+    HELPER_START.get_or_init(Instant::now);
     // Die with the caller, but by SIGTERM, which we handle: the container is still removed.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
     if caller_pid.is_some_and(|pid| nix::unistd::getppid().as_raw() as u32 != pid) {
@@ -93,10 +94,16 @@ fn failed(id: Option<&str>, stage: &str, message: impl ToString) -> HelperReply 
     }
 }
 
-/// With `FISSILE_OCI_SANDBOX_TIMING` set, phase times go to stderr (for latency work).
-fn timing(phase: &str, since: Instant) {
+static HELPER_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// With `FISSILE_OCI_SANDBOX_TIMING` set, phase times (since the helper's `main`) go to stderr.
+fn timing(phase: &str) {
     if std::env::var_os("FISSILE_OCI_SANDBOX_TIMING").is_some() {
-        eprintln!("sandbox timing: {phase} at {:.2} ms", since.elapsed().as_secs_f64() * 1e3);
+        let start = HELPER_START.get_or_init(Instant::now);
+        eprintln!(
+            "sandbox timing: {phase} at {:.2} ms",
+            start.elapsed().as_secs_f64() * 1e3
+        );
     }
 }
 
@@ -132,6 +139,7 @@ fn run(spec: &SandboxSpec, runtime_root: &Path) -> HelperReply {
         stale.release();
     }
 
+    timing("stale scan done");
     let id = state::new_container_id();
     let mut runtime_spec = match build_runtime_spec(spec, &host, &id) {
         Ok(s) => s,
@@ -144,6 +152,7 @@ fn run(spec: &SandboxSpec, runtime_root: &Path) -> HelperReply {
     if let Err(err) = prepared {
         return failed(Some(&id), "preparing the rootfs", chain(&err));
     }
+    timing("rootfs prepared");
     let netns = match spec.network {
         Network::None => match NetnsHolder::create() {
             Ok(holder) => {
@@ -154,6 +163,7 @@ fn run(spec: &SandboxSpec, runtime_root: &Path) -> HelperReply {
         },
         Network::Host => None,
     };
+    timing("netns ready");
     let claim = match Claim::create(&dirs, &id) {
         Ok(claim) => claim,
         Err(err) => return failed(Some(&id), "creating the bundle", chain(&err)),
@@ -170,6 +180,7 @@ fn run(spec: &SandboxSpec, runtime_root: &Path) -> HelperReply {
         rootfs::finish_overlay(scratch);
     }
     claim.release();
+    timing("cleaned up");
     reply
 }
 
@@ -183,13 +194,11 @@ fn run_container(
     let id = claim.id.as_str();
     let stdio = match Stdio::open(spec) {
         Ok(stdio) => stdio,
-        Err(err) => {
-            return failed(Some(id), "opening stdio", err);
-        }
+        Err(err) => return failed(Some(id), "opening stdio", err),
     };
     let started = Instant::now();
     let built = container::build(id, dirs, &claim.bundle, stdio);
-    timing("built", started);
+    timing("built");
     // The container has joined the namespace (or failed): the holder can go.
     drop(netns);
     let mut container = match built {
@@ -204,8 +213,9 @@ fn run_container(
     let pidfd = match process::pidfd_open(pid) {
         Ok(fd) => fd,
         Err(err) => {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
             let _ = container::delete(&mut container);
-            process::reap_children();
             return failed(Some(id), "opening a pidfd for the container", err);
         }
     };
@@ -214,7 +224,7 @@ fn run_container(
     if let Err(err) = container.start() {
         setup_error = Some(("starting the container", chain(&err)));
     }
-    timing("started", started);
+    timing("started");
     let deadline = spec.timeout.map(|t| Instant::now() + t);
     let end = match setup_error {
         Some(_) => Ok(WaitEnd::Deadline),
@@ -239,9 +249,9 @@ fn run_container(
     let oom_killed = matches!(status, Some(WaitStatus::Signaled(_, Signal::SIGKILL, _)))
         && spec.memory_limit.is_some()
         && container::oom_killed(id);
-    timing("exited", started);
+    timing("exited");
     let deleted = container::delete(&mut container);
-    timing("deleted", started);
+    timing("deleted");
 
     if let Some((stage, message)) = setup_error {
         return failed(Some(id), stage, message);

@@ -2,12 +2,14 @@
 //! cleaned up on every exit path.
 //!
 //! - [`types`]: the [`SandboxSpec`] (what to run, where, with which limits) and [`Outcome`].
-//! - [`runtime_spec`]: the pure function to an OCI runtime spec; [`security`] the capability,
-//!   masked-path and seccomp profile; [`rootfs`] the overlay; [`host`] the host facts.
+//! - [`runtime_spec`]: the pure function to an OCI runtime spec, with [`mounts`], [`security`]
+//!   (capabilities, masked paths, seccomp) and [`rootfs`] (the overlay, mounted inside the
+//!   container); [`host`] holds the host facts it depends on.
 //! - [`runner`]: [`LibcontainerSandbox`], the caller's side, safe from any thread; it starts
 //!   [`helper`], a single-threaded process per container (`fissile-oci __sandbox-helper`), which
-//!   drives libcontainer through [`container`] and [`process`], and keeps [`state`] on disk so a
-//!   later run can clean up after a crashed one.
+//!   drives libcontainer through [`container`] and [`process`], makes the network namespace
+//!   ([`netns`]), enters a user namespace of its own when rootless ([`userns`]), and keeps
+//!   [`state`] on disk so a later run can clean up after a crashed one.
 //!
 //! The [`Sandbox`] trait lets the scheduler be tested with a fake.
 

@@ -47,6 +47,13 @@ impl LibcontainerSandbox {
         }
     }
 
+    /// Never print the limits notice (the caller shows [`Self::limits_notice`] itself, or is
+    /// asked to be quiet).
+    pub fn without_notice(self) -> LibcontainerSandbox {
+        self.notice_shown.store(true, Ordering::Relaxed);
+        self
+    }
+
     /// Why resource limits cannot be enforced here, if they cannot.
     pub fn limits_notice(&self) -> Option<&str> {
         self.limits_notice.as_deref()

@@ -81,10 +81,16 @@ fn map_from_outside(
             let mut byte = [0u8];
             let mut report = String::new();
             if go_rx.read_exact(&mut byte).is_ok() {
-                for (tool, maps) in [("newuidmap", uid_maps), ("newgidmap", gid_maps)] {
-                    if let Err(message) = run_map_tool(tool, target, maps) {
-                        report = format!("{tool}\n{message}");
-                        break;
+                // Both at once: each is an exec of a setuid binary, milliseconds apiece.
+                let running: Vec<_> = [("newuidmap", uid_maps), ("newgidmap", gid_maps)]
+                    .into_iter()
+                    .map(|(tool, maps)| (tool, spawn_map_tool(tool, target, maps)))
+                    .collect();
+                for (tool, child) in running {
+                    if let Err(message) = finish_map_tool(child) {
+                        if report.is_empty() {
+                            report = format!("{tool}\n{message}");
+                        }
                     }
                 }
             }
@@ -113,7 +119,11 @@ fn map_from_outside(
     }
 }
 
-fn run_map_tool(tool: &str, pid: Pid, maps: &[LinuxIdMapping]) -> Result<(), String> {
+fn spawn_map_tool(
+    tool: &str,
+    pid: Pid,
+    maps: &[LinuxIdMapping],
+) -> std::io::Result<std::process::Child> {
     let mut command = std::process::Command::new(tool);
     command.arg(pid.to_string());
     for m in maps {
@@ -123,7 +133,17 @@ fn run_map_tool(tool: &str, pid: Pid, maps: &[LinuxIdMapping]) -> Result<(), Str
             m.size().to_string(),
         ]);
     }
-    let output = command.output().map_err(|e| e.to_string())?;
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+}
+
+fn finish_map_tool(child: std::io::Result<std::process::Child>) -> Result<(), String> {
+    let output = child
+        .and_then(|c| c.wait_with_output())
+        .map_err(|e| e.to_string())?;
     if output.status.success() {
         Ok(())
     } else {

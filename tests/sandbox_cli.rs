@@ -1,0 +1,191 @@
+//! `fissile-oci run` as a user sees it: exit codes, usage errors, stdin, scratch dirs, signals.
+
+mod common_sandbox;
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common_sandbox::*;
+
+struct CliEnv {
+    tmp: tempfile::TempDir,
+    rootfs: Rootfs,
+    cli: Cli,
+}
+
+impl CliEnv {
+    fn new() -> Option<CliEnv> {
+        if let Some(reason) = sandbox_unavailable() {
+            skip(&reason);
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let rootfs = build_rootfs(&tmp.path().join("rootfs"));
+        std::fs::create_dir(tmp.path().join("tmp")).unwrap();
+        let cli = Cli {
+            exe: BIN.into(),
+            runtime_root: tmp.path().join("runtime"),
+            tmpdir: tmp.path().join("tmp"),
+            user: None,
+        };
+        Some(CliEnv { tmp, rootfs, cli })
+    }
+
+    fn run(&self, extra: &[&str], command: &[&str]) -> CliResult {
+        let rootfs = self.rootfs.dir.to_string_lossy().into_owned();
+        let mut args = vec!["--rootfs", rootfs.as_str()];
+        args.extend_from_slice(extra);
+        args.push("--");
+        args.extend_from_slice(command);
+        let result = self.cli.run(&args);
+        let mut left = leftovers(&self.cli.runtime_root, self.tmp.path(), None);
+        left.extend(dir_entries(&self.cli.tmpdir));
+        assert!(left.is_empty(), "left behind: {left:#?}");
+        result
+    }
+}
+
+#[test]
+fn exit_statuses_follow_shell_conventions() {
+    let Some(env) = CliEnv::new() else { return };
+    assert_eq!(env.run(&[], &["/bin/sh", "-c", "exit 7"]).code, 7);
+    assert_eq!(env.run(&[], &["true"]).code, 0);
+    let r = env.run(&[], &["no-such-command"]);
+    assert_eq!(r.code, 127, "{r:?}");
+    let r = env.run(&["--timeout", "0.5"], &["sleep", "4731"]);
+    assert_eq!(r.code, 124, "{r:?}");
+    if env.rootfs.has_probe {
+        assert_eq!(env.run(&[], &["/probe", "segv"]).code, 128 + libc::SIGSEGV);
+    } else {
+        skip("exit status of a signal: no C compiler for the probe");
+    }
+}
+
+#[test]
+fn bad_usage_exits_2_with_a_clear_message() {
+    let Some(env) = CliEnv::new() else { return };
+    let rootfs = env.rootfs.dir.to_string_lossy().into_owned();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--", "true"], "--rootfs"),
+        (
+            vec!["--rootfs", "/nonexistent-rootfs", "--", "true"],
+            "not a directory",
+        ),
+        (
+            vec!["--rootfs", &rootfs, "--mount", "nodst", "--", "true"],
+            "SRC:DST",
+        ),
+        (
+            vec![
+                "--rootfs",
+                &rootfs,
+                "--mount",
+                "/nonexistent-src:/x",
+                "--",
+                "true",
+            ],
+            "does not exist",
+        ),
+        (
+            vec!["--rootfs", &rootfs, "--network", "bridge", "--", "true"],
+            "bridge",
+        ),
+        (
+            vec!["--rootfs", &rootfs, "--memory", "lots", "--", "true"],
+            "lots",
+        ),
+        (vec!["--rootfs", &rootfs], "CMD"),
+    ];
+    for (args, expect) in cases {
+        let r = env.cli.run(&args);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(r.stderr.contains(expect), "{args:?}: {r:?}");
+    }
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for needle in [
+        "Examples:",
+        "--mount",
+        "--network",
+        "--timeout",
+        "124",
+        "rootless",
+    ] {
+        assert!(help.contains(needle), "{needle} missing from:\n{help}");
+    }
+    let top = std::process::Command::new(BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&top.stdout).contains("__sandbox-helper"));
+}
+
+#[test]
+fn stdin_is_passed_and_scratch_keeps_the_changes() {
+    let Some(env) = CliEnv::new() else { return };
+    let rootfs = env.rootfs.dir.to_string_lossy().into_owned();
+    let mut child = env
+        .cli
+        .command(&["--rootfs", &rootfs, "--", "/bin/sh", "-c", "tr a-z A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\n");
+
+    let scratch = env.tmp.path().join("kept");
+    let scratch_arg = scratch.to_string_lossy().into_owned();
+    let r = env.run(
+        &["--scratch", &scratch_arg],
+        &["/bin/sh", "-c", "echo kept > /result"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        std::fs::read_to_string(scratch.join("upper/result")).unwrap(),
+        "kept\n"
+    );
+    assert!(!env.rootfs.dir.join("result").exists());
+
+    let r = env.run(
+        &["--no-overlay"],
+        &["/bin/sh", "-c", "echo direct > /result"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        std::fs::read_to_string(env.rootfs.dir.join("result")).unwrap(),
+        "direct\n"
+    );
+}
+
+#[test]
+fn sigint_stops_the_sandbox_and_exits_130() {
+    let Some(env) = CliEnv::new() else { return };
+    let rootfs = env.rootfs.dir.to_string_lossy().into_owned();
+    let mut child = env
+        .cli
+        .command(&["--rootfs", &rootfs, "--", "sleep", "4732"])
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(30), || !processes_with(
+        "sleep 4732"
+    )
+    .is_empty()));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert!(processes_with("sleep 4732").is_empty());
+    let mut left = leftovers(&env.cli.runtime_root, env.tmp.path(), None);
+    left.extend(dir_entries(&env.cli.tmpdir));
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
