@@ -91,7 +91,8 @@ fn busybox_base_is_reproducible_and_its_compilation_base_runs_scripts() {
         &w1.join("rootfs"),
     )
     .unwrap();
-    let out = ok(fissile(&w1).arg("run").arg("--rootfs").arg(&rootfs).args([
+    assert!(rootfs.join("var/vcap/packages").is_dir());
+    let out = ok(fissile(&w1).arg("run").arg("--base").arg(name).args([
         "--",
         "/bin/bash",
         "-c",

@@ -203,7 +203,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Compile(args) => compile::run(args, cli.work_dir.as_deref(), printer),
         Command::Shell(args) => shell::run(args, cli.work_dir.as_deref(), printer),
         Command::Cache(command) => cache::run(command, cli.work_dir.as_deref(), printer),
-        Command::Run(args) => run::run(args, printer),
+        Command::Run(args) => run::run(args, cli.work_dir.as_deref(), printer),
         Command::SandboxHelper(args) => run::helper(args),
     };
     match result {

@@ -41,6 +41,9 @@ pub struct RunArgs {
     /// Root filesystem directory (e.g. an unpacked base image)
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
+    /// A base or compilation base from the work dir's store (unpacked once, then reused)
+    #[arg(long, value_name = "REF", conflicts_with = "rootfs")]
+    pub base: Option<String>,
     /// Run on an overlay over the rootfs: writes go to a scratch dir (default)
     #[arg(long, overrides_with = "no_overlay")]
     pub overlay: bool,
@@ -104,14 +107,38 @@ pub struct HelperArgs {
     pub caller_pid: Option<u32>,
 }
 
+/// Unpacks (or reuses) a base from the store, the same tree compiles use as their lower dir.
+fn unpack_base(work_dir: Option<&Path>, reference: &str) -> anyhow::Result<PathBuf> {
+    let wd = fissile_oci::workdir::WorkDir::resolve(work_dir)?;
+    let store = fissile_oci::oci::OciStore::open(&wd.oci()).with_context(|| {
+        format!(
+            "no store in {}: build a base first (fissile-oci base build)",
+            wd.root().display()
+        )
+    })?;
+    let descriptor = fissile_oci::oci::image::resolve(&store, reference)?;
+    Ok(fissile_oci::oci::unpack::unpack_image(
+        &store,
+        &descriptor,
+        &wd.rootfs(),
+    )?)
+}
+
 pub fn helper(args: HelperArgs) -> anyhow::Result<ExitCode> {
     let code = fissile_oci::sandbox::helper_main(&args.runtime_root, args.caller_pid);
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
-pub fn run(args: RunArgs, printer: Printer) -> anyhow::Result<ExitCode> {
-    let Some(rootfs_dir) = &args.rootfs else {
-        bail!("--rootfs DIR is required: the root filesystem to run in");
+pub fn run(args: RunArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow::Result<ExitCode> {
+    let from_base = match &args.base {
+        Some(reference) => Some(unpack_base(work_dir, reference)?),
+        None => None,
+    };
+    if from_base.is_some() && args.no_overlay && !args.read_only {
+        bail!("--base with --no-overlay needs --read-only: the unpacked base is shared and must not change");
+    }
+    let Some(rootfs_dir) = args.rootfs.as_ref().or(from_base.as_ref()) else {
+        bail!("--rootfs DIR or --base REF is required: the root filesystem to run in");
     };
     let rootfs_dir = std::path::absolute(rootfs_dir)
         .with_context(|| format!("bad rootfs path {}", rootfs_dir.display()))?;
@@ -172,8 +199,8 @@ pub fn run(args: RunArgs, printer: Printer) -> anyhow::Result<ExitCode> {
         .runtime_root
         .clone()
         .unwrap_or_else(default_runtime_root);
-    let exe = std::env::current_exe().context("cannot find our own executable")?;
-    let mut sandbox = LibcontainerSandbox::new(exe, runtime_root);
+    // /proc/self/exe survives the binary being replaced on disk while we run.
+    let mut sandbox = LibcontainerSandbox::new(PathBuf::from("/proc/self/exe"), runtime_root);
     if printer.quiet {
         sandbox = sandbox.without_notice();
     }
