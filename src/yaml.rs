@@ -26,6 +26,9 @@ pub fn parse<T: DeserializeOwned>(text: &[u8], path: &Path) -> Result<T, YamlErr
     let text = std::str::from_utf8(text).map_err(|e| malformed(format!("not UTF-8: {e}")))?;
     let options = serde_saphyr::options! {
         duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::LastWins,
+        // go-yaml v2 (YAML 1.1) writes strings such as `commit_hash: 2e46642` unquoted; YAML 1.2
+        // reads them as an infinite float, which must not fail the whole file.
+        non_finite_float_policy: serde_saphyr::options::NonFiniteFloatPolicy::AsString,
     };
     // An empty document means "no keys", which every BOSH file we read accepts.
     let text = if text.trim().is_empty() { "{}" } else { text };
@@ -50,6 +53,23 @@ mod tests {
         name: String,
         #[serde(default)]
         sha1: Option<String>,
+    }
+
+    #[test]
+    fn hex_strings_that_look_like_huge_floats_stay_strings() {
+        #[derive(Deserialize, Debug)]
+        struct C {
+            name: String,
+            commit_hash: String,
+        }
+        // A real bpm-release manifest (1.4.3) has exactly this.
+        let c: C = parse(b"name: bpm\ncommit_hash: 2e46642\n", Path::new("r.MF")).unwrap();
+        assert_eq!(
+            (c.name.as_str(), c.commit_hash.as_str()),
+            ("bpm", "2e46642")
+        );
+        let m: M = parse(b"name: x\nsha1: 2e46642\nextra: 1e999\n", Path::new("r.MF")).unwrap();
+        assert_eq!(m.sha1.as_deref(), Some("2e46642"));
     }
 
     #[test]

@@ -134,7 +134,9 @@ fn load_package(
     let mut chunks = Vec::new();
     let mut files = Vec::new();
     let packaging = dir.join("packaging");
-    if std::fs::symlink_metadata(&packaging).is_err() {
+    // bosh checks existence with stat: a dangling `packaging` link is missing, a dangling
+    // `pre_packaging` link is ignored.
+    if std::fs::metadata(&packaging).is_err() {
         return Err(ReleaseError::invalid(
             &packaging,
             format!("missing: package {:?} needs a packaging script", spec.name),
@@ -142,7 +144,7 @@ fn load_package(
     }
     for script in ["packaging", "pre_packaging"] {
         let script_path = dir.join(script);
-        if std::fs::symlink_metadata(&script_path).is_ok() {
+        if std::fs::metadata(&script_path).is_ok() {
             chunks.push(
                 Chunk::from_disk(script.to_string(), &script_path, true)
                     .map_err(ReleaseError::io(&script_path))?,
@@ -240,7 +242,13 @@ fn package_era(
     if recorded.is_empty() {
         return Ok(default_era);
     }
-    for era in [Era::Sha1, Era::Sha256] {
+    // A package unchanged across a sha1 -> sha256 switch has both fingerprints recorded:
+    // the release's current era wins, as `bosh create-release` would compute it.
+    let eras = match default_era {
+        Era::Sha1 => [Era::Sha1, Era::Sha256],
+        Era::Sha256 => [Era::Sha256, Era::Sha1],
+    };
+    for era in eras {
         if let Ok(fp) = fingerprint::fingerprint(era, chunks, deps) {
             if recorded.contains(&fp) {
                 return Ok(era);

@@ -275,15 +275,19 @@ impl HostServer {
     }
 }
 
-/// Lists the interfaces, tries the host's server, and checks loopback inside (retrying the
-/// client while the background server starts, which can take a while on a loaded machine).
+/// Lists the interfaces, tries the host's server, and checks loopback inside: a web server on
+/// the sandbox's own 127.0.0.1, fetched with retries while it starts (slow on a loaded machine).
+/// (No `wget -T`: busybox's segfaults with it, on the host too.)
 pub fn network_script(host_port: u16) -> String {
     format!(
         "echo ifaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ,); \
          nc -w 2 127.0.0.1 {host_port} </dev/null && echo HOST-REACHED || echo host-unreachable; \
-         nc -l -p 8080 > /tmp/got & \
-         for i in $(seq 1 50); do echo ping | nc -w 2 127.0.0.1 8080 2>/dev/null && break; sleep 0.1; done; \
-         wait; echo \"loopback got: $(cat /tmp/got)\""
+         mkdir -p /tmp/www; echo ping > /tmp/www/index.html; \
+         httpd -p 127.0.0.1:8080 -h /tmp/www; \
+         for i in $(seq 1 100); do \
+           got=$(wget -q -O - http://127.0.0.1:8080/ 2>/dev/null) && break; sleep 0.1; \
+         done; \
+         echo \"loopback got: $got\""
     )
 }
 
