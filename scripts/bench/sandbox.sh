@@ -47,7 +47,7 @@ case ${1:-} in
   *) echo "unknown argument: $1 (no arguments; see --help)" >&2; exit 2 ;;
 esac
 
-RUNS=${BENCH_RUNS:-50}
+RUNS=${BENCH_RUNS:-200}
 WARMUP=3
 BENCH_DIR=${BENCH_DIR:-/var/tmp/fissile-oci-bench}
 TEST_USER=fissile-oci-test
