@@ -36,7 +36,7 @@
 # Environment:
 #   BENCH_DIR    base dir (default /var/tmp/fissile-oci-bench); this script uses
 #                $BENCH_DIR/sandbox-rootfs and REPLACES $BENCH_DIR/sandbox
-#   BENCH_RUNS   measured runs per mechanism (default 50)
+#   BENCH_RUNS   measured runs per mechanism (default 200, as the issue asks)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
