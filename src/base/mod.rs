@@ -206,6 +206,14 @@ pub fn compilation_base_name(base: &Descriptor, script: &str) -> Result<String, 
     ))
 }
 
+/// Whether a stored image is a compilation base (used as is) rather than a base.
+pub fn is_compilation_base(descriptor: &Descriptor) -> bool {
+    annotations(descriptor)
+        .get(KIND_ANNOTATION)
+        .map(String::as_str)
+        == Some("compilation-base")
+}
+
 /// Settings of a compilation-base build.
 pub struct CompilationBaseRequest<'a> {
     pub base_name: &'a str,

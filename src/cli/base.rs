@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use fissile_oci::base::{self, BaseSource, CompilationBaseRequest, KIND_ANNOTATION};
+use fissile_oci::base::{self, BaseSource, CompilationBaseRequest};
 use fissile_oci::oci::store::annotations;
 use fissile_oci::oci::OciStore;
 use fissile_oci::sandbox::{default_runtime_root, LibcontainerSandbox, Network};
@@ -223,11 +223,7 @@ fn name(wd: &WorkDir, args: NameArgs) -> anyhow::Result<ExitCode> {
             wd.oci().display()
         )
     })?;
-    if annotations(&descriptor)
-        .get(KIND_ANNOTATION)
-        .map(String::as_str)
-        == Some("compilation-base")
-    {
+    if base::is_compilation_base(&descriptor) {
         println!("{base_ref}");
     } else {
         println!("{}", base::compilation_base_name(&descriptor, &script)?);

@@ -10,12 +10,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use fissile_oci::base::{self, BaseSource, CompilationBaseRequest, KIND_ANNOTATION};
+use fissile_oci::base::{self, BaseSource, CompilationBaseRequest};
 use fissile_oci::compile::orchestrate::{CompilationBase, CompileOptions, Compiler};
 use fissile_oci::compile::report::{self, Metrics};
 use fissile_oci::compile::scheduler::CancelToken;
 use fissile_oci::extract::ExtractLimits;
-use fissile_oci::oci::store::annotations;
 use fissile_oci::oci::{unpack, OciStore};
 use fissile_oci::workdir::{WorkDir, WorkDirError};
 
@@ -257,11 +256,7 @@ pub fn resolve_base(
             );
         }
     };
-    let (name, descriptor) = if annotations(&descriptor)
-        .get(KIND_ANNOTATION)
-        .map(String::as_str)
-        == Some("compilation-base")
-    {
+    let (name, descriptor) = if base::is_compilation_base(&descriptor) {
         (base_ref.clone(), descriptor)
     } else {
         base::ensure_compilation_base(
