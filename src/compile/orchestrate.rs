@@ -109,7 +109,8 @@ struct Unit {
     dependencies: Vec<usize>,
     published: PathBuf,
     log: PathBuf,
-    cached: Option<Descriptor>,
+    /// When the store has it: the digest of its layer.
+    cached: Option<String>,
     /// (release, package) staged for this unit.
     member: (usize, usize),
 }
@@ -204,13 +205,13 @@ impl Compiler<'_> {
         let archives = self.materialize(plan, &todo, &run_dir)?;
 
         let failures_detail: Mutex<HashMap<usize, Failure>> = Mutex::new(HashMap::new());
-        let commit_results: Mutex<HashMap<usize, Result<Descriptor, String>>> =
+        let commit_results: Mutex<HashMap<usize, Result<String, String>>> =
             Mutex::new(HashMap::new());
         let (commit_tx, commit_rx) = mpsc::channel::<(usize, CompileInput, PathBuf)>();
         let mut reports: Vec<Option<PackageReport>> = (0..units.len()).map(|_| None).collect();
         for (i, unit) in units.iter().enumerate() {
-            if let Some(d) = &unit.cached {
-                reports[i] = Some(self.report(unit, "cached", 0.0, self.layer_digest(d), None));
+            if let Some(layer) = &unit.cached {
+                reports[i] = Some(self.report(unit, "cached", 0.0, Some(layer.clone()), None));
             }
         }
 
@@ -242,9 +243,10 @@ impl Compiler<'_> {
                             self.base.descriptor.digest().as_ref(),
                         )
                         .map_err(|e| format!("storing the compiled package failed: {e}"));
-                        if let Ok(d) = &result {
-                            named.push((i, package_ref(&unit.name, &unit.key), d.clone()));
-                        }
+                        let result = result.map(|image| {
+                            named.push((i, package_ref(&unit.name, &unit.key), image.manifest));
+                            image.layer_digest
+                        });
                         commit_results
                             .lock()
                             .expect("commit results")
@@ -367,7 +369,7 @@ impl Compiler<'_> {
                 }
             }
             match commit_results.remove(&i) {
-                Some(Ok(d)) => report.layer_digest = self.layer_digest(&d),
+                Some(Ok(layer)) => report.layer_digest = Some(layer),
                 Some(Err(e)) => {
                     report.status = "failed".into();
                     report.error = Some(e.clone());
@@ -398,7 +400,7 @@ impl Compiler<'_> {
 
     /// A package is cached when its image is in the store (manifest readable, layer present
     /// with the right size) and its published dir exists, or can be restored from the image.
-    fn cached(&self, unit: &Unit, refs: &HashMap<String, Descriptor>) -> Option<Descriptor> {
+    fn cached(&self, unit: &Unit, refs: &HashMap<String, Descriptor>) -> Option<String> {
         let descriptor = refs.get(&package_ref(&unit.name, &unit.key))?.clone();
         let manifest = image::read_manifest(self.store, &descriptor).ok()?;
         for layer in manifest.layers() {
@@ -410,12 +412,7 @@ impl Compiler<'_> {
         if !unit.published.is_dir() {
             restore_from_store(self.store, &descriptor, &unit.name, &unit.published).ok()?;
         }
-        Some(descriptor)
-    }
-
-    fn layer_digest(&self, manifest: &Descriptor) -> Option<String> {
-        let m = image::read_manifest(self.store, manifest).ok()?;
-        m.layers().last().map(|l| l.digest().to_string())
+        manifest.layers().last().map(|l| l.digest().to_string())
     }
 
     fn report(

@@ -96,16 +96,22 @@ pub fn sandbox_spec(input: &CompileInput) -> SandboxSpec {
     spec
 }
 
-/// Writes a published package dir as the package's image (config and manifest) and returns
-/// the manifest descriptor with its annotations; naming it in the index is the caller's, so
-/// that several can be named in one index update.
+/// A compiled package's image: its manifest (with annotations, ready to be named in the
+/// index) and its one layer's digest (for reports, without reading the manifest back).
+pub struct PackageImage {
+    pub manifest: Descriptor,
+    pub layer_digest: String,
+}
+
+/// Writes a published package dir as the package's image (config and manifest); naming it in
+/// the index is the caller's, so that several can be named in one index update.
 pub fn write_package_image(
     store: &OciStore,
     input: &CompileInput,
     published: &Path,
     dependencies: &[String],
     base_digest: &str,
-) -> Result<Descriptor, OciError> {
+) -> Result<PackageImage, OciError> {
     let layer = oci::write_layer(
         store,
         published,
@@ -125,6 +131,7 @@ pub fn write_package_image(
     notes.insert(DEPENDENCIES_ANNOTATION.to_string(), dependencies.join(","));
     notes.insert(CACHE_KEY_ANNOTATION.to_string(), input.key.clone());
     notes.insert(BASE_ANNOTATION.to_string(), base_digest.to_string());
+    let layer_digest = layer.descriptor.digest().to_string();
     let manifest = oci::write_image(
         store,
         &ImageSpec {
@@ -135,7 +142,10 @@ pub fn write_package_image(
     )?;
     let mut named = manifest;
     named.set_annotations(Some(notes.into_iter().collect()));
-    Ok(named)
+    Ok(PackageImage {
+        manifest: named,
+        layer_digest,
+    })
 }
 
 /// Moves a finished install dir to its published place; when another run published the same
