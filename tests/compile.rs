@@ -552,3 +552,88 @@ fn the_example_release_compiles_with_gcc_on_the_debian_base() {
         "hello, bosh"
     );
 }
+
+#[test]
+fn a_release_tarball_compiles_and_shells_from_its_archives() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = fixture();
+    // A final release tarball made here: packages/<n>.tgz with packaging and sources, as bosh does.
+    let stage = f.dir.join("stage");
+    let mut manifest = String::from("name: tarred\nversion: '1'\npackages:\n");
+    for (name, deps, script) in [
+        ("lower", "[]", "cat input.txt > $BOSH_INSTALL_TARGET/out"),
+        (
+            "upper",
+            "[lower]",
+            "cat /var/vcap/packages/lower/out input.txt > $BOSH_INSTALL_TARGET/out",
+        ),
+    ] {
+        let pkg = stage.join("pkg").join(name);
+        std::fs::create_dir_all(&pkg).unwrap();
+        std::fs::write(pkg.join("packaging"), script).unwrap();
+        std::fs::write(pkg.join("input.txt"), format!("from {name}\n")).unwrap();
+        let archive = stage.join("packages").join(format!("{name}.tgz"));
+        std::fs::create_dir_all(archive.parent().unwrap()).unwrap();
+        assert!(Command::new("tar")
+            .arg("-C")
+            .arg(&pkg)
+            .arg("-czf")
+            .arg(&archive)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success());
+        let sha1 = String::from_utf8(run(Command::new("sha1sum").arg(&archive)).stdout).unwrap();
+        let sha1 = sha1.split_whitespace().next().unwrap().to_string();
+        let fp = format!("{:0>40}", name.len());
+        manifest.push_str(&format!("- name: {name}\n  version: {fp}\n  fingerprint: {fp}\n  sha1: {sha1}\n  dependencies: {deps}\n"));
+    }
+    std::fs::write(stage.join("release.MF"), manifest).unwrap();
+    let tarball = f.dir.join("tarred-1.tgz");
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&stage)
+        .arg("-czf")
+        .arg(&tarball)
+        .args(["release.MF", "packages"])
+        .status()
+        .unwrap()
+        .success());
+    let s = f.dir.join("s.json");
+    ok(fissile(&f.work)
+        .arg("compile")
+        .arg(&tarball)
+        .args(["--base", "busybox", "--summary"])
+        .arg(&s));
+    let summary = summary(&s);
+    let upper = summary["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "upper")
+        .unwrap();
+    let out = std::fs::read_to_string(
+        f.work
+            .join("packages")
+            .join(upper["cache_key"].as_str().unwrap())
+            .join("out"),
+    )
+    .unwrap();
+    assert_eq!(out, "from lower\nfrom upper\n");
+    let out = run(fissile(&f.work).arg("shell").arg(&tarball).args([
+        "upper",
+        "--base",
+        "busybox",
+        "--",
+        "/bin/cat",
+        "input.txt",
+    ]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from upper\n");
+}

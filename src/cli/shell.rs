@@ -14,11 +14,9 @@ use fissile_oci::compile::orchestrate::{CompileOptions, Compiler};
 use fissile_oci::compile::package::{sandbox_spec, CompileInput};
 use fissile_oci::compile::report::Metrics;
 use fissile_oci::compile::scheduler::CancelToken;
-use fissile_oci::compile::stage::{materialize_tarball_members, stage_sources};
-use fissile_oci::digest::MultiDigest;
+use fissile_oci::compile::stage::{materialize_packages, stage_sources};
 use fissile_oci::extract::ExtractLimits;
 use fissile_oci::oci::OciStore;
-use fissile_oci::release::PackageSource;
 use fissile_oci::sandbox::{Input, Output, Sandbox};
 use fissile_oci::workdir::WorkDir;
 
@@ -160,21 +158,7 @@ pub fn run(args: ShellArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow
                 .join(format!("shell-{}-{}", node.name, std::process::id()));
             let (rid, pid) = node.members[0];
             let package = &plan.releases[rid].packages[pid];
-            let archive = match &package.source {
-                PackageSource::TarballMember { tarball, member } => {
-                    let digest = package
-                        .sha1
-                        .as_deref()
-                        .and_then(|s| MultiDigest::parse(s).ok());
-                    let files = materialize_tarball_members(
-                        tarball,
-                        &HashMap::from([(member.clone(), digest)]),
-                        &dir.join("archive"),
-                    )?;
-                    files.get(member).cloned()
-                }
-                _ => None,
-            };
+            let archive = materialize_packages([((), package)], &dir)?.remove(&());
             stage_sources(
                 package,
                 archive.as_deref(),

@@ -17,12 +17,10 @@ use super::package::{
 use super::report::{Metrics, PackageReport};
 use super::runner::CompileSandbox;
 use super::scheduler::{self, CancelToken, Event, Graph, Node, RunOptions, Status};
-use super::stage::{materialize_tarball_members, stage_sources};
-use crate::digest::MultiDigest;
+use super::stage::{materialize_packages, stage_sources};
 use crate::extract::ExtractLimits;
 use crate::oci::{image, OciStore};
 use crate::plan::Plan;
-use crate::release::PackageSource;
 use crate::sandbox::Network;
 use crate::workdir::WorkDir;
 
@@ -202,7 +200,13 @@ impl Compiler<'_> {
         ));
         std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
         std::fs::create_dir_all(self.wd.logs()).map_err(io(self.wd.logs()))?;
-        let archives = self.materialize(plan, &todo, &run_dir)?;
+        let archives = materialize_packages(
+            todo.iter().map(|&i| {
+                let (rid, pid) = plan.nodes[i].members[0];
+                (i, &plan.releases[rid].packages[pid])
+            }),
+            &run_dir,
+        )?;
 
         let failures_detail: Mutex<HashMap<usize, Failure>> = Mutex::new(HashMap::new());
         let commit_results: Mutex<HashMap<usize, Result<String, String>>> =
@@ -439,46 +443,6 @@ impl Compiler<'_> {
             error,
             dependencies: Vec::new(),
         }
-    }
-
-    /// Package archives inside release tarballs, copied out once per tarball.
-    fn materialize(
-        &self,
-        plan: &Plan,
-        todo: &[usize],
-        run_dir: &Path,
-    ) -> Result<HashMap<usize, PathBuf>, CompileError> {
-        let mut by_tarball: HashMap<PathBuf, Vec<(usize, String, Option<MultiDigest>)>> =
-            HashMap::new();
-        for &i in todo {
-            let (rid, pid) = plan.nodes[i].members[0];
-            let package = &plan.releases[rid].packages[pid];
-            if let PackageSource::TarballMember { tarball, member } = &package.source {
-                let digest = package
-                    .sha1
-                    .as_deref()
-                    .and_then(|s| MultiDigest::parse(s).ok());
-                by_tarball
-                    .entry(tarball.clone())
-                    .or_default()
-                    .push((i, member.clone(), digest));
-            }
-        }
-        let mut out = HashMap::new();
-        for (n, (tarball, members)) in by_tarball.into_iter().enumerate() {
-            let wanted: HashMap<String, Option<MultiDigest>> = members
-                .iter()
-                .map(|(_, m, d)| (m.clone(), d.clone()))
-                .collect();
-            let dir = run_dir.join(format!("archives-{n}"));
-            let files = materialize_tarball_members(&tarball, &wanted, &dir)?;
-            for (i, member, _) in members {
-                if let Some(f) = files.get(&member) {
-                    out.insert(i, f.clone());
-                }
-            }
-        }
-        Ok(out)
     }
 
     #[allow(clippy::too_many_arguments)]

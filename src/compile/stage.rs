@@ -79,6 +79,42 @@ pub fn materialize_tarball_members(
     Ok(out)
 }
 
+/// For each package whose archive lives inside a release tarball, copies it out under `dir`
+/// (one pass per tarball) and returns where, by the caller's key.
+pub fn materialize_packages<'a, K: Eq + std::hash::Hash>(
+    packages: impl IntoIterator<Item = (K, &'a Package)>,
+    dir: &Path,
+) -> Result<HashMap<K, PathBuf>, StageError> {
+    let mut by_tarball: HashMap<PathBuf, Vec<(K, String, Option<MultiDigest>)>> = HashMap::new();
+    for (key, package) in packages {
+        if let PackageSource::TarballMember { tarball, member } = &package.source {
+            let digest = package
+                .sha1
+                .as_deref()
+                .and_then(|s| MultiDigest::parse(s).ok());
+            by_tarball
+                .entry(tarball.clone())
+                .or_default()
+                .push((key, member.clone(), digest));
+        }
+    }
+    let mut out = HashMap::new();
+    for (n, (tarball, members)) in by_tarball.into_iter().enumerate() {
+        let wanted: HashMap<String, Option<MultiDigest>> = members
+            .iter()
+            .map(|(_, m, d)| (m.clone(), d.clone()))
+            .collect();
+        let files =
+            materialize_tarball_members(&tarball, &wanted, &dir.join(format!("archives-{n}")))?;
+        for (key, member, _) in members {
+            if let Some(f) = files.get(&member) {
+                out.insert(key, f.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Puts the package's sources into `dest` (which must not exist).
 pub fn stage_sources(
     package: &Package,
