@@ -189,3 +189,36 @@ fn sigint_stops_the_sandbox_and_exits_130() {
     left.extend(dir_entries(&env.cli.tmpdir));
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
+
+/// The helper narrows its own view of the cgroup hierarchies (src/sandbox/cgroup_view.rs) in a
+/// private mount namespace: the host's mounts must be exactly as before, and the limits that
+/// need the kept hierarchies must still hold.
+#[test]
+fn narrowing_the_cgroup_view_leaves_the_host_mounts_alone() {
+    let Some(env) = CliEnv::new() else { return };
+    let cgroup_mounts = || -> Vec<String> {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|line| line.contains(" - cgroup"))
+            .map(|line| line.split(' ').nth(4).unwrap_or_default().to_string())
+            .collect()
+    };
+    let before = cgroup_mounts();
+    let r = env.run(
+        &["--pids", "64", "--memory", "64M"],
+        &["/bin/sh", "-c", "echo ok"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(cgroup_mounts(), before);
+    // The pids limit still holds with the narrowed view: 200 sleeping children cannot start.
+    let r = env.run(
+        &["--pids", "16"],
+        &[
+            "/bin/sh",
+            "-c",
+            "for i in $(seq 200); do sleep 5 & done; echo started",
+        ],
+    );
+    assert!(r.stderr.contains("can't fork"), "{r:?}");
+}

@@ -251,7 +251,12 @@ fn run_forwarding_signals(
     // Blocked before the thread starts, so every thread has them blocked and only sigwait
     // takes them; the helper is spawned with a clean mask by std.
     let _ = set.thread_block();
-    let process = sandbox.spawn(spec)?;
+    // Usually single-threaded here (`--base` may have started a thread pool): then the helper
+    // is a forked copy of this process, which saves its exec and start-up.
+    let process = match sandbox.spawn_forked(spec) {
+        Err(SandboxError::NotSingleThreaded { .. }) => sandbox.spawn(spec)?,
+        other => other?,
+    };
     let helper = nix::unistd::Pid::from_raw(process.id() as i32);
     std::thread::spawn(move || {
         while let Ok(signal) = set.wait() {

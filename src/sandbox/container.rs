@@ -106,6 +106,27 @@ pub fn delete(container: &mut Container) -> Result<(), LibcontainerError> {
     container.delete(true)
 }
 
+/// Removes a container whose init has been reaped. Its pid namespace died with it, so no
+/// process is left: removing it is rmdir of its cgroups and removal of its state dir. That
+/// skips libcontainer's delete, which first rediscovers every cgroup hierarchy through
+/// `/proc/self/mountinfo` (about a millisecond per sandbox); where anything is still busy,
+/// libcontainer's delete does the whole job.
+pub fn remove_exited(
+    container: &mut Container,
+    dirs: &RuntimeDirs,
+    id: &str,
+) -> Result<(), LibcontainerError> {
+    if remove_cgroup_dirs(id) {
+        let state_dir = dirs.container_state_dir(id);
+        match std::fs::remove_dir_all(&state_dir) {
+            Ok(()) => return Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(_) => {}
+        }
+    }
+    container.delete(true)
+}
+
 /// Loads and deletes the container of a dead helper. When libcontainer cannot (half-written
 /// state), the state dir and any empty cgroup dirs are removed by hand.
 ///
@@ -142,17 +163,34 @@ fn kill_waiting_init(pid: nix::unistd::Pid) {
     }
 }
 
-/// Best effort: removes (empty) cgroup dirs named after the container under every hierarchy.
-fn remove_cgroup_dirs(id: &str) {
+/// Removes the (empty) cgroup dirs named after the container under every hierarchy. True when
+/// none is left; a dir that is still busy (a process not yet gone) is retried briefly.
+fn remove_cgroup_dirs(id: &str) -> bool {
     let relative = super::runtime_spec::cgroups_path(id);
     let relative = relative.strip_prefix("/").unwrap_or(&relative);
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
+    let root = Path::new("/sys/fs/cgroup");
+    let Ok(hierarchies) = std::fs::read_dir(root) else {
+        return true;
     };
-    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(relative));
+    let mut all_gone = remove_cgroup_dir(&root.join(relative));
     for hierarchy in hierarchies.flatten() {
-        let _ = std::fs::remove_dir(hierarchy.path().join(relative));
+        all_gone &= remove_cgroup_dir(&hierarchy.path().join(relative));
     }
+    all_gone
+}
+
+fn remove_cgroup_dir(dir: &Path) -> bool {
+    for attempt in 0..5 {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return true,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return true,
+            Err(err) if err.raw_os_error() == Some(libc::EBUSY) && attempt < 4 => {
+                std::thread::sleep(std::time::Duration::from_millis(2 << attempt));
+            }
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Whether the kernel OOM-killed something in the container's memory cgroup (v1

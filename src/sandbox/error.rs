@@ -30,6 +30,8 @@ pub enum SandboxError {
         stage: String,
         message: String,
     },
+    #[error("a sandbox can run in the calling process only when it has no other thread ({threads} running)")]
+    NotSingleThreaded { threads: usize },
     #[error("sandbox {container_id} was stopped by signal {signal}; it was killed and removed")]
     Interrupted { container_id: String, signal: i32 },
 }

@@ -20,8 +20,10 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use super::cgroup_view;
 use super::container::{self, Stdio};
-use super::host::HostContext;
+use super::error::SandboxError;
+use super::host::{CgroupSupport, HostContext};
 use super::netns::NetnsHolder;
 use super::process::{self, WaitEnd};
 use super::rootfs;
@@ -55,9 +57,7 @@ pub enum HelperReply {
 /// told, and we stop at once.
 pub fn helper_main(runtime_root: &Path, caller_pid: Option<u32>) -> i32 {
     HELPER_START.get_or_init(Instant::now);
-    // Die with the caller, but by SIGTERM, which we handle: the container is still removed.
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
-    if caller_pid.is_some_and(|pid| nix::unistd::getppid().as_raw() as u32 != pid) {
+    if !die_with(caller_pid) {
         return 1;
     }
     // SAFETY: fd 3 was set up by the caller for us alone; we take ownership once.
@@ -70,14 +70,67 @@ pub fn helper_main(runtime_root: &Path, caller_pid: Option<u32>) -> i32 {
         Ok(spec) => run(&spec, runtime_root),
         Err(message) => failed(None, "reading the sandbox spec", message),
     };
-    let code = match &reply {
+    answer(socket, &reply)
+}
+
+/// The helper's work in a forked copy of a single-threaded caller (see
+/// [`super::LibcontainerSandbox::spawn_forked`]): the spec is already in memory, the reply goes
+/// back on `socket`. Returns the exit code for `_exit`.
+pub(super) fn forked_main(
+    spec: &SandboxSpec,
+    runtime_root: &Path,
+    socket: UnixStream,
+    caller_pid: u32,
+) -> i32 {
+    HELPER_START.get_or_init(Instant::now);
+    if !die_with(Some(caller_pid)) {
+        return 1;
+    }
+    let reply = run(spec, runtime_root);
+    answer(socket, &reply)
+}
+
+/// Asks for SIGTERM when the caller dies (handled: the container is still removed). False when
+/// the caller is already gone, so it could not tell us.
+fn die_with(caller_pid: Option<u32>) -> bool {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+    caller_pid.is_none_or(|pid| nix::unistd::getppid().as_raw() as u32 == pid)
+}
+
+fn answer(mut socket: UnixStream, reply: &HelperReply) -> i32 {
+    let code = match reply {
         HelperReply::Finished(_) => 0,
         HelperReply::Interrupted { signal, .. } => 128 + signal,
         HelperReply::Failed { .. } => 1,
     };
-    let json = serde_json::to_vec(&reply).unwrap_or_default();
+    let json = serde_json::to_vec(reply).unwrap_or_default();
     let _ = socket.write_all(&json);
     code
+}
+
+impl HelperReply {
+    /// The caller's view of a reply.
+    pub fn into_result(self) -> Result<Outcome, SandboxError> {
+        match self {
+            HelperReply::Finished(outcome) => Ok(outcome),
+            HelperReply::Interrupted {
+                container_id,
+                signal,
+            } => Err(SandboxError::Interrupted {
+                container_id,
+                signal,
+            }),
+            HelperReply::Failed {
+                container_id,
+                stage,
+                message,
+            } => Err(SandboxError::Failed {
+                container_id: container_id.unwrap_or_else(|| "-".into()),
+                stage,
+                message,
+            }),
+        }
+    }
 }
 
 fn read_spec(socket: &mut UnixStream) -> Result<SandboxSpec, String> {
@@ -140,6 +193,12 @@ fn run(spec: &SandboxSpec, runtime_root: &Path) -> HelperReply {
     }
 
     timing("stale scan done");
+    if host.is_root() && host.cgroups == CgroupSupport::Usable {
+        // After the stale scan, which looks for leftovers in every hierarchy.
+        if let Err(err) = cgroup_view::narrow(spec.memory_limit.is_some()) {
+            return failed(None, "narrowing the cgroup hierarchies", err);
+        }
+    }
     let id = state::new_container_id();
     let mut runtime_spec = match build_runtime_spec(spec, &host, &id) {
         Ok(s) => s,
@@ -250,7 +309,10 @@ fn run_container(
         && spec.memory_limit.is_some()
         && container::oom_killed(id);
     timing("exited");
-    let deleted = container::delete(&mut container);
+    let deleted = match status {
+        Some(_) => container::remove_exited(&mut container, dirs, id),
+        None => container::delete(&mut container),
+    };
     timing("deleted");
 
     if let Some((stage, message)) = setup_error {

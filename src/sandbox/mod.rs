@@ -13,6 +13,7 @@
 //!
 //! The [`Sandbox`] trait lets the scheduler be tested with a fake.
 
+pub mod cgroup_view;
 pub mod container;
 pub mod error;
 pub mod helper;

@@ -65,12 +65,7 @@ impl LibcontainerSandbox {
     /// The helper stops (removing its container) when the *thread* that spawned it ends: the
     /// kernel's parent-death signal follows threads. Spawn and wait on the same thread.
     pub fn spawn(&self, spec: &SandboxSpec) -> Result<SandboxProcess, SandboxError> {
-        if let Some(notice) = &self.limits_notice {
-            let wants_limits = spec.pids_limit.is_some() || spec.memory_limit.is_some();
-            if wants_limits && !self.notice_shown.swap(true, Ordering::Relaxed) {
-                eprintln!("{notice}");
-            }
-        }
+        self.show_limits_notice(spec);
         let spawn_err = |source| SandboxError::SpawnHelper {
             exe: self.helper_exe.clone(),
             source,
@@ -102,9 +97,62 @@ impl LibcontainerSandbox {
         ours.write_all(&json).map_err(io_err)?;
         ours.shutdown(Shutdown::Write).map_err(io_err)?;
         Ok(SandboxProcess {
-            child,
+            pid,
+            child: Some(child),
             socket: ours,
         })
+    }
+
+    /// Like [`Self::spawn`], but the helper is a forked copy of this process instead of a
+    /// fresh `fissile-oci __sandbox-helper`: no exec, no loading and start-up of the binary, no
+    /// spec to send, which is a good part of a short sandbox's cost. fork copies only the
+    /// calling thread, so this is for a process that has no other (a lock held by another
+    /// thread would stay locked in the copy): otherwise it returns
+    /// [`SandboxError::NotSingleThreaded`] and starts nothing.
+    pub fn spawn_forked(&self, spec: &SandboxSpec) -> Result<SandboxProcess, SandboxError> {
+        let threads = std::fs::read_dir("/proc/self/task")
+            .map(|tasks| tasks.count())
+            .unwrap_or(0);
+        if threads != 1 {
+            return Err(SandboxError::NotSingleThreaded { threads });
+        }
+        self.show_limits_notice(spec);
+        let fork_err = |source| SandboxError::SpawnHelper {
+            exe: PathBuf::from("(fork)"),
+            source,
+        };
+        let (ours, theirs) = UnixStream::pair().map_err(fork_err)?;
+        // Whatever is buffered would otherwise be written twice, once by the copy.
+        let _ = std::io::stdout().flush();
+        let caller = std::process::id();
+        // SAFETY: this process has a single thread (checked above), so the child gets a
+        // consistent copy of every lock and allocator; it never returns from this block.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                drop(ours);
+                let code = super::helper::forked_main(spec, &self.runtime_root, theirs, caller);
+                // SAFETY: leaving without running the parent's exit-time cleanup twice.
+                unsafe { libc::_exit(code) }
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                drop(theirs);
+                Ok(SandboxProcess {
+                    pid: child.as_raw() as u32,
+                    child: None,
+                    socket: ours,
+                })
+            }
+            Err(errno) => Err(fork_err(errno.into())),
+        }
+    }
+
+    fn show_limits_notice(&self, spec: &SandboxSpec) {
+        if let Some(notice) = &self.limits_notice {
+            let wants_limits = spec.pids_limit.is_some() || spec.memory_limit.is_some();
+            if wants_limits && !self.notice_shown.swap(true, Ordering::Relaxed) {
+                eprintln!("{notice}");
+            }
+        }
     }
 }
 
@@ -116,59 +164,54 @@ impl Sandbox for LibcontainerSandbox {
 
 /// A run in progress.
 pub struct SandboxProcess {
-    child: Child,
+    pid: u32,
+    /// `None` for a forked helper, which is waited for by pid.
+    child: Option<Child>,
     socket: UnixStream,
 }
 
 impl SandboxProcess {
     /// The helper's pid.
     pub fn id(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 
     /// Asks the helper to stop: it kills and removes the container, then `wait` returns
     /// [`SandboxError::Interrupted`].
     pub fn terminate(&self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let pid = nix::unistd::Pid::from_raw(self.pid as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     }
 
     /// Waits for the run to end.
     pub fn wait(mut self) -> Result<Outcome, SandboxError> {
-        let pid = self.child.id();
+        let pid = self.pid;
         let mut buf = Vec::new();
         let read = self.socket.read_to_end(&mut buf);
-        let status = self
-            .child
-            .wait()
-            .map_err(|source| SandboxError::HelperIo { pid, source })?;
+        let status = match self.child.as_mut() {
+            Some(child) => child
+                .wait()
+                .map(|status| status.to_string())
+                .map_err(|source| SandboxError::HelperIo { pid, source })?,
+            None => loop {
+                match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(errno) => {
+                        return Err(SandboxError::HelperIo {
+                            pid,
+                            source: errno.into(),
+                        })
+                    }
+                    Ok(status) => break format!("{status:?}"),
+                }
+            },
+        };
         read.map_err(|source| SandboxError::HelperIo { pid, source })?;
         if buf.is_empty() {
-            return Err(SandboxError::HelperDied {
-                pid,
-                status: status.to_string(),
-            });
+            return Err(SandboxError::HelperDied { pid, status });
         }
         let reply: HelperReply = serde_json::from_slice(&buf)
             .map_err(|source| SandboxError::BadReply { pid, source })?;
-        match reply {
-            HelperReply::Finished(outcome) => Ok(outcome),
-            HelperReply::Interrupted {
-                container_id,
-                signal,
-            } => Err(SandboxError::Interrupted {
-                container_id,
-                signal,
-            }),
-            HelperReply::Failed {
-                container_id,
-                stage,
-                message,
-            } => Err(SandboxError::Failed {
-                container_id: container_id.unwrap_or_else(|| "-".into()),
-                stage,
-                message,
-            }),
-        }
+        reply.into_result()
     }
 }
