@@ -1,9 +1,9 @@
 //! The OCI runtime spec of a sandbox, checked as data: no root, no containers.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use fissile_oci::sandbox::runtime_spec::{join_network_namespace, rootless_id_maps};
+use fissile_oci::sandbox::runtime_spec::{inherit_network_namespace, rootless_id_maps};
 use fissile_oci::sandbox::{
     build_runtime_spec, BindMount, CgroupSupport, HostContext, IdRange, RootfsSpec, SandboxSpec,
     SpecError,
@@ -368,18 +368,21 @@ fn rootless_id_maps_map_the_caller_to_root_and_ranges_above() {
 }
 
 #[test]
-fn the_network_namespace_can_be_joined_by_path() {
+fn the_network_namespace_can_be_inherited_from_the_helper() {
+    let types = |spec: &oci_spec::runtime::Spec| -> Vec<String> {
+        json(spec)["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap().to_string())
+            .collect()
+    };
     let mut spec = build_runtime_spec(&compile_spec(), &root_host(), "c1").unwrap();
-    join_network_namespace(&mut spec, PathBuf::from("/proc/42/ns/net"));
-    let value = json(&spec);
-    let net = value["linux"]["namespaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["type"] == "network")
-        .unwrap()
-        .clone();
-    assert_eq!(net["path"], "/proc/42/ns/net");
+    assert!(types(&spec).contains(&"network".to_string()));
+    inherit_network_namespace(&mut spec);
+    let left = types(&spec);
+    assert!(!left.contains(&"network".to_string()), "{left:?}");
+    assert!(left.contains(&"pid".to_string()) && left.contains(&"mount".to_string()));
 }
 
 #[test]

@@ -24,10 +24,10 @@ use super::cgroup_view;
 use super::container::{self, Stdio};
 use super::error::SandboxError;
 use super::host::{CgroupSupport, HostContext};
-use super::netns::NetnsHolder;
+use super::netns;
 use super::process::{self, WaitEnd};
 use super::rootfs;
-use super::runtime_spec::{build_runtime_spec, join_network_namespace};
+use super::runtime_spec::{build_runtime_spec, inherit_network_namespace};
 use super::state::{self, Claim, RuntimeDirs};
 use super::types::{ExitStatus, Network, Outcome, RootfsSpec, SandboxSpec};
 use super::userns;
@@ -212,16 +212,12 @@ fn run(spec: &SandboxSpec, runtime_root: &Path) -> HelperReply {
         return failed(Some(&id), "preparing the rootfs", chain(&err));
     }
     timing("rootfs prepared");
-    let netns = match spec.network {
-        Network::None => match NetnsHolder::create() {
-            Ok(holder) => {
-                join_network_namespace(&mut runtime_spec, holder.path());
-                Some(holder)
-            }
-            Err(err) => return failed(Some(&id), "creating the network namespace", chain(&err)),
-        },
-        Network::Host => None,
-    };
+    if spec.network == Network::None {
+        if let Err(err) = netns::enter_new() {
+            return failed(Some(&id), "creating the network namespace", chain(&err));
+        }
+        inherit_network_namespace(&mut runtime_spec);
+    }
     timing("netns ready");
     let claim = match Claim::create(&dirs, &id) {
         Ok(claim) => claim,
@@ -234,7 +230,7 @@ fn run(spec: &SandboxSpec, runtime_root: &Path) -> HelperReply {
     }
     state::restrict(&config);
 
-    let reply = run_container(spec, &dirs, &claim, netns, &signals);
+    let reply = run_container(spec, &dirs, &claim, &signals);
     if let RootfsSpec::Overlay { scratch, .. } = &spec.rootfs {
         rootfs::finish_overlay(scratch);
     }
@@ -247,7 +243,6 @@ fn run_container(
     spec: &SandboxSpec,
     dirs: &RuntimeDirs,
     claim: &Claim,
-    netns: Option<NetnsHolder>,
     signals: &nix::sys::signalfd::SignalFd,
 ) -> HelperReply {
     let id = claim.id.as_str();
@@ -258,8 +253,6 @@ fn run_container(
     let started = Instant::now();
     let built = container::build(id, dirs, &claim.bundle, stdio);
     timing("built");
-    // The container has joined the namespace (or failed): the holder can go.
-    drop(netns);
     let mut container = match built {
         Ok(c) => c,
         Err(err) => {

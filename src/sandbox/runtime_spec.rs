@@ -124,20 +124,15 @@ pub fn build_runtime_spec(
     Ok(result)
 }
 
-/// Makes the container join an existing network namespace (see `netns`) instead of
-/// creating one.
-pub fn join_network_namespace(spec: &mut Spec, path: PathBuf) {
-    let Some(namespaces) = spec
+/// Makes the container stay in its creator's network namespace instead of creating one: the
+/// helper has just made that namespace for it (see `netns`).
+pub fn inherit_network_namespace(spec: &mut Spec) {
+    if let Some(namespaces) = spec
         .linux_mut()
         .as_mut()
         .and_then(|l| l.namespaces_mut().as_mut())
-    else {
-        return;
-    };
-    for ns in namespaces {
-        if ns.typ() == LinuxNamespaceType::Network {
-            ns.set_path(Some(path.clone()));
-        }
+    {
+        namespaces.retain(|ns| ns.typ() != LinuxNamespaceType::Network);
     }
 }
 
