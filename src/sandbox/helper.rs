@@ -67,7 +67,7 @@ pub fn helper_main(runtime_root: &Path, caller_pid: Option<u32>) -> i32 {
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     );
     let reply = match read_spec(&mut socket) {
-        Ok(spec) => run(&spec, runtime_root),
+        Ok(spec) => run(&spec, runtime_root, HostContext::detect()),
         Err(message) => failed(None, "reading the sandbox spec", message),
     };
     answer(socket, &reply)
@@ -75,10 +75,12 @@ pub fn helper_main(runtime_root: &Path, caller_pid: Option<u32>) -> i32 {
 
 /// The helper's work in a forked copy of a single-threaded caller (see
 /// [`super::LibcontainerSandbox::spawn_forked`]): the spec is already in memory, the reply goes
-/// back on `socket`. Returns the exit code for `_exit`.
+/// back on `socket`, and the host was looked at by the caller already. Returns the exit code
+/// for `_exit`.
 pub(super) fn forked_main(
     spec: &SandboxSpec,
     runtime_root: &Path,
+    host: HostContext,
     socket: UnixStream,
     caller_pid: u32,
 ) -> i32 {
@@ -86,7 +88,7 @@ pub(super) fn forked_main(
     if !die_with(Some(caller_pid)) {
         return 1;
     }
-    let reply = run(spec, runtime_root);
+    let reply = run(spec, runtime_root, host);
     answer(socket, &reply)
 }
 
@@ -171,12 +173,11 @@ fn chain(err: &dyn std::error::Error) -> String {
     message
 }
 
-fn run(spec: &SandboxSpec, runtime_root: &Path) -> HelperReply {
+fn run(spec: &SandboxSpec, runtime_root: &Path, host: HostContext) -> HelperReply {
     let signals = match process::block_stop_signals() {
         Ok(fd) => fd,
         Err(err) => return failed(None, "blocking signals", err),
     };
-    let host = HostContext::detect();
     if !host.is_root() {
         if let Err(err) = userns::enter_rootless_namespaces(&host) {
             return failed(None, "entering the rootless namespaces", chain(&err));

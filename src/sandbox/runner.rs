@@ -24,6 +24,7 @@ pub const HELPER_SUBCOMMAND: &str = "__sandbox-helper";
 pub struct LibcontainerSandbox {
     helper_exe: PathBuf,
     runtime_root: PathBuf,
+    host: HostContext,
     limits_notice: Option<String>,
     notice_shown: AtomicBool,
 }
@@ -33,7 +34,8 @@ impl LibcontainerSandbox {
     /// `env!("CARGO_BIN_EXE_fissile-oci")` in tests); `runtime_root` holds container state
     /// (see [`super::default_runtime_root`]).
     pub fn new(helper_exe: PathBuf, runtime_root: PathBuf) -> LibcontainerSandbox {
-        let limits_notice = match HostContext::detect().cgroups {
+        let host = HostContext::detect();
+        let limits_notice = match &host.cgroups {
             CgroupSupport::Usable => None,
             CgroupSupport::Unavailable { reason } => Some(format!(
                 "notice: {reason}: pids and memory limits are not enforced"
@@ -42,6 +44,7 @@ impl LibcontainerSandbox {
         LibcontainerSandbox {
             helper_exe,
             runtime_root,
+            host,
             limits_notice,
             notice_shown: AtomicBool::new(false),
         }
@@ -130,7 +133,9 @@ impl LibcontainerSandbox {
         match unsafe { nix::unistd::fork() } {
             Ok(nix::unistd::ForkResult::Child) => {
                 drop(ours);
-                let code = super::helper::forked_main(spec, &self.runtime_root, theirs, caller);
+                let host = self.host.clone();
+                let code =
+                    super::helper::forked_main(spec, &self.runtime_root, host, theirs, caller);
                 // SAFETY: leaving without running the parent's exit-time cleanup twice.
                 unsafe { libc::_exit(code) }
             }
