@@ -190,11 +190,11 @@ fn sigint_stops_the_sandbox_and_exits_130() {
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
-/// The helper narrows its own view of the cgroup hierarchies (src/sandbox/cgroup_view.rs) in a
-/// private mount namespace: the host's mounts must be exactly as before, and the limits that
-/// need the kept hierarchies must still hold.
+/// On cgroup v1 the helper hides the cgroup hierarchies from libcontainer in a private mount
+/// namespace and writes the limits itself (src/sandbox/cgroup_v1.rs): the host's mounts must be
+/// exactly as before, and the limits must still hold.
 #[test]
-fn narrowing_the_cgroup_view_leaves_the_host_mounts_alone() {
+fn hiding_the_cgroup_hierarchies_leaves_the_host_mounts_alone() {
     let Some(env) = CliEnv::new() else { return };
     let cgroup_mounts = || -> Vec<String> {
         std::fs::read_to_string("/proc/self/mountinfo")
@@ -211,7 +211,7 @@ fn narrowing_the_cgroup_view_leaves_the_host_mounts_alone() {
     );
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(cgroup_mounts(), before);
-    // The pids limit still holds with the narrowed view: 200 sleeping children cannot start.
+    // The pids limit still holds: 200 sleeping children cannot start.
     let r = env.run(
         &["--pids", "16"],
         &[

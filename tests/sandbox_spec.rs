@@ -18,7 +18,7 @@ fn root_host() -> HostContext {
         subuid: None,
         subgid: None,
         id_map_helpers: true,
-        cgroups: CgroupSupport::Usable,
+        cgroups: CgroupSupport::V2,
     }
 }
 
@@ -236,7 +236,7 @@ fn seccomp_denies_dangerous_syscalls_with_eperm() {
 }
 
 #[test]
-fn limits_only_where_cgroups_are_usable_and_always_a_unique_cgroup_path() {
+fn limits_only_where_libcontainer_enforces_them_and_always_a_unique_cgroup_path() {
     let spec = build_runtime_spec(&compile_spec(), &root_host(), "c1").unwrap();
     let value = json(&spec);
     assert_eq!(value["linux"]["cgroupsPath"], "/fissile-oci/c1");
@@ -248,6 +248,17 @@ fn limits_only_where_cgroups_are_usable_and_always_a_unique_cgroup_path() {
     let value = json(&rootless);
     assert!(value["linux"].get("resources").is_none_or(Value::is_null));
     assert_eq!(value["linux"]["cgroupsPath"], "/fissile-oci/c2");
+
+    // On cgroup v1 the helper writes the limits itself (src/sandbox/cgroup_v1.rs): resources in
+    // the spec would make libcontainer look for hierarchies it is not shown.
+    let v1_host = HostContext {
+        cgroups: CgroupSupport::V1,
+        ..root_host()
+    };
+    let v1 = build_runtime_spec(&compile_spec(), &v1_host, "c3").unwrap();
+    let value = json(&v1);
+    assert!(value["linux"].get("resources").is_none_or(Value::is_null));
+    assert_eq!(value["linux"]["cgroupsPath"], "/fissile-oci/c3");
 }
 
 #[test]

@@ -15,6 +15,7 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
 use oci_spec::runtime::Spec;
 
+use super::cgroup_v1::{self, ContainerCgroups};
 use super::state::RuntimeDirs;
 use super::types::{Input, Output, SandboxSpec};
 
@@ -110,13 +111,19 @@ pub fn delete(container: &mut Container) -> Result<(), LibcontainerError> {
 /// process is left: removing it is rmdir of its cgroups and removal of its state dir. That
 /// skips libcontainer's delete, which first rediscovers every cgroup hierarchy through
 /// `/proc/self/mountinfo` (about a millisecond per sandbox); where anything is still busy,
-/// libcontainer's delete does the whole job.
+/// libcontainer's delete does the whole job. `own_cgroups` are the cgroups the helper made (cgroup
+/// v1), removed through it; otherwise libcontainer's are looked for by name.
 pub fn remove_exited(
     container: &mut Container,
     dirs: &RuntimeDirs,
     id: &str,
+    own_cgroups: Option<&mut ContainerCgroups>,
 ) -> Result<(), LibcontainerError> {
-    if remove_cgroup_dirs(id) {
+    let cgroups_gone = match own_cgroups {
+        Some(cgroups) => cgroups.remove(),
+        None => remove_cgroup_dirs(id),
+    };
+    if cgroups_gone {
         let state_dir = dirs.container_state_dir(id);
         match std::fs::remove_dir_all(&state_dir) {
             Ok(()) => return Ok(()),
@@ -180,20 +187,10 @@ fn remove_cgroup_dirs(id: &str) -> bool {
 }
 
 fn remove_cgroup_dir(dir: &Path) -> bool {
-    for attempt in 0..5 {
-        match std::fs::remove_dir(dir) {
-            Ok(()) => return true,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return true,
-            Err(err) if err.raw_os_error() == Some(libc::EBUSY) && attempt < 4 => {
-                std::thread::sleep(std::time::Duration::from_millis(2 << attempt));
-            }
-            Err(_) => return false,
-        }
-    }
-    false
+    cgroup_v1::remove_retrying(|| std::fs::remove_dir(dir))
 }
 
-/// Whether the kernel OOM-killed something in the container's memory cgroup (v1
+/// Whether the kernel OOM-killed something in the memory cgroup libcontainer made (v1
 /// `memory.oom_control`, v2 `memory.events`). Read before `delete` removes the cgroup.
 pub fn oom_killed(id: &str) -> bool {
     let relative = super::runtime_spec::cgroups_path(id);
@@ -206,15 +203,9 @@ pub fn oom_killed(id: &str) -> bool {
             .join(relative)
             .join("memory.events"),
     ];
-    candidates.iter().any(|path| {
-        std::fs::read_to_string(path).is_ok_and(|text| {
-            text.lines().any(|line| {
-                line.strip_prefix("oom_kill ")
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-                    .is_some_and(|n| n > 0)
-            })
-        })
-    })
+    candidates
+        .iter()
+        .any(|path| std::fs::read_to_string(path).is_ok_and(|text| cgroup_v1::oom_kills(&text) > 0))
 }
 
 /// Runs in the container's init process after libcontainer has set it up, in place of the

@@ -20,7 +20,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::cgroup_view;
+use super::cgroup_v1::{self, ContainerCgroups};
 use super::container::{self, Stdio};
 use super::error::SandboxError;
 use super::host::{CgroupSupport, HostContext};
@@ -194,12 +194,6 @@ fn run(spec: &SandboxSpec, runtime_root: &Path, host: HostContext) -> HelperRepl
     }
 
     timing("stale scan done");
-    if host.is_root() && host.cgroups == CgroupSupport::Usable {
-        // After the stale scan, which looks for leftovers in every hierarchy.
-        if let Err(err) = cgroup_view::narrow(spec.memory_limit.is_some()) {
-            return failed(None, "narrowing the cgroup hierarchies", err);
-        }
-    }
     let id = state::new_container_id();
     let mut runtime_spec = match build_runtime_spec(spec, &host, &id) {
         Ok(s) => s,
@@ -231,7 +225,8 @@ fn run(spec: &SandboxSpec, runtime_root: &Path, host: HostContext) -> HelperRepl
     }
     state::restrict(&config);
 
-    let reply = run_container(spec, &dirs, &claim, &signals);
+    let own_cgroups = host.is_root() && host.cgroups == CgroupSupport::V1;
+    let reply = run_container(spec, &dirs, &claim, &signals, own_cgroups);
     if let RootfsSpec::Overlay { scratch, .. } = &spec.rootfs {
         rootfs::finish_overlay(scratch);
     }
@@ -245,12 +240,28 @@ fn run_container(
     dirs: &RuntimeDirs,
     claim: &Claim,
     signals: &nix::sys::signalfd::SignalFd,
+    own_cgroups: bool,
 ) -> HelperReply {
     let id = claim.id.as_str();
     let stdio = match Stdio::open(spec) {
         Ok(stdio) => stdio,
         Err(err) => return failed(Some(id), "opening stdio", err),
     };
+    // On cgroup v1 the container's processes start in cgroups the helper made and entered
+    // (see `cgroup_v1`); they are dropped, and so removed, after the container on every path.
+    let mut cgroups = None;
+    if own_cgroups {
+        let entered = ContainerCgroups::create(id, spec).and_then(|cg| {
+            cgroup_v1::hide_hierarchies()?;
+            cg.enter()?;
+            Ok(cg)
+        });
+        match entered {
+            Ok(cg) => cgroups = Some(cg),
+            Err(err) => return failed(Some(id), "creating the container's cgroups", chain(&err)),
+        }
+    }
+    timing("cgroups entered");
     let started = Instant::now();
     let built = container::build(id, dirs, &claim.bundle, stdio);
     timing("built");
@@ -274,8 +285,15 @@ fn run_container(
     };
     // From here on, every path goes through the kill/reap/delete below.
     let mut setup_error = None;
-    if let Err(err) = container.start() {
-        setup_error = Some(("starting the container", chain(&err)));
+    if let Some(cg) = &cgroups {
+        if let Err(err) = cg.leave().and_then(|()| cg.limit(spec)) {
+            setup_error = Some(("limiting the container's cgroups", chain(&err)));
+        }
+    }
+    if setup_error.is_none() {
+        if let Err(err) = container.start() {
+            setup_error = Some(("starting the container", chain(&err)));
+        }
     }
     timing("started");
     let deadline = spec.timeout.map(|t| Instant::now() + t);
@@ -301,10 +319,12 @@ fn run_container(
     let wall = started.elapsed();
     let oom_killed = matches!(status, Some(WaitStatus::Signaled(_, Signal::SIGKILL, _)))
         && spec.memory_limit.is_some()
-        && container::oom_killed(id);
+        && cgroups
+            .as_ref()
+            .map_or_else(|| container::oom_killed(id), ContainerCgroups::oom_killed);
     timing("exited");
     let deleted = match status {
-        Some(_) => container::remove_exited(&mut container, dirs, id),
+        Some(_) => container::remove_exited(&mut container, dirs, id, cgroups.as_mut()),
         None => container::delete(&mut container),
     };
     timing("deleted");

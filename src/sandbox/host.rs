@@ -13,14 +13,16 @@ pub struct IdRange {
     pub count: u32,
 }
 
-/// Whether resource limits can be enforced through cgroups.
+/// Whether resource limits can be enforced through cgroups, and by whom.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CgroupSupport {
-    Usable,
+    /// Root on a cgroup v1 or hybrid host: the helper makes the container's cgroups itself
+    /// (see [`super::cgroup_v1`]).
+    V1,
+    /// Root on a cgroup v2 host: libcontainer's cgroup manager does.
+    V2,
     /// Limits are skipped; the reason is shown once.
-    Unavailable {
-        reason: String,
-    },
+    Unavailable { reason: String },
 }
 
 /// Facts about the host that shape the runtime spec.
@@ -38,6 +40,12 @@ pub struct HostContext {
 
 /// Most ids mapped from a subordinate range: uid 1..=65535 inside, as a distro rootfs needs.
 const MAX_SUBORDINATE_IDS: u32 = 65535;
+
+impl CgroupSupport {
+    pub fn is_usable(&self) -> bool {
+        !matches!(self, CgroupSupport::Unavailable { .. })
+    }
+}
 
 impl HostContext {
     /// Looks at the running process and the host.
@@ -148,7 +156,11 @@ fn detect_cgroups(root: bool) -> CgroupSupport {
             reason: format!("{} is not writable", probe.display()),
         };
     }
-    CgroupSupport::Usable
+    if unified {
+        CgroupSupport::V2
+    } else {
+        CgroupSupport::V1
+    }
 }
 
 #[cfg(test)]
@@ -187,7 +199,7 @@ mod tests {
                 count: 65536,
             }),
             id_map_helpers: false,
-            cgroups: CgroupSupport::Usable,
+            cgroups: CgroupSupport::V1,
         };
         assert_eq!(host.subordinate_ranges(), None);
         host.id_map_helpers = true;

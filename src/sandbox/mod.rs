@@ -8,12 +8,13 @@
 //! - [`runner`]: [`LibcontainerSandbox`], the caller's side, safe from any thread; it starts
 //!   [`helper`], a single-threaded process per container (`fissile-oci __sandbox-helper`), which
 //!   drives libcontainer through [`container`] and [`process`], makes the network namespace
-//!   ([`netns`]), enters a user namespace of its own when rootless ([`userns`]), and keeps
+//!   ([`netns`]) and, on cgroup v1 hosts, the container's cgroups ([`cgroup_v1`]), enters a user
+//!   namespace of its own when rootless ([`userns`]), and keeps
 //!   [`state`] on disk so a later run can clean up after a crashed one.
 //!
 //! The [`Sandbox`] trait lets the scheduler be tested with a fake.
 
-pub mod cgroup_view;
+pub mod cgroup_v1;
 pub mod container;
 pub mod error;
 pub mod helper;

@@ -36,7 +36,7 @@ impl LibcontainerSandbox {
     pub fn new(helper_exe: PathBuf, runtime_root: PathBuf) -> LibcontainerSandbox {
         let host = HostContext::detect();
         let limits_notice = match &host.cgroups {
-            CgroupSupport::Usable => None,
+            CgroupSupport::V1 | CgroupSupport::V2 => None,
             CgroupSupport::Unavailable { reason } => Some(format!(
                 "notice: {reason}: pids and memory limits are not enforced"
             )),

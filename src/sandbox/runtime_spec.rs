@@ -39,8 +39,9 @@ pub fn cgroups_path(container_id: &str) -> PathBuf {
     PathBuf::from(format!("/fissile-oci/{container_id}"))
 }
 
-/// Builds the runtime spec for one run. Resource limits are set only when `host.cgroups` is
-/// usable; the caller tells the user when they are skipped.
+/// Builds the runtime spec for one run. Resource limits are in it only where libcontainer
+/// enforces them (cgroup v2); on v1 the helper does (see `cgroup_v1`), and where cgroups are
+/// unavailable the caller tells the user they are skipped.
 pub fn build_runtime_spec(
     spec: &SandboxSpec,
     host: &HostContext,
@@ -108,8 +109,8 @@ pub fn build_runtime_spec(
         .seccomp(security::seccomp_profile())
         .build()?;
     linux.set_resources(match host.cgroups {
-        CgroupSupport::Usable => Some(resources(spec)?),
-        CgroupSupport::Unavailable { .. } => None,
+        CgroupSupport::V2 => Some(resources(spec)?),
+        CgroupSupport::V1 | CgroupSupport::Unavailable { .. } => None,
     });
 
     let mut result = Spec::default();

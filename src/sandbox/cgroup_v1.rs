@@ -1,0 +1,442 @@
+//! The container's cgroups on a cgroup v1 (or hybrid) host, made by the helper rather than by
+//! libcontainer's manager.
+//!
+//! Why: libcgroups moves the container's intermediate process into its cgroups by writing a pid
+//! to `cgroup.procs`. On v1 that takes the kernel's global `cgroup_threadgroup_rwsem` for
+//! writing, which waits for a full RCU grace period whenever no other migration happened in the
+//! last one: 4-16 ms on this VM, in about a third of back-to-back runs and in nearly every run
+//! of a compile, against a few ms for the whole sandbox (see `scripts/bench/sandbox.sh`). A
+//! *thread* moving *itself* (`0` written to `tasks`) skips that lock. The helper is
+//! single-threaded and one per container, so it creates the cgroups, moves itself in, lets
+//! libcontainer fork the container from there (children inherit cgroups), moves back out, and
+//! writes the limits before the container starts. libcgroups is shown a `/sys/fs/cgroup` with
+//! no hierarchy in the helper's private mount namespace ([`hide_hierarchies`]), so its manager
+//! has nothing to do; libcgroups also re-parses the mount table once per known controller,
+//! which this skips as well.
+//!
+//! The hierarchies used: `pids` (the pids limit), `devices` (only the nodes a build needs) and
+//! `memory` when a memory limit is asked for. Dirs are `<hierarchy>/fissile-oci/<container id>`,
+//! the same paths libcontainer would use, so the stale-state scan finds them either way.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{openat, OFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::stat::Mode;
+use nix::unistd::{unlinkat, UnlinkatFlags};
+
+use super::types::SandboxSpec;
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The parent of every container's cgroup, under each hierarchy.
+const PARENT: &str = "fissile-oci";
+
+/// The device nodes a container may use besides creating nodes (it has no CAP_MKNOD anyway):
+/// null, zero, full, random, urandom, tty, console, ptmx and the pty slaves. Everything else,
+/// host disks included, is denied even when bind-mounted in.
+const ALLOWED_DEVICES: [&str; 11] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
+
+#[derive(thiserror::Error, Debug)]
+pub enum CgroupV1Error {
+    #[error("the cgroup v1 {controller} hierarchy is not mounted (looked in /proc/self/mountinfo); mount it or run rootless")]
+    NotMounted { controller: &'static str },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the memory limit ({limit} bytes) is below what the container uses while starting")]
+    MemoryTooLow { limit: i64 },
+    #[error(
+        "failed to hide the cgroup hierarchies from libcontainer in a private mount namespace"
+    )]
+    Hide(#[source] nix::Error),
+}
+
+fn io_error(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> CgroupV1Error {
+    let path = path.into();
+    move |source| CgroupV1Error::Io { path, source }
+}
+
+/// One hierarchy's part of a container's cgroups.
+struct Hierarchy {
+    controller: &'static str,
+    /// The container's cgroup dir, e.g. `/sys/fs/cgroup/pids/fissile-oci/<id>`.
+    path: PathBuf,
+    /// Held open: after [`hide_hierarchies`] the paths no longer resolve in the helper.
+    dir: OwnedFd,
+    parent: OwnedFd,
+    /// The `tasks` file of the cgroup the helper came from, to move back to.
+    home_tasks: File,
+}
+
+/// A container's cgroups, created before the container and removed after it.
+pub struct ContainerCgroups {
+    id: String,
+    hierarchies: Vec<Hierarchy>,
+    removed: bool,
+}
+
+impl ContainerCgroups {
+    /// Creates the container's cgroup in each hierarchy it needs. Nothing moves yet.
+    pub fn create(id: &str, spec: &SandboxSpec) -> Result<ContainerCgroups, CgroupV1Error> {
+        let mut controllers = vec!["pids", "devices"];
+        if spec.memory_limit.is_some() {
+            controllers.push("memory");
+        }
+        let mountinfo = read("/proc/self/mountinfo")?;
+        let own = read("/proc/self/cgroup")?;
+        let mut cgroups = ContainerCgroups {
+            id: id.to_string(),
+            hierarchies: Vec::new(),
+            removed: false,
+        };
+        for controller in controllers {
+            let mount_point = mount_point(&mountinfo, controller)
+                .ok_or(CgroupV1Error::NotMounted { controller })?;
+            let home = own_cgroup(&own, controller).unwrap_or_else(|| "/".into());
+            let home_tasks_path = mount_point.join(home.trim_start_matches('/')).join("tasks");
+            let home_tasks = File::options()
+                .write(true)
+                .open(&home_tasks_path)
+                .map_err(io_error(&home_tasks_path))?;
+            let parent_path = mount_point.join(PARENT);
+            match std::fs::create_dir(&parent_path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(err) => return Err(io_error(&parent_path)(err)),
+            }
+            let parent = open_dir(&parent_path)?;
+            let path = parent_path.join(id);
+            std::fs::create_dir(&path).map_err(io_error(&path))?;
+            let dir = match open_dir(&path) {
+                Ok(dir) => dir,
+                Err(err) => {
+                    let _ = std::fs::remove_dir(&path);
+                    return Err(err);
+                }
+            };
+            cgroups.hierarchies.push(Hierarchy {
+                controller,
+                path,
+                dir,
+                parent,
+                home_tasks,
+            });
+        }
+        Ok(cgroups)
+    }
+
+    /// Moves the calling thread (the whole single-threaded helper) into the container's
+    /// cgroups, so the container processes it forks start there.
+    pub fn enter(&self) -> Result<(), CgroupV1Error> {
+        for h in &self.hierarchies {
+            write_at(&h.dir, &h.path, "tasks", "0")?;
+        }
+        Ok(())
+    }
+
+    /// Moves the calling thread back to the cgroups it came from, so that neither the limits
+    /// nor the removal count the helper.
+    pub fn leave(&self) -> Result<(), CgroupV1Error> {
+        for h in &self.hierarchies {
+            (&h.home_tasks)
+                .write_all(b"0")
+                .map_err(io_error(h.path.join("../..").join("tasks")))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the limits: the pids limit, the device rules, the memory limit (swap included,
+    /// where swap is accounted). Called before the container's command starts.
+    pub fn limit(&self, spec: &SandboxSpec) -> Result<(), CgroupV1Error> {
+        for h in &self.hierarchies {
+            match h.controller {
+                "pids" => {
+                    if let Some(limit) = spec.pids_limit {
+                        write_at(&h.dir, &h.path, "pids.max", &limit.to_string())?;
+                    }
+                }
+                "devices" => {
+                    write_at(&h.dir, &h.path, "devices.deny", "a")?;
+                    for rule in ALLOWED_DEVICES {
+                        write_at(&h.dir, &h.path, "devices.allow", rule)?;
+                    }
+                }
+                "memory" => {
+                    if let Some(limit) = spec.memory_limit {
+                        let value = limit.to_string();
+                        write_at(&h.dir, &h.path, "memory.limit_in_bytes", &value).map_err(
+                            |err| match err {
+                                CgroupV1Error::Io { ref source, .. }
+                                    if source.raw_os_error() == Some(libc::EBUSY) =>
+                                {
+                                    CgroupV1Error::MemoryTooLow { limit }
+                                }
+                                other => other,
+                            },
+                        )?;
+                        match write_at(&h.dir, &h.path, "memory.memsw.limit_in_bytes", &value) {
+                            Err(CgroupV1Error::Io { source, .. })
+                                if source.kind() == std::io::ErrorKind::NotFound => {}
+                            other => other?,
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the kernel OOM-killed something in the container's memory cgroup.
+    pub fn oom_killed(&self) -> bool {
+        self.hierarchies
+            .iter()
+            .filter(|h| h.controller == "memory")
+            .any(|h| read_at(&h.dir, "memory.oom_control").is_some_and(|text| oom_kills(&text) > 0))
+    }
+
+    /// Moves the helper out if it is still in, and removes the cgroups once the container's
+    /// processes are gone. True when none is left.
+    pub fn remove(&mut self) -> bool {
+        let _ = self.leave();
+        let mut all_gone = true;
+        for h in &self.hierarchies {
+            all_gone &= remove_retrying(|| {
+                unlinkat(
+                    Some(h.parent.as_raw_fd()),
+                    self.id.as_str(),
+                    UnlinkatFlags::RemoveDir,
+                )
+                .map_err(std::io::Error::from)
+            });
+        }
+        self.removed = all_gone;
+        all_gone
+    }
+}
+
+impl Drop for ContainerCgroups {
+    fn drop(&mut self) {
+        if !self.removed {
+            self.remove();
+        }
+    }
+}
+
+/// Moves the calling (single-threaded) process to a private mount namespace whose
+/// `/sys/fs/cgroup` is an empty read-only tmpfs, so libcontainer's cgroup manager finds no
+/// hierarchy to manage. One detach of the whole tree: each unmount waits for an expedited RCU
+/// grace period. The host's mounts are untouched.
+pub fn hide_hierarchies() -> Result<(), CgroupV1Error> {
+    hide().map_err(CgroupV1Error::Hide)
+}
+
+fn hide() -> nix::Result<()> {
+    unshare(CloneFlags::CLONE_NEWNS)?;
+    // Slave, not private: the host's later mounts still reach us, our unmounts never reach it.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )?;
+    umount2(CGROUP_ROOT, MntFlags::MNT_DETACH)?;
+    mount(
+        Some("tmpfs"),
+        CGROUP_ROOT,
+        Some("tmpfs"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("size=4k,mode=555"),
+    )
+}
+
+/// Retries an rmdir that fails with EBUSY for a few ms (the last process of a cgroup may take
+/// a moment to leave it). True when the dir is gone.
+pub(super) fn remove_retrying(rmdir: impl Fn() -> std::io::Result<()>) -> bool {
+    for attempt in 0..5 {
+        match rmdir() {
+            Ok(()) => return true,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return true,
+            Err(err) if err.raw_os_error() == Some(libc::EBUSY) && attempt < 4 => {
+                std::thread::sleep(std::time::Duration::from_millis(2 << attempt));
+            }
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// The `oom_kill` count of a v1 `memory.oom_control` or a v2 `memory.events`.
+pub(super) fn oom_kills(text: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Where the v1 hierarchy holding `controller` is mounted, from `/proc/self/mountinfo`.
+fn mount_point(mountinfo: &str, controller: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        let mut after = after.split(' ');
+        if after.next()? != "cgroup" {
+            return None;
+        }
+        let super_options = after.nth(1)?;
+        // The super options are the access mode, then the controllers and flags.
+        if !super_options
+            .split(',')
+            .any(|o| o == controller && o != "rw" && o != "ro")
+        {
+            return None;
+        }
+        // Field 5 is the mount point, with spaces and the like octal-escaped.
+        Some(PathBuf::from(unescape(before.split(' ').nth(4)?)))
+    })
+}
+
+/// Our cgroup in the hierarchy holding `controller`, from `/proc/self/cgroup`.
+fn own_cgroup(proc_cgroup: &str, controller: &str) -> Option<String> {
+    proc_cgroup.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == controller)
+            .then(|| path.to_string())
+    })
+}
+
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4);
+        if bytes[i] == b'\\' && octal.is_some_and(|o| o.iter().all(|b| (b'0'..=b'7').contains(b))) {
+            let value = bytes[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+            out.push(value as u8);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn read(path: &str) -> Result<String, CgroupV1Error> {
+    std::fs::read_to_string(path).map_err(io_error(path))
+}
+
+fn open_dir(path: &Path) -> Result<OwnedFd, CgroupV1Error> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map(|fd| {
+        // SAFETY: `open` just returned this fd and nothing else owns it.
+        unsafe { FromRawFd::from_raw_fd(fd) }
+    })
+    .map_err(|errno| io_error(path)(errno.into()))
+}
+
+fn write_at(dir: &OwnedFd, dir_path: &Path, name: &str, value: &str) -> Result<(), CgroupV1Error> {
+    let path = || dir_path.join(name);
+    let fd = openat(
+        Some(dir.as_raw_fd()),
+        name,
+        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| io_error(path())(errno.into()))?;
+    // SAFETY: `openat` just returned this fd and nothing else owns it.
+    let mut file: File = unsafe { FromRawFd::from_raw_fd(fd) };
+    file.write_all(value.as_bytes()).map_err(io_error(path()))
+}
+
+fn read_at(dir: &OwnedFd, name: &str) -> Option<String> {
+    let fd = openat(
+        Some(dir.as_raw_fd()),
+        name,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    // SAFETY: `openat` just returned this fd and nothing else owns it.
+    let file: File = unsafe { FromRawFd::from_raw_fd(fd) };
+    std::io::read_to_string(file).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+43 42 254:0 / / rw,relatime - ext4 /dev/vda rw
+30 25 0:26 / /sys/fs/cgroup ro,nosuid,nodev,noexec - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
+35 30 0:31 / /sys/fs/cgroup/pids rw,nosuid,nodev,noexec,relatime - cgroup cgroup rw,pids
+36 30 0:32 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
+37 30 0:33 / /srv/my\\040cgroups/devices rw - cgroup cgroup rw,devices
+";
+
+    #[test]
+    fn finds_the_hierarchy_of_a_controller() {
+        assert_eq!(
+            mount_point(MOUNTINFO, "pids"),
+            Some(PathBuf::from("/sys/fs/cgroup/pids"))
+        );
+        assert_eq!(
+            mount_point(MOUNTINFO, "cpuacct"),
+            Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"))
+        );
+        assert_eq!(
+            mount_point(MOUNTINFO, "devices"),
+            Some(PathBuf::from("/srv/my cgroups/devices"))
+        );
+        assert_eq!(mount_point(MOUNTINFO, "memory"), None);
+        assert_eq!(mount_point(MOUNTINFO, "rw"), None, "options are not names");
+    }
+
+    #[test]
+    fn finds_our_own_cgroup() {
+        let text = "12:pids:/user.slice/x\n4:cpu,cpuacct:/\n1:name=systemd:/init.scope\n0::/init\n";
+        assert_eq!(own_cgroup(text, "pids").as_deref(), Some("/user.slice/x"));
+        assert_eq!(own_cgroup(text, "cpu").as_deref(), Some("/"));
+        assert_eq!(own_cgroup(text, "memory"), None);
+    }
+
+    #[test]
+    fn counts_oom_kills() {
+        assert_eq!(
+            oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
+            2
+        );
+        assert_eq!(oom_kills("low 0\nhigh 0\nmax 3\noom 1\noom_kill 0\n"), 0);
+        assert_eq!(oom_kills(""), 0);
+    }
+}
