@@ -248,8 +248,14 @@ fsinfo() {
   fi
   printf '%s (%s%s)' "$path" "$type" "$journal"
 }
+# Where fissile-oci keeps container state as root (src/sandbox/state.rs): /run when it is a
+# tmpfs, else a private dir in /dev/shm.
+default_runtime_root() {
+  if [[ $(stat -f -c %T /run 2>/dev/null) == tmpfs ]]; then echo /run/fissile-oci/sandbox
+  else echo /dev/shm/fissile-oci-0/sandbox; fi
+}
 FS_WORK=$(fsinfo "$D")
-FS_RUNTIME=$(fsinfo /run/fissile-oci/sandbox)
+FS_RUNTIME=$(fsinfo "$(default_runtime_root)")
 
 # --- report ----------------------------------------------------------------------------------
 echo

@@ -257,6 +257,12 @@ fsinfo() {
   fi
   printf '%s (%s%s)' "$path" "$type" "$journal"
 }
+# Where fissile-oci keeps container state as root (src/sandbox/state.rs): /run when it is a
+# tmpfs, else a private dir in /dev/shm.
+default_runtime_root() {
+  if [[ $(stat -f -c %T /run 2>/dev/null) == tmpfs ]]; then echo /run/fissile-oci/sandbox
+  else echo /dev/shm/fissile-oci-0/sandbox; fi
+}
 
 # --- report ----------------------------------------------------------------------------------
 echo
@@ -320,7 +326,7 @@ fi
 
 echo
 echo "bench dir:    $(fsinfo "$D")"
-echo "runtime root: $(fsinfo /run/fissile-oci/sandbox)"
+echo "runtime root: $(fsinfo "$(default_runtime_root)")"
 echo "nproc: $NPROC    load average start: $LOAD_START    end: $LOAD_END"
 python3 - "$NPROC" "$LOAD_START" "$LOAD_END" <<'EOF'
 import sys
