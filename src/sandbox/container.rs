@@ -16,6 +16,7 @@ use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
 use oci_spec::runtime::Spec;
 
 use super::cgroup_v1::{self, ContainerCgroups};
+use super::seccomp::Filter;
 use super::state::RuntimeDirs;
 use super::types::{Input, Output, SandboxSpec};
 
@@ -82,15 +83,17 @@ fn annotate(err: std::io::Error, path: &Path) -> std::io::Error {
     std::io::Error::new(err.kind(), format!("{}: {err}", path.display()))
 }
 
-/// Creates the container from the bundle (its init waits for `start`).
+/// Creates the container from the bundle (its init waits for `start`); `seccomp` is installed
+/// by its init right before the command.
 pub fn build(
     id: &str,
     dirs: &RuntimeDirs,
     bundle: &Path,
     stdio: Stdio,
+    seccomp: Filter,
 ) -> Result<Container, LibcontainerError> {
     ContainerBuilder::new(id.to_string(), SyscallType::default())
-        .with_executor(SandboxExecutor)
+        .with_executor(SandboxExecutor { seccomp })
         .with_root_path(dirs.state_root())?
         .validate_id()?
         .with_stdin(stdio.stdin)
@@ -211,10 +214,13 @@ pub fn oom_killed(id: &str) -> bool {
 /// Runs in the container's init process after libcontainer has set it up, in place of the
 /// default executor: restores the signal state the helper changed (blocked stop signals, Rust's
 /// ignored SIGPIPE) so the command starts as from a shell, asks for SIGKILL when the helper dies,
-/// and reports a command that cannot be executed with a shell's codes (127 not found, 126 not
-/// executable) instead of failing the container setup.
+/// installs the seccomp filter (see `seccomp`), and reports a command that cannot be executed
+/// with a shell's codes (127 not found, 126 not executable) instead of failing the container
+/// setup.
 #[derive(Clone)]
-struct SandboxExecutor;
+struct SandboxExecutor {
+    seccomp: Filter,
+}
 
 impl Executor for SandboxExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
@@ -233,6 +239,17 @@ impl Executor for SandboxExecutor {
         }
         let _ =
             nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+
+        // Last, so that nothing of ours runs under the filter but `execvp`. `no_new_privs` is
+        // set by libcontainer already; setting it again makes the unprivileged load certain.
+        let installed = nix::sys::prctl::set_no_new_privs()
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.seccomp.install());
+        if let Err(err) = installed {
+            eprintln!("fissile-oci: cannot install the seccomp filter: {err}");
+            // SAFETY: ending the init process before the command could run unfiltered.
+            unsafe { libc::_exit(125) }
+        }
 
         let c_args: Vec<std::ffi::CString> = args
             .iter()

@@ -28,6 +28,8 @@ use super::netns;
 use super::process::{self, WaitEnd};
 use super::rootfs;
 use super::runtime_spec::{build_runtime_spec, inherit_network_namespace};
+use super::seccomp;
+use super::security;
 use super::state::{self, Claim, RuntimeDirs};
 use super::types::{ExitStatus, Network, Outcome, RootfsSpec, SandboxSpec};
 use super::userns;
@@ -247,6 +249,10 @@ fn run_container(
         Ok(stdio) => stdio,
         Err(err) => return failed(Some(id), "opening stdio", err),
     };
+    let filter = match seccomp::load_or_compile(&security::seccomp_profile(), dirs.root()) {
+        Ok(filter) => filter,
+        Err(err) => return failed(Some(id), "compiling the seccomp filter", chain(&err)),
+    };
     // On cgroup v1 the container's processes start in cgroups the helper made and entered
     // (see `cgroup_v1`); they are dropped, and so removed, after the container on every path.
     let mut cgroups = None;
@@ -263,7 +269,7 @@ fn run_container(
     }
     timing("cgroups entered");
     let started = Instant::now();
-    let built = container::build(id, dirs, &claim.bundle, stdio);
+    let built = container::build(id, dirs, &claim.bundle, stdio, filter);
     timing("built");
     let mut container = match built {
         Ok(c) => c,

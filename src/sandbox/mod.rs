@@ -3,7 +3,7 @@
 //!
 //! - [`types`]: the [`SandboxSpec`] (what to run, where, with which limits) and [`Outcome`].
 //! - [`runtime_spec`]: the pure function to an OCI runtime spec, with [`mounts`], [`security`]
-//!   (capabilities, masked paths, seccomp) and [`rootfs`] (the overlay, mounted inside the
+//!   (capabilities, masked paths, the seccomp profile, which [`seccomp`] compiles) and [`rootfs`] (the overlay, mounted inside the
 //!   container); [`host`] holds the host facts it depends on.
 //! - [`runner`]: [`LibcontainerSandbox`], the caller's side, safe from any thread; it starts
 //!   [`helper`], a single-threaded process per container (`fissile-oci __sandbox-helper`), which
@@ -25,6 +25,7 @@ pub mod process;
 pub mod rootfs;
 pub mod runner;
 pub mod runtime_spec;
+pub mod seccomp;
 pub mod security;
 pub mod state;
 pub mod types;

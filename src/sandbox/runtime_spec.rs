@@ -106,7 +106,6 @@ pub fn build_runtime_spec(
         .cgroups_path(cgroups_path(container_id))
         .masked_paths(strings(&security::MASKED_PATHS))
         .readonly_paths(strings(&security::READONLY_PATHS))
-        .seccomp(security::seccomp_profile())
         .build()?;
     linux.set_resources(match host.cgroups {
         CgroupSupport::V2 => Some(resources(spec)?),

@@ -125,6 +125,10 @@ impl RuntimeDirs {
         Ok(dirs)
     }
 
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// libcontainer's root path: one `<id>/` dir per container.
     pub fn state_root(&self) -> PathBuf {
         self.root.join("state")
