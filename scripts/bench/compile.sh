@@ -240,8 +240,8 @@ LOAD_END=$(loadavg)
 fsinfo() {
   local path=$1 type src dev journal=""
   while [[ ! -e $path ]]; do path=$(dirname "$path"); done
-  type=$(findmnt -n -o FSTYPE -T "$path" 2>/dev/null || stat -f -c %T "$path")
-  src=$(findmnt -n -o SOURCE -T "$path" 2>/dev/null || true)
+  type=$(findmnt -n -f -o FSTYPE -T "$path" 2>/dev/null || stat -f -c %T "$path")
+  src=$(findmnt -n -f -o SOURCE -T "$path" 2>/dev/null || true)
   dev=$(basename "$src")
   if [[ $type == ext4 && -r /sys/fs/ext4/$dev/journal_task ]]; then
     [[ $(cat "/sys/fs/ext4/$dev/journal_task") == "<none>" ]] && journal=", NO journal" || journal=", journaled"
