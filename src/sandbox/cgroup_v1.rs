@@ -176,9 +176,7 @@ impl ContainerCgroups {
                 }
                 "devices" => {
                     write_at(&h.dir, &h.path, "devices.deny", "a")?;
-                    for rule in ALLOWED_DEVICES {
-                        write_at(&h.dir, &h.path, "devices.allow", rule)?;
-                    }
+                    write_each_at(&h.dir, &h.path, "devices.allow", &ALLOWED_DEVICES)?;
                 }
                 "memory" => {
                     if let Some(limit) = spec.memory_limit {
@@ -365,6 +363,17 @@ fn open_dir(path: &Path) -> Result<OwnedFd, CgroupV1Error> {
 }
 
 fn write_at(dir: &OwnedFd, dir_path: &Path, name: &str, value: &str) -> Result<(), CgroupV1Error> {
+    write_each_at(dir, dir_path, name, &[value])
+}
+
+/// Writes each value with a `write` of its own to one open file: cgroup files take one value
+/// (one device rule) per write.
+fn write_each_at(
+    dir: &OwnedFd,
+    dir_path: &Path,
+    name: &str,
+    values: &[&str],
+) -> Result<(), CgroupV1Error> {
     let path = || dir_path.join(name);
     let fd = openat(
         Some(dir.as_raw_fd()),
@@ -375,7 +384,10 @@ fn write_at(dir: &OwnedFd, dir_path: &Path, name: &str, value: &str) -> Result<(
     .map_err(|errno| io_error(path())(errno.into()))?;
     // SAFETY: `openat` just returned this fd and nothing else owns it.
     let mut file: File = unsafe { FromRawFd::from_raw_fd(fd) };
-    file.write_all(value.as_bytes()).map_err(io_error(path()))
+    for value in values {
+        file.write_all(value.as_bytes()).map_err(io_error(path()))?;
+    }
+    Ok(())
 }
 
 fn read_at(dir: &OwnedFd, name: &str) -> Option<String> {
