@@ -4,8 +4,8 @@
 //! Why: libcgroups moves the container's intermediate process into its cgroups by writing a pid
 //! to `cgroup.procs`. On v1 that takes the kernel's global `cgroup_threadgroup_rwsem` for
 //! writing, which waits for a full RCU grace period whenever no other migration happened in the
-//! last one: 4-16 ms on this VM, in about a third of back-to-back runs and in nearly every run
-//! of a compile, against a few ms for the whole sandbox (see `scripts/bench/sandbox.sh`). A
+//! last one: 4-16 ms on this VM, in about a third of back-to-back runs and in most runs spaced
+//! further apart (as a compile's are), against a few ms for the whole sandbox. A
 //! *thread* moving *itself* (`0` written to `tasks`) skips that lock. The helper is
 //! single-threaded and one per container, so it creates the cgroups, moves itself in, lets
 //! libcontainer fork the container from there (children inherit cgroups), moves back out, and
@@ -85,6 +85,7 @@ struct Hierarchy {
     parent: OwnedFd,
     /// The `tasks` file of the cgroup the helper came from, to move back to.
     home_tasks: File,
+    home_tasks_path: PathBuf,
 }
 
 /// A container's cgroups, created before the container and removed after it.
@@ -139,6 +140,7 @@ impl ContainerCgroups {
                 dir,
                 parent,
                 home_tasks,
+                home_tasks_path,
             });
         }
         Ok(cgroups)
@@ -159,7 +161,7 @@ impl ContainerCgroups {
         for h in &self.hierarchies {
             (&h.home_tasks)
                 .write_all(b"0")
-                .map_err(io_error(h.path.join("../..").join("tasks")))?;
+                .map_err(io_error(&h.home_tasks_path))?;
         }
         Ok(())
     }

@@ -41,12 +41,6 @@ pub struct HostContext {
 /// Most ids mapped from a subordinate range: uid 1..=65535 inside, as a distro rootfs needs.
 const MAX_SUBORDINATE_IDS: u32 = 65535;
 
-impl CgroupSupport {
-    pub fn is_usable(&self) -> bool {
-        !matches!(self, CgroupSupport::Unavailable { .. })
-    }
-}
-
 impl HostContext {
     /// Looks at the running process and the host.
     pub fn detect() -> HostContext {
