@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
+mod common_debian;
+
 use fissile_oci::oci::{image, OciStore};
 
 fn fissile(work: &Path) -> Command {
@@ -286,13 +288,11 @@ fn debian_compilation_base_compiles_with_gcc() {
     if !sandboxes_work() {
         return;
     }
-    if std::env::var_os("FISSILE_OCI_SKIP_DEBIAN").is_some() {
-        eprintln!("skipped: FISSILE_OCI_SKIP_DEBIAN is set");
+    // The base is bootstrapped here once per target dir, and reused by the other Debian tests
+    // through `compile`'s default base.
+    let Some(w) = common_debian::debian_work_dir() else {
         return;
-    }
-    // Shared with the Debian compile test (the work-dir lock serialises them): the base is
-    // bootstrapped once per target dir, and reused by `compile`'s default base.
-    let w = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-work");
+    };
     let started = std::time::Instant::now();
     let name = ok(fissile(&w).args(["base", "build", "--from", "debian:bookworm"]))
         .trim()

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common_debian;
+
 fn fissile(work: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fissile-oci"));
     cmd.arg("--work-dir").arg(work);
@@ -516,12 +518,9 @@ fn the_example_release_compiles_with_gcc_on_the_debian_base() {
     if !root_or_skip() {
         return;
     }
-    if std::env::var_os("FISSILE_OCI_SKIP_DEBIAN").is_some() {
-        eprintln!("skipped: FISSILE_OCI_SKIP_DEBIAN is set");
+    let Some(work) = common_debian::debian_work_dir() else {
         return;
-    }
-    // Shared with other Debian tests through the lock: the base is built once per target dir.
-    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("debian-work");
+    };
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello-release");
     let s = work.join("summary.json");
     ok(fissile(&work)

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+mod common_debian;
+
 /// Release package -> the shared libraries it installs (sonames other packages link).
 const LIBRARIES: &[(&str, &[&str])] = &[
     ("zlib", &["libz.so.1"]),
@@ -134,15 +136,11 @@ fn the_real_world_release_compiles_and_its_programs_run_against_their_dependenci
     if !root_or_skip() {
         return;
     }
-    if std::env::var_os("FISSILE_OCI_SKIP_DEBIAN").is_some() {
-        eprintln!("skipped: FISSILE_OCI_SKIP_DEBIAN is set");
+    let Some(work) = common_debian::debian_work_dir() else {
         return;
-    }
+    };
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let release = tmp.join("real-release");
-    // Shared with the other Debian tests (the work-dir lock serialises them): the base is
-    // bootstrapped once per target dir.
-    let work = tmp.join("debian-work");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/real-release.sh");
 
     // Generated twice: the second run changes nothing (same fingerprints).
