@@ -10,7 +10,7 @@
 //! single-threaded and one per container, so it creates the cgroups, moves itself in, lets
 //! libcontainer fork the container from there (children inherit cgroups), moves back out, and
 //! writes the limits before the container starts. libcgroups is shown a `/sys/fs/cgroup` with
-//! no hierarchy in the helper's private mount namespace ([`hide_hierarchies`]), so its manager
+//! no hierarchy in the helper's private mount namespace ([`ContainerCgroups::hide_hierarchies`]), so its manager
 //! has nothing to do; libcgroups also re-parses the mount table once per known controller,
 //! which this skips as well.
 //!
@@ -80,7 +80,8 @@ struct Hierarchy {
     controller: &'static str,
     /// The container's cgroup dir, e.g. `/sys/fs/cgroup/pids/fissile-oci/<id>`.
     path: PathBuf,
-    /// Held open: after [`hide_hierarchies`] the paths no longer resolve in the helper.
+    /// Held open: after [`ContainerCgroups::hide_hierarchies`] the paths no longer resolve in
+    /// the helper.
     dir: OwnedFd,
     parent: OwnedFd,
     /// The `tasks` file of the cgroup the helper came from, to move back to.
@@ -92,6 +93,8 @@ struct Hierarchy {
 pub struct ContainerCgroups {
     id: String,
     hierarchies: Vec<Hierarchy>,
+    /// The cgroup mounts that detaching `/sys/fs/cgroup` does not take along, in mount order.
+    mounted_elsewhere: Vec<PathBuf>,
     removed: bool,
 }
 
@@ -107,6 +110,7 @@ impl ContainerCgroups {
         let mut cgroups = ContainerCgroups {
             id: id.to_string(),
             hierarchies: Vec::new(),
+            mounted_elsewhere: mounted_elsewhere(&mountinfo),
             removed: false,
         };
         for controller in controllers {
@@ -206,6 +210,45 @@ impl ContainerCgroups {
         Ok(())
     }
 
+    /// Moves the calling (single-threaded) process to a private mount namespace whose
+    /// `/sys/fs/cgroup` is an empty read-only tmpfs, so libcontainer's cgroup manager finds no
+    /// hierarchy to manage. Usually one detach of the whole tree: each unmount waits for an
+    /// expedited RCU grace period. The host's mounts are untouched.
+    pub fn hide_hierarchies(&self) -> Result<(), CgroupV1Error> {
+        self.hide().map_err(CgroupV1Error::Hide)
+    }
+
+    fn hide(&self) -> nix::Result<()> {
+        unshare(CloneFlags::CLONE_NEWNS)?;
+        // Slave, not private: the host's later mounts still reach us, our unmounts never reach
+        // it.
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_SLAVE,
+            None::<&str>,
+        )?;
+        match umount2(CGROUP_ROOT, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::Error::EINVAL) => {}
+            Err(err) => return Err(err),
+        }
+        // libcgroups would find a hierarchy mounted anywhere and put the container there too.
+        for mount_point in self.mounted_elsewhere.iter().rev() {
+            match umount2(mount_point, MntFlags::MNT_DETACH) {
+                Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        mount(
+            Some("tmpfs"),
+            CGROUP_ROOT,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("size=4k,mode=555"),
+        )
+    }
+
     /// Whether the kernel OOM-killed something in the container's memory cgroup.
     pub fn oom_killed(&self) -> bool {
         self.hierarchies
@@ -240,34 +283,6 @@ impl Drop for ContainerCgroups {
             self.remove();
         }
     }
-}
-
-/// Moves the calling (single-threaded) process to a private mount namespace whose
-/// `/sys/fs/cgroup` is an empty read-only tmpfs, so libcontainer's cgroup manager finds no
-/// hierarchy to manage. One detach of the whole tree: each unmount waits for an expedited RCU
-/// grace period. The host's mounts are untouched.
-pub fn hide_hierarchies() -> Result<(), CgroupV1Error> {
-    hide().map_err(CgroupV1Error::Hide)
-}
-
-fn hide() -> nix::Result<()> {
-    unshare(CloneFlags::CLONE_NEWNS)?;
-    // Slave, not private: the host's later mounts still reach us, our unmounts never reach it.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None::<&str>,
-    )?;
-    umount2(CGROUP_ROOT, MntFlags::MNT_DETACH)?;
-    mount(
-        Some("tmpfs"),
-        CGROUP_ROOT,
-        Some("tmpfs"),
-        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("size=4k,mode=555"),
-    )
 }
 
 /// Retries an rmdir that fails with EBUSY for a few ms (the last process of a cgroup may take
@@ -313,6 +328,35 @@ fn mount_point(mountinfo: &str, controller: &str) -> Option<PathBuf> {
         // Field 5 is the mount point, with spaces and the like octal-escaped.
         Some(PathBuf::from(unescape(before.split(' ').nth(4)?)))
     })
+}
+
+/// Every cgroup (v1 or v2) mount point in a mount table, in mount order.
+fn cgroup_mount_points(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            if !matches!(after.split(' ').next()?, "cgroup" | "cgroup2") {
+                return None;
+            }
+            Some(PathBuf::from(unescape(before.split(' ').nth(4)?)))
+        })
+        .collect()
+}
+
+/// The cgroup mounts outside the tree that detaching `/sys/fs/cgroup` takes along: none on a
+/// usual host, every one of them where `/sys/fs/cgroup` is no mount point of its own.
+fn mounted_elsewhere(mountinfo: &str) -> Vec<PathBuf> {
+    let root = Path::new(CGROUP_ROOT);
+    let root_is_a_mount = mountinfo.lines().any(|line| {
+        line.split(' ')
+            .nth(4)
+            .is_some_and(|m| Path::new(&unescape(m)) == root)
+    });
+    cgroup_mount_points(mountinfo)
+        .into_iter()
+        .filter(|m| !(root_is_a_mount && m.starts_with(root)))
+        .collect()
 }
 
 /// Our cgroup in the hierarchy holding `controller`, from `/proc/self/cgroup`.
@@ -434,6 +478,35 @@ mod tests {
         );
         assert_eq!(mount_point(MOUNTINFO, "memory"), None);
         assert_eq!(mount_point(MOUNTINFO, "rw"), None, "options are not names");
+    }
+
+    #[test]
+    fn lists_every_cgroup_mount() {
+        assert_eq!(
+            cgroup_mount_points(MOUNTINFO),
+            [
+                "/sys/fs/cgroup/unified",
+                "/sys/fs/cgroup/pids",
+                "/sys/fs/cgroup/cpu,cpuacct",
+                "/srv/my cgroups/devices"
+            ]
+            .map(PathBuf::from)
+        );
+    }
+
+    #[test]
+    fn only_hierarchies_outside_a_mounted_cgroup_root_need_their_own_detach() {
+        assert_eq!(
+            mounted_elsewhere(MOUNTINFO),
+            [PathBuf::from("/srv/my cgroups/devices")]
+        );
+        // No tmpfs on /sys/fs/cgroup: every hierarchy is a mount of its own.
+        let bare: String = MOUNTINFO
+            .lines()
+            .filter(|l| !l.contains(" /sys/fs/cgroup ro,"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(mounted_elsewhere(&bare).len(), 4);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::cgroup_v1::{self, ContainerCgroups};
+use super::cgroup_v1::ContainerCgroups;
 use super::container::{self, Stdio};
 use super::error::SandboxError;
 use super::host::{CgroupSupport, HostContext};
@@ -258,7 +258,7 @@ fn run_container(
     let mut cgroups = None;
     if own_cgroups {
         let entered = ContainerCgroups::create(id, spec).and_then(|cg| {
-            cgroup_v1::hide_hierarchies()?;
+            cg.hide_hierarchies()?;
             cg.enter()?;
             Ok(cg)
         });
