@@ -77,7 +77,8 @@ fn io_error(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> CgroupV1
 
 /// One hierarchy's part of a container's cgroups.
 struct Hierarchy {
-    controller: &'static str,
+    /// The controllers of ours it holds: usually one, more where they are co-mounted.
+    controllers: Vec<&'static str>,
     /// The container's cgroup dir, e.g. `/sys/fs/cgroup/pids/fissile-oci/<id>`.
     path: PathBuf,
     /// Held open: after [`ContainerCgroups::hide_hierarchies`] the paths no longer resolve in
@@ -116,20 +117,24 @@ impl ContainerCgroups {
         for controller in controllers {
             let mount_point = mount_point(&mountinfo, controller)
                 .ok_or(CgroupV1Error::NotMounted { controller })?;
+            let parent_path = mount_point.join(PARENT);
+            let path = parent_path.join(id);
+            if let Some(h) = cgroups.hierarchies.iter_mut().find(|h| h.path == path) {
+                h.controllers.push(controller);
+                continue;
+            }
             let home = own_cgroup(&own, controller).unwrap_or_else(|| "/".into());
             let home_tasks_path = mount_point.join(home.trim_start_matches('/')).join("tasks");
             let home_tasks = File::options()
                 .write(true)
                 .open(&home_tasks_path)
                 .map_err(io_error(&home_tasks_path))?;
-            let parent_path = mount_point.join(PARENT);
             match std::fs::create_dir(&parent_path) {
                 Ok(()) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(err) => return Err(io_error(&parent_path)(err)),
             }
             let parent = open_dir(&parent_path)?;
-            let path = parent_path.join(id);
             std::fs::create_dir(&path).map_err(io_error(&path))?;
             let dir = match open_dir(&path) {
                 Ok(dir) => dir,
@@ -139,7 +144,7 @@ impl ContainerCgroups {
                 }
             };
             cgroups.hierarchies.push(Hierarchy {
-                controller,
+                controllers: vec![controller],
                 path,
                 dir,
                 parent,
@@ -174,38 +179,45 @@ impl ContainerCgroups {
     /// where swap is accounted). Called before the container's command starts.
     pub fn limit(&self, spec: &SandboxSpec) -> Result<(), CgroupV1Error> {
         for h in &self.hierarchies {
-            match h.controller {
-                "pids" => {
-                    if let Some(limit) = spec.pids_limit {
-                        write_at(&h.dir, &h.path, "pids.max", &limit.to_string())?;
-                    }
-                }
-                "devices" => {
-                    write_at(&h.dir, &h.path, "devices.deny", "a")?;
-                    write_each_at(&h.dir, &h.path, "devices.allow", &ALLOWED_DEVICES)?;
-                }
-                "memory" => {
-                    if let Some(limit) = spec.memory_limit {
-                        let value = limit.to_string();
-                        write_at(&h.dir, &h.path, "memory.limit_in_bytes", &value).map_err(
-                            |err| match err {
-                                CgroupV1Error::Io { ref source, .. }
-                                    if source.raw_os_error() == Some(libc::EBUSY) =>
-                                {
-                                    CgroupV1Error::MemoryTooLow { limit }
-                                }
-                                other => other,
-                            },
-                        )?;
-                        match write_at(&h.dir, &h.path, "memory.memsw.limit_in_bytes", &value) {
-                            Err(CgroupV1Error::Io { source, .. })
-                                if source.kind() == std::io::ErrorKind::NotFound => {}
-                            other => other?,
-                        }
-                    }
-                }
-                _ => {}
+            for controller in &h.controllers {
+                Self::limit_one(h, controller, spec)?;
             }
+        }
+        Ok(())
+    }
+
+    fn limit_one(h: &Hierarchy, controller: &str, spec: &SandboxSpec) -> Result<(), CgroupV1Error> {
+        match controller {
+            "pids" => {
+                if let Some(limit) = spec.pids_limit {
+                    write_at(&h.dir, &h.path, "pids.max", &limit.to_string())?;
+                }
+            }
+            "devices" => {
+                write_at(&h.dir, &h.path, "devices.deny", "a")?;
+                write_each_at(&h.dir, &h.path, "devices.allow", &ALLOWED_DEVICES)?;
+            }
+            "memory" => {
+                if let Some(limit) = spec.memory_limit {
+                    let value = limit.to_string();
+                    write_at(&h.dir, &h.path, "memory.limit_in_bytes", &value).map_err(|err| {
+                        match err {
+                            CgroupV1Error::Io { ref source, .. }
+                                if source.raw_os_error() == Some(libc::EBUSY) =>
+                            {
+                                CgroupV1Error::MemoryTooLow { limit }
+                            }
+                            other => other,
+                        }
+                    })?;
+                    match write_at(&h.dir, &h.path, "memory.memsw.limit_in_bytes", &value) {
+                        Err(CgroupV1Error::Io { source, .. })
+                            if source.kind() == std::io::ErrorKind::NotFound => {}
+                        other => other?,
+                    }
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -253,7 +265,7 @@ impl ContainerCgroups {
     pub fn oom_killed(&self) -> bool {
         self.hierarchies
             .iter()
-            .filter(|h| h.controller == "memory")
+            .filter(|h| h.controllers.contains(&"memory"))
             .any(|h| read_at(&h.dir, "memory.oom_control").is_some_and(|text| oom_kills(&text) > 0))
     }
 
