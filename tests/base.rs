@@ -5,33 +5,21 @@
 use std::path::Path;
 use std::process::Command;
 
+mod common_cli;
 mod common_debian;
 
+use common_cli::{fissile, succeed};
 use fissile_oci::oci::{image, OciStore};
 
-fn fissile(work: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fissile-oci"));
-    cmd.arg("--work-dir").arg(work);
-    cmd
-}
-
+/// Runs `cmd`, asserting success; returns stdout.
 fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(succeed(cmd).stdout).unwrap()
 }
 
 fn sandboxes_work() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!("skipped: building compilation bases here runs the sandbox as root; the sandbox tests cover rootless mode");
-    false
+    common_cli::root_or_skip(
+        "building compilation bases here runs the sandbox as root; the sandbox tests cover rootless mode",
+    )
 }
 
 fn base_digest(work: &Path, name: &str) -> String {

@@ -4,38 +4,24 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common_cli;
 mod common_debian;
 
-fn fissile(work: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fissile-oci"));
-    cmd.arg("--work-dir").arg(work);
-    cmd
-}
+use common_cli::{fissile, succeed};
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap()
 }
 
+/// Runs `cmd`, asserting success; returns stderr (where the CLI reports progress).
 fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({:?}):\n{}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    String::from_utf8_lossy(&succeed(cmd).stderr).into_owned()
 }
 
 fn root_or_skip() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!(
-        "skipped: compile tests run sandboxes as root here; the sandbox suite covers rootless mode"
-    );
-    false
+    common_cli::root_or_skip(
+        "compile tests run sandboxes as root here; the sandbox suite covers rootless mode",
+    )
 }
 
 /// A source-directory release: (name, deps, packaging script, extra src files).

@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+mod common_cli;
 mod common_debian;
+
+use common_cli::{fissile, succeed};
 
 /// Release package -> the shared libraries it installs (sonames other packages link).
 const LIBRARIES: &[(&str, &[&str])] = &[
@@ -24,33 +27,15 @@ const LIBRARIES: &[(&str, &[&str])] = &[
     ("libarchive", &["libarchive.so.13"]),
 ];
 
-fn fissile(work: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fissile-oci"));
-    cmd.arg("--work-dir").arg(work).stdin(Stdio::null());
-    cmd
-}
-
 /// Runs `cmd`, asserting success; returns stdout.
 fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({:?}):\n{}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&succeed(cmd).stdout).into_owned()
 }
 
 fn root_or_skip() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!(
-        "skipped: the real release needs root (apt-get source, and compile sandboxes as root); the sandbox suite covers rootless mode"
-    );
-    false
+    common_cli::root_or_skip(
+        "the real release needs root (apt-get source, and compile sandboxes as root); the sandbox suite covers rootless mode",
+    )
 }
 
 /// The compiled packages and what mounts them where bosh would.
