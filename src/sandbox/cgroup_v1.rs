@@ -321,38 +321,46 @@ pub(super) fn oom_kills(text: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Where the v1 hierarchy holding `controller` is mounted, from `/proc/self/mountinfo`.
-fn mount_point(mountinfo: &str, controller: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
+/// One line of `/proc/self/mountinfo`: the fields this module reads.
+struct MountLine<'a> {
+    /// Field 5, with spaces and the like octal-escaped by the kernel, unescaped.
+    mount_point: PathBuf,
+    fs_type: &'a str,
+    /// The access mode, then (for cgroup v1) the controllers and flags.
+    super_options: &'a str,
+}
+
+fn mount_lines(mountinfo: &str) -> impl Iterator<Item = MountLine<'_>> {
+    mountinfo.lines().filter_map(|line| {
         let (before, after) = line.split_once(" - ")?;
         let mut after = after.split(' ');
-        if after.next()? != "cgroup" {
-            return None;
-        }
-        let super_options = after.nth(1)?;
-        // The super options are the access mode, then the controllers and flags.
-        if !super_options
-            .split(',')
-            .any(|o| o == controller && o != "rw" && o != "ro")
-        {
-            return None;
-        }
-        // Field 5 is the mount point, with spaces and the like octal-escaped.
-        Some(PathBuf::from(unescape(before.split(' ').nth(4)?)))
+        let fs_type = after.next()?;
+        let super_options = after.nth(1).unwrap_or("");
+        Some(MountLine {
+            mount_point: PathBuf::from(unescape(before.split(' ').nth(4)?)),
+            fs_type,
+            super_options,
+        })
     })
+}
+
+/// Where the v1 hierarchy holding `controller` is mounted, from `/proc/self/mountinfo`.
+fn mount_point(mountinfo: &str, controller: &str) -> Option<PathBuf> {
+    mount_lines(mountinfo)
+        .find(|m| {
+            m.fs_type == "cgroup"
+                && m.super_options
+                    .split(',')
+                    .any(|o| o == controller && o != "rw" && o != "ro")
+        })
+        .map(|m| m.mount_point)
 }
 
 /// Every cgroup (v1 or v2) mount point in a mount table, in mount order.
 fn cgroup_mount_points(mountinfo: &str) -> Vec<PathBuf> {
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (before, after) = line.split_once(" - ")?;
-            if !matches!(after.split(' ').next()?, "cgroup" | "cgroup2") {
-                return None;
-            }
-            Some(PathBuf::from(unescape(before.split(' ').nth(4)?)))
-        })
+    mount_lines(mountinfo)
+        .filter(|m| matches!(m.fs_type, "cgroup" | "cgroup2"))
+        .map(|m| m.mount_point)
         .collect()
 }
 
@@ -360,11 +368,7 @@ fn cgroup_mount_points(mountinfo: &str) -> Vec<PathBuf> {
 /// usual host, every one of them where `/sys/fs/cgroup` is no mount point of its own.
 fn mounted_elsewhere(mountinfo: &str) -> Vec<PathBuf> {
     let root = Path::new(CGROUP_ROOT);
-    let root_is_a_mount = mountinfo.lines().any(|line| {
-        line.split(' ')
-            .nth(4)
-            .is_some_and(|m| Path::new(&unescape(m)) == root)
-    });
+    let root_is_a_mount = mount_lines(mountinfo).any(|m| m.mount_point == root);
     cgroup_mount_points(mountinfo)
         .into_iter()
         .filter(|m| !(root_is_a_mount && m.starts_with(root)))
