@@ -45,6 +45,8 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=scripts/bench/fs.sh
+source "$SCRIPT_DIR/fs.sh"
 ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
 GEN="$SCRIPT_DIR/gen_packages.py"
 
@@ -237,23 +239,6 @@ LOAD_END=$(loadavg)
 
 # File systems of the work dir and of the sandbox runtime root (scratch dirs, overlay upper/work
 # and container state churn many inodes per package, so the file system matters).
-fsinfo() {
-  local path=$1 type src dev journal=""
-  while [[ ! -e $path ]]; do path=$(dirname "$path"); done
-  type=$(findmnt -n -f -o FSTYPE -T "$path" 2>/dev/null || stat -f -c %T "$path")
-  src=$(findmnt -n -f -o SOURCE -T "$path" 2>/dev/null || true)
-  dev=$(basename "$src")
-  if [[ $type == ext4 && -r /sys/fs/ext4/$dev/journal_task ]]; then
-    [[ $(cat "/sys/fs/ext4/$dev/journal_task") == "<none>" ]] && journal=", NO journal" || journal=", journaled"
-  fi
-  printf '%s (%s%s)' "$path" "$type" "$journal"
-}
-# Where fissile-oci keeps container state as root (src/sandbox/state.rs): /run when it is a
-# tmpfs, else a private dir in /dev/shm.
-default_runtime_root() {
-  if [[ $(stat -f -c %T /run 2>/dev/null) == tmpfs ]]; then echo /run/fissile-oci/sandbox
-  else echo /dev/shm/fissile-oci-0/sandbox; fi
-}
 FS_WORK=$(fsinfo "$D")
 FS_RUNTIME=$(fsinfo "$(default_runtime_root)")
 

@@ -94,6 +94,8 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=scripts/bench/fs.sh
+source "$SCRIPT_DIR/fs.sh"
 ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
 PY="$SCRIPT_DIR/peers.py"
 RUNNER="$SCRIPT_DIR/peers_run.sh"
@@ -519,16 +521,6 @@ python3 "$PY" crosscheck --results "$RES" >&2
 LOAD_END=$(loadavg)
 
 # --- report ------------------------------------------------------------------------------------
-fsinfo() {
-  local path=$1 type src dev journal=""
-  type=$(findmnt -n -o FSTYPE -T "$path" 2>/dev/null || stat -f -c %T "$path")
-  src=$(findmnt -n -o SOURCE -T "$path" 2>/dev/null || true)
-  dev=$(basename "$src")
-  if [[ $type == ext4 && -r /sys/fs/ext4/$dev/journal_task ]]; then
-    [[ $(cat "/sys/fs/ext4/$dev/journal_task") == "<none>" ]] && journal=", NO journal" || journal=", journaled"
-  fi
-  printf '%s (%s%s)' "$path" "$type" "$journal"
-}
 version_of() { "$@" 2>/dev/null | head -n 1 || echo "?"; }
 report_args=(--results "$RES" --jobs "$JOBS")
 [[ -n $REAL ]] && report_args+=(--plan "$D/stage/real.plan.json")

@@ -1,0 +1,23 @@
+# Sourced by the bench scripts: what the file systems they measure on are.
+# shellcheck shell=bash
+
+# "PATH (TYPE[, journaled|, NO journal])" for the file system holding PATH (or its nearest
+# existing parent). Of stacked mounts, the first is reported.
+fsinfo() {
+  local path=$1 type src dev journal=""
+  while [[ ! -e $path ]]; do path=$(dirname "$path"); done
+  type=$(findmnt -n -f -o FSTYPE -T "$path" 2>/dev/null || stat -f -c %T "$path")
+  src=$(findmnt -n -f -o SOURCE -T "$path" 2>/dev/null || true)
+  dev=$(basename "$src")
+  if [[ $type == ext4 && -r /sys/fs/ext4/$dev/journal_task ]]; then
+    [[ $(cat "/sys/fs/ext4/$dev/journal_task") == "<none>" ]] && journal=", NO journal" || journal=", journaled"
+  fi
+  printf '%s (%s%s)' "$path" "$type" "$journal"
+}
+
+# Where fissile-oci keeps container state as root (src/sandbox/state.rs): /run when it is a
+# tmpfs, else a private dir in /dev/shm.
+default_runtime_root() {
+  if [[ $(stat -f -c %T /run 2>/dev/null) == tmpfs ]]; then echo /run/fissile-oci/sandbox
+  else echo /dev/shm/fissile-oci-0/sandbox; fi
+}
