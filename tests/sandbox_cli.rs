@@ -156,6 +156,17 @@ fn stdin_is_passed_and_scratch_keeps_the_changes() {
         "kept\n"
     );
     assert!(!env.rootfs.dir.join("result").exists());
+    // A second run on the same scratch dir mounts it again (what the first overlay mount left in
+    // its work dir is cleared) and sees the first run's changes.
+    let r = env.run(
+        &["--scratch", &scratch_arg],
+        &["/bin/sh", "-c", "cat /result; echo again >> /result"],
+    );
+    assert_eq!((r.code, r.stdout.as_str()), (0, "kept\n"), "{r:?}");
+    assert_eq!(
+        std::fs::read_to_string(scratch.join("upper/result")).unwrap(),
+        "kept\nagain\n"
+    );
 
     let r = env.run(
         &["--no-overlay"],

@@ -165,7 +165,7 @@ impl UserEnv {
         args.extend_from_slice(&["--", "/bin/sh", "-c", script]);
         let result = self.cli.run(&args);
         self.assert_clean(&result);
-        // The user can remove what its runs leave: overlayfs's mode-000 work dirs are gone.
+        // The user can remove what its runs leave: overlayfs's mode-000 work dirs are opened up.
         let removable = Command::new("setpriv")
             .args([
                 format!("--reuid={}", self.uid),

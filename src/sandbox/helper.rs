@@ -30,6 +30,7 @@ use super::rootfs;
 use super::runtime_spec::{build_runtime_spec, inherit_network_namespace};
 use super::seccomp;
 use super::security;
+use super::side_job::{self, SideJob};
 use super::state::{self, Claim, RuntimeDirs};
 use super::types::{ExitStatus, Network, Outcome, RootfsSpec, SandboxSpec};
 use super::userns;
@@ -185,6 +186,10 @@ fn run(spec: &SandboxSpec, runtime_root: &Path, host: HostContext) -> HelperRepl
             return failed(None, "entering the rootless namespaces", chain(&err));
         }
     }
+    let side_work = match SideWork::start(spec) {
+        Ok(work) => work,
+        Err(err) => return failed(None, "starting the set-up side job", err),
+    };
     let dirs = match RuntimeDirs::open(runtime_root) {
         Ok(dirs) => dirs,
         Err(err) => return failed(None, "opening the runtime dir", chain(&err)),
@@ -209,13 +214,9 @@ fn run(spec: &SandboxSpec, runtime_root: &Path, host: HostContext) -> HelperRepl
         return failed(Some(&id), "preparing the rootfs", chain(&err));
     }
     timing("rootfs prepared");
-    if spec.network == Network::None {
-        if let Err(err) = netns::enter_new() {
-            return failed(Some(&id), "creating the network namespace", chain(&err));
-        }
+    if side_work.makes_netns {
         inherit_network_namespace(&mut runtime_spec);
     }
-    timing("netns ready");
     let claim = match Claim::create(&dirs, &id) {
         Ok(claim) => claim,
         Err(err) => return failed(Some(&id), "creating the bundle", chain(&err)),
@@ -228,7 +229,7 @@ fn run(spec: &SandboxSpec, runtime_root: &Path, host: HostContext) -> HelperRepl
     state::restrict(&config);
 
     let own_cgroups = host.is_root() && host.cgroups == CgroupSupport::V1;
-    let reply = run_container(spec, &dirs, &claim, &signals, own_cgroups);
+    let reply = run_container(spec, &dirs, &claim, &signals, own_cgroups, side_work);
     if let RootfsSpec::Overlay { scratch, .. } = &spec.rootfs {
         rootfs::finish_overlay(scratch);
     }
@@ -237,12 +238,71 @@ fn run(spec: &SandboxSpec, runtime_root: &Path, host: HostContext) -> HelperRepl
     reply
 }
 
+/// The network namespace and the reset of the overlay work dir, which a [`side_job`] makes
+/// while the helper prepares the rest.
+struct SideWork {
+    job: Option<SideJob<2>>,
+    makes_netns: bool,
+    work_dir_reset: Option<rootfs::WorkDirReset>,
+}
+
+impl SideWork {
+    fn start(spec: &SandboxSpec) -> nix::Result<SideWork> {
+        let makes_netns = spec.network == Network::None;
+        let work_dir_reset = match &spec.rootfs {
+            RootfsSpec::Overlay { scratch, .. } => Some(rootfs::WorkDirReset::new(scratch)),
+            RootfsSpec::Plain { .. } => None,
+        };
+        let job = if makes_netns || work_dir_reset.is_some() {
+            let reset = work_dir_reset.as_ref();
+            // Shares our fd table: the namespace's fd is opened there.
+            Some(side_job::start(true, || {
+                [
+                    if makes_netns {
+                        netns::make_in_side_job()
+                    } else {
+                        0
+                    },
+                    reset.map_or(0, rootfs::WorkDirReset::remove_in_side_job),
+                ]
+            })?)
+        } else {
+            None
+        };
+        Ok(SideWork {
+            job,
+            makes_netns,
+            work_dir_reset,
+        })
+    }
+
+    /// Waits for the side job, joins the namespace and completes the reset; on failure, the
+    /// stage and the error.
+    fn finish(self) -> Result<(), (&'static str, String)> {
+        let results = self.job.map(SideJob::wait).transpose();
+        let results =
+            results.map_err(|err| ("waiting for the set-up side job", err.to_string()))?;
+        if self.makes_netns {
+            let made = results.map_or(-libc::ECHILD, |[netns, _]| netns);
+            netns::enter_made(made)
+                .map_err(|err| ("creating the network namespace", chain(&err)))?;
+        }
+        if let Some(reset) = self.work_dir_reset {
+            reset
+                .finish(results.map(|[_, reset]| reset))
+                .map_err(|err| ("preparing the rootfs", chain(&err)))?;
+        }
+        Ok(())
+    }
+}
+
 fn run_container(
     spec: &SandboxSpec,
     dirs: &RuntimeDirs,
     claim: &Claim,
     signals: &nix::sys::signalfd::SignalFd,
     own_cgroups: bool,
+    side_work: SideWork,
 ) -> HelperReply {
     let id = claim.id.as_str();
     let stdio = match Stdio::open(spec) {
@@ -268,6 +328,10 @@ fn run_container(
         }
     }
     timing("cgroups entered");
+    if let Err((stage, err)) = side_work.finish() {
+        return failed(Some(id), stage, err);
+    }
+    timing("side job done");
     let started = Instant::now();
     let built = container::build(id, dirs, &claim.bundle, stdio, filter);
     timing("built");

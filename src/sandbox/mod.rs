@@ -8,7 +8,8 @@
 //! - [`runner`]: [`LibcontainerSandbox`], the caller's side, safe from any thread; it starts
 //!   [`helper`], a single-threaded process per container (`fissile-oci __sandbox-helper`), which
 //!   drives libcontainer through [`container`] and [`process`], makes the network namespace
-//!   ([`netns`]) and, on cgroup v1 hosts, the container's cgroups ([`cgroup_v1`]), enters a user
+//!   ([`netns`], in a [`side_job`] alongside the rest of the set-up) and, on cgroup v1 hosts, the
+//!   container's cgroups ([`cgroup_v1`]), enters a user
 //!   namespace of its own when rootless ([`userns`]), and keeps
 //!   [`state`] on disk so a later run can clean up after a crashed one.
 //!
@@ -27,6 +28,7 @@ pub mod runner;
 pub mod runtime_spec;
 pub mod seccomp;
 pub mod security;
+pub mod side_job;
 pub mod state;
 pub mod types;
 pub mod userns;

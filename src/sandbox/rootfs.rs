@@ -9,11 +9,15 @@
 //! libcontainer creates (`/proc`, `/dev`, bind-mount destinations) are created through the
 //! overlay, so they land in `upper/`, never in the shared lower dirs.
 
+use std::ffi::CString;
 use std::io;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Mount, MountBuilder};
+
+use super::side_job;
 
 #[derive(thiserror::Error, Debug)]
 pub enum RootfsError {
@@ -80,21 +84,15 @@ pub fn overlay_mount(
 }
 
 /// Checks the lower dirs and creates `upper/`, `work/` and `merged/` under `scratch` (an
-/// existing `upper/` is kept: a run may continue on the changes of an earlier one).
+/// existing `upper/` is kept: a run may continue on the changes of an earlier one). A work dir
+/// used before also needs a [`WorkDirReset`].
 pub fn prepare_overlay(lower: &[PathBuf], scratch: &Path) -> Result<(), RootfsError> {
     for path in lower {
         if !path.is_dir() {
             return Err(RootfsError::LowerDir { path: path.clone() });
         }
     }
-    // A `volatile` overlay leaves `work/work/incompat/volatile` behind, and the kernel refuses
-    // to mount that work dir again: start each run with a fresh one.
-    let work = work_dir(scratch);
-    remove_work_dir(scratch).map_err(|source| RootfsError::CreateDir {
-        path: work.clone(),
-        source,
-    })?;
-    for dir in [upper_dir(scratch), work, merged_dir(scratch)] {
+    for dir in [upper_dir(scratch), work_dir(scratch), merged_dir(scratch)] {
         std::fs::create_dir_all(&dir).map_err(|source| RootfsError::CreateDir {
             path: dir.clone(),
             source,
@@ -123,20 +121,98 @@ pub fn check_plain(dir: &Path) -> Result<(), RootfsError> {
     }
 }
 
-/// After a run: removes the overlay's work dir. overlayfs leaves dirs with mode 000 in it
-/// (`work/work`, `work/work/incompat`), which the owner of a rootless scratch dir could not
-/// remove otherwise; the next run makes a fresh one anyway.
+/// The dirs overlayfs leaves in `scratch/work` with mode 000, outermost first.
+const LOCKED_DIRS: [&str; 3] = ["work", "work/incompat", "work/incompat/volatile"];
+
+/// What a `volatile` mount leaves behind, deepest first, `work/work` included: the kernel
+/// refuses to mount the work dir again while `work/incompat` has entries, and would otherwise
+/// remove and remake `work/work` itself, inside the container's start-up.
+const LEFTOVERS: [&str; 4] = [
+    "work/incompat/volatile/dirty",
+    "work/incompat/volatile",
+    "work/incompat",
+    "work",
+];
+
+/// After a run: keeps the overlay's work dir for the next run on this scratch dir, whose
+/// [`WorkDirReset`] clears it off the critical path (removing it here cost more than all the
+/// rest of the clean-up where the filesystem discards freed blocks at once), but opens up the
+/// mode-000 dirs overlayfs made in it, so that the owner of the scratch dir can `rm -r` it.
 pub fn finish_overlay(scratch: &Path) {
-    let _ = remove_work_dir(scratch);
+    let work = work_dir(scratch);
+    for dir in LOCKED_DIRS {
+        let _ = std::fs::set_permissions(work.join(dir), std::fs::Permissions::from_mode(0o700));
+    }
 }
 
-fn remove_work_dir(scratch: &Path) -> io::Result<()> {
-    let work = work_dir(scratch);
+/// Makes `scratch/work` mountable again: [`Self::remove_in_side_job`] removes what an earlier
+/// `volatile` mount left, and [`Self::finish`] removes the whole work dir should anything
+/// have got in the way.
+pub struct WorkDirReset {
+    scratch: PathBuf,
+    /// [`LEFTOVERS`] as C strings; `None` if a path has a NUL byte.
+    leftovers: Option<[CString; 4]>,
+}
+
+impl WorkDirReset {
+    pub fn new(scratch: &Path) -> WorkDirReset {
+        let work = work_dir(scratch);
+        let leftovers =
+            LEFTOVERS.map(|entry| CString::new(work.join(entry).into_os_string().into_vec()));
+        WorkDirReset {
+            scratch: scratch.to_path_buf(),
+            leftovers: match leftovers {
+                [Ok(a), Ok(b), Ok(c), Ok(d)] => Some([a, b, c, d]),
+                _ => None,
+            },
+        }
+    }
+
+    /// Side-job part (raw system calls only): 0, or `-errno` of the first removal that failed
+    /// for another reason than the entry not being there.
+    pub fn remove_in_side_job(&self) -> i32 {
+        let Some([dirty, volatile, incompat, work]) = &self.leftovers else {
+            return -libc::EINVAL;
+        };
+        let steps: [(
+            unsafe extern "C" fn(*const libc::c_char) -> libc::c_int,
+            &CString,
+        ); 4] = [
+            (libc::unlink, dirty),
+            (libc::rmdir, volatile),
+            (libc::rmdir, incompat),
+            (libc::rmdir, work),
+        ];
+        for (remove, path) in steps {
+            // SAFETY: unlink(2)/rmdir(2) of a C string built before the clone.
+            if unsafe { remove(path.as_ptr()) } != 0
+                && nix::errno::Errno::last() != nix::errno::Errno::ENOENT
+            {
+                return side_job::last_errno();
+            }
+        }
+        0
+    }
+
+    /// Given what [`Self::remove_in_side_job`] returned (or `None` if it did not run): removes
+    /// and remakes the whole work dir unless it succeeded.
+    pub fn finish(self, removed: Option<i32>) -> Result<(), RootfsError> {
+        if removed == Some(0) {
+            return Ok(());
+        }
+        let work = work_dir(&self.scratch);
+        remove_work_dir(&work)
+            .and_then(|()| std::fs::create_dir_all(&work))
+            .map_err(|source| RootfsError::CreateDir { path: work, source })
+    }
+}
+
+fn remove_work_dir(work: &Path) -> io::Result<()> {
     if !work.exists() {
         return Ok(());
     }
-    open_up(&work);
-    std::fs::remove_dir_all(&work)
+    open_up(work);
+    std::fs::remove_dir_all(work)
 }
 
 /// Gives every dir under `dir` mode 0700 (before reading it), so that it can be removed.
@@ -172,15 +248,77 @@ mod tests {
         );
     }
 
-    #[test]
-    fn finish_removes_a_work_dir_with_locked_dirs() {
-        let tmp = tempfile::tempdir().unwrap();
-        let locked = work_dir(tmp.path()).join("work/incompat");
-        std::fs::create_dir_all(locked.join("volatile")).unwrap();
-        for dir in [locked.as_path(), locked.parent().unwrap()] {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o000)).unwrap();
+    /// Runs a work dir reset as the helper does, its side-job part in a side job.
+    fn reset(scratch: &Path) {
+        let reset = WorkDirReset::new(scratch);
+        let [removed] = side_job::start(false, || [reset.remove_in_side_job()])
+            .unwrap()
+            .wait()
+            .unwrap();
+        reset.finish(Some(removed)).unwrap();
+    }
+
+    /// What a `volatile` overlay mount leaves in `scratch/work`, modes as the kernel sets them.
+    fn leave_volatile_marker(scratch: &Path) -> PathBuf {
+        let volatile = work_dir(scratch).join("work/incompat/volatile");
+        std::fs::create_dir_all(&volatile).unwrap();
+        std::fs::write(volatile.join("dirty"), "").unwrap();
+        for dir in LOCKED_DIRS.iter().rev() {
+            let path = work_dir(scratch).join(dir);
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o000)).unwrap();
         }
+        volatile
+    }
+
+    #[test]
+    fn finish_leaves_a_work_dir_its_owner_can_remove() {
+        let tmp = tempfile::tempdir().unwrap();
+        leave_volatile_marker(tmp.path());
         finish_overlay(tmp.path());
+        for dir in LOCKED_DIRS {
+            let mode = std::fs::metadata(work_dir(tmp.path()).join(dir))
+                .unwrap()
+                .permissions();
+            assert_eq!(mode.mode() & 0o777, 0o700, "{dir}");
+        }
+    }
+
+    #[test]
+    fn reset_removes_what_a_volatile_mount_left_and_keeps_the_work_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let volatile = leave_volatile_marker(tmp.path());
+        reset(tmp.path());
+        assert!(
+            !volatile.parent().unwrap().exists(),
+            "work/work/incompat is gone"
+        );
+        assert!(
+            !work_dir(tmp.path()).join("work").exists(),
+            "work/work is gone"
+        );
+        assert!(work_dir(tmp.path()).is_dir(), "work is kept");
+    }
+
+    #[test]
+    fn reset_replaces_a_work_dir_with_unexpected_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        let stray = work_dir(tmp.path()).join("work/incompat/other-feature");
+        std::fs::create_dir_all(&stray).unwrap();
+        std::fs::set_permissions(
+            stray.parent().unwrap(),
+            std::fs::Permissions::from_mode(0o000),
+        )
+        .unwrap();
+        reset(tmp.path());
+        assert!(work_dir(tmp.path()).is_dir());
+        assert!(!work_dir(tmp.path()).join("work").exists());
+    }
+
+    #[test]
+    fn reset_of_a_fresh_scratch_dir_is_a_no_op() {
+        let tmp = tempfile::tempdir().unwrap();
+        reset(tmp.path());
+        // Nothing to remove is success; making `work/` is prepare_overlay's part.
         assert!(!work_dir(tmp.path()).exists());
     }
 
