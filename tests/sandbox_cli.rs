@@ -201,6 +201,42 @@ fn sigint_stops_the_sandbox_and_exits_130() {
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
+/// `run` does the helper's work in its own process: SIGKILLed, it takes its container along (the
+/// container's init has a parent-death signal) and the next run removes the state it left.
+#[test]
+fn a_killed_run_takes_its_container_along_and_the_next_run_cleans_up() {
+    let Some(env) = CliEnv::new() else { return };
+    let rootfs = env.rootfs.dir.to_string_lossy().into_owned();
+    // A scratch dir of ours: a killed `run` cannot remove a temporary one.
+    let scratch = env.tmp.path().join("killed");
+    let scratch = scratch.to_string_lossy().into_owned();
+    let mut child = env
+        .cli
+        .command(&[
+            "--rootfs",
+            &rootfs,
+            "--scratch",
+            &scratch,
+            "--",
+            "sleep",
+            "4733",
+        ])
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(30), || !processes_with(
+        "sleep 4733"
+    )
+    .is_empty()));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(eventually(Duration::from_secs(10), || processes_with(
+        "sleep 4733"
+    )
+    .is_empty()));
+    let r = env.run(&[], &["true"]);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
 /// On cgroup v1 the helper hides the cgroup hierarchies from libcontainer in a private mount
 /// namespace and writes the limits itself (src/sandbox/cgroup_v1.rs): the host's mounts must be
 /// exactly as before, and the limits must still hold.

@@ -252,12 +252,14 @@ fn run_forwarding_signals(
     // Blocked before the thread starts, so every thread has them blocked and only sigwait
     // takes them; the helper is spawned with a clean mask by std.
     let _ = set.thread_block();
-    // Usually single-threaded here (`--base` may have started a thread pool): then the helper
-    // is a forked copy of this process, which saves its exec and start-up.
-    let process = match sandbox.spawn_forked(spec) {
-        Err(SandboxError::NotSingleThreaded { .. }) => sandbox.spawn(spec)?,
-        other => other?,
-    };
+    // Usually single-threaded here (`--base` may have started a thread pool): then this process
+    // does the helper's work itself, which saves starting one; the signals blocked above then
+    // stop the run directly.
+    match sandbox.run_in_this_process(spec) {
+        Err(SandboxError::NotSingleThreaded { .. }) => {}
+        other => return other,
+    }
+    let process = sandbox.spawn(spec)?;
     let helper = nix::unistd::Pid::from_raw(process.id() as i32);
     std::thread::spawn(move || {
         while let Ok(signal) = set.wait() {

@@ -76,23 +76,15 @@ pub fn helper_main(runtime_root: &Path, caller_pid: Option<u32>) -> i32 {
     answer(socket, &reply)
 }
 
-/// The helper's work in a forked copy of a single-threaded caller (see
-/// [`super::LibcontainerSandbox::spawn_forked`]): the spec is already in memory, the reply goes
-/// back on `socket`, and the host was looked at by the caller already. Returns the exit code
-/// for `_exit`.
-pub(super) fn forked_main(
+/// The helper's work done by the caller itself (see
+/// [`super::LibcontainerSandbox::run_in_this_process`]).
+pub(super) fn in_process_main(
     spec: &SandboxSpec,
     runtime_root: &Path,
     host: HostContext,
-    socket: UnixStream,
-    caller_pid: u32,
-) -> i32 {
+) -> HelperReply {
     HELPER_START.get_or_init(Instant::now);
-    if !die_with(Some(caller_pid)) {
-        return 1;
-    }
-    let reply = run(spec, runtime_root, host);
-    answer(socket, &reply)
+    run(spec, runtime_root, host)
 }
 
 /// Asks for SIGTERM when the caller dies (handled: the container is still removed). False when

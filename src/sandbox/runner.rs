@@ -101,54 +101,24 @@ impl LibcontainerSandbox {
         ours.shutdown(Shutdown::Write).map_err(io_err)?;
         Ok(SandboxProcess {
             pid,
-            child: Some(child),
+            child,
             socket: ours,
         })
     }
 
-    /// Like [`Self::spawn`], but the helper is a forked copy of this process instead of a
-    /// fresh `fissile-oci __sandbox-helper`: no exec, no loading and start-up of the binary, no
-    /// spec to send, which is a good part of a short sandbox's cost. fork copies only the
-    /// calling thread, so this is for a process that has no other (a lock held by another
-    /// thread would stay locked in the copy): otherwise it returns
-    /// [`SandboxError::NotSingleThreaded`] and starts nothing.
-    pub fn spawn_forked(&self, spec: &SandboxSpec) -> Result<SandboxProcess, SandboxError> {
-        let threads = std::fs::read_dir("/proc/self/task")
-            .map(|tasks| tasks.count())
-            .unwrap_or(0);
+    /// Does the helper's work in this very process: no helper to fork, reap and read a reply
+    /// from. Only for a single-threaded caller that exits soon after (the `run` subcommand):
+    /// the run leaves this process in the sandbox's network and mount namespaces,
+    /// non-dumpable, with INT, TERM and HUP blocked. Those signals stop the run (the container
+    /// is killed and removed) and come back as [`SandboxError::Interrupted`]. With other
+    /// threads running, returns [`SandboxError::NotSingleThreaded`] having done nothing.
+    pub fn run_in_this_process(&self, spec: &SandboxSpec) -> Result<Outcome, SandboxError> {
+        let threads = thread_count();
         if threads != 1 {
             return Err(SandboxError::NotSingleThreaded { threads });
         }
         self.show_limits_notice(spec);
-        let fork_err = |source| SandboxError::SpawnHelper {
-            exe: PathBuf::from("(fork)"),
-            source,
-        };
-        let (ours, theirs) = UnixStream::pair().map_err(fork_err)?;
-        // Whatever is buffered would otherwise be written twice, once by the copy.
-        let _ = std::io::stdout().flush();
-        let caller = std::process::id();
-        // SAFETY: this process has a single thread (checked above), so the child gets a
-        // consistent copy of every lock and allocator; it never returns from this block.
-        match unsafe { nix::unistd::fork() } {
-            Ok(nix::unistd::ForkResult::Child) => {
-                drop(ours);
-                let host = self.host.clone();
-                let code =
-                    super::helper::forked_main(spec, &self.runtime_root, host, theirs, caller);
-                // SAFETY: leaving without running the parent's exit-time cleanup twice.
-                unsafe { libc::_exit(code) }
-            }
-            Ok(nix::unistd::ForkResult::Parent { child }) => {
-                drop(theirs);
-                Ok(SandboxProcess {
-                    pid: child.as_raw() as u32,
-                    child: None,
-                    socket: ours,
-                })
-            }
-            Err(errno) => Err(fork_err(errno.into())),
-        }
+        super::helper::in_process_main(spec, &self.runtime_root, self.host.clone()).into_result()
     }
 
     fn show_limits_notice(&self, spec: &SandboxSpec) {
@@ -161,6 +131,12 @@ impl LibcontainerSandbox {
     }
 }
 
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| tasks.count())
+        .unwrap_or(0)
+}
+
 impl Sandbox for LibcontainerSandbox {
     fn run(&self, spec: &SandboxSpec) -> Result<Outcome, SandboxError> {
         self.spawn(spec)?.wait()
@@ -170,8 +146,7 @@ impl Sandbox for LibcontainerSandbox {
 /// A run in progress.
 pub struct SandboxProcess {
     pid: u32,
-    /// `None` for a forked helper, which is waited for by pid.
-    child: Option<Child>,
+    child: Child,
     socket: UnixStream,
 }
 
@@ -193,24 +168,11 @@ impl SandboxProcess {
         let pid = self.pid;
         let mut buf = Vec::new();
         let read = self.socket.read_to_end(&mut buf);
-        let status = match self.child.as_mut() {
-            Some(child) => child
-                .wait()
-                .map(|status| status.to_string())
-                .map_err(|source| SandboxError::HelperIo { pid, source })?,
-            None => loop {
-                match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None) {
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(errno) => {
-                        return Err(SandboxError::HelperIo {
-                            pid,
-                            source: errno.into(),
-                        })
-                    }
-                    Ok(status) => break format!("{status:?}"),
-                }
-            },
-        };
+        let status = self
+            .child
+            .wait()
+            .map(|status| status.to_string())
+            .map_err(|source| SandboxError::HelperIo { pid, source })?;
         read.map_err(|source| SandboxError::HelperIo { pid, source })?;
         if buf.is_empty() {
             return Err(SandboxError::HelperDied { pid, status });
