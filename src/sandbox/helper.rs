@@ -2,6 +2,8 @@
 //! because libcontainer is not thread-safe (process-wide env and cwd). It reads a
 //! [`SandboxSpec`] as JSON from fd 3 (a socket), runs it, and writes a [`HelperReply`] back on the
 //! same socket. Its stdin/stdout/stderr are the caller's, so the container can inherit them.
+//! A single-threaded caller that exits afterwards (`fissile-oci run`) does the same work in its
+//! own process instead (`in_process_main`).
 //!
 //! Every exit path ends the same way: kill the container's init (its pid namespace dies with
 //! it), reap it, `delete(true)` (state dir and cgroup), remove the bundle. Stop signals (INT,
