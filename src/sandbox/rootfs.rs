@@ -171,7 +171,7 @@ impl WorkDirReset {
     /// Side-job part (raw system calls only): 0, or `-errno` of the first removal that failed
     /// for another reason than the entry not being there.
     pub fn remove_in_side_job(&self) -> i32 {
-        let Some([dirty, volatile, incompat, work]) = &self.leftovers else {
+        let Some([dirty, volatile, incompat, inner_work]) = &self.leftovers else {
             return -libc::EINVAL;
         };
         let steps: [(
@@ -181,7 +181,7 @@ impl WorkDirReset {
             (libc::unlink, dirty),
             (libc::rmdir, volatile),
             (libc::rmdir, incompat),
-            (libc::rmdir, work),
+            (libc::rmdir, inner_work),
         ];
         for (remove, path) in steps {
             // SAFETY: unlink(2)/rmdir(2) of a C string built before the clone.
