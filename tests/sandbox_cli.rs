@@ -233,8 +233,18 @@ fn a_killed_run_takes_its_container_along_and_the_next_run_cleans_up() {
         "sleep 4733"
     )
     .is_empty()));
+    let stale: Vec<String> = std::fs::read_dir(env.cli.runtime_root.join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(stale.len(), 1, "the killed run's state: {stale:?}");
     let r = env.run(&[], &["true"]);
     assert_eq!(r.code, 0, "{r:?}");
+    let cgroups: Vec<_> = cgroup_dirs(&stale[0])
+        .into_iter()
+        .filter(|d| d.exists())
+        .collect();
+    assert!(cgroups.is_empty(), "left behind: {cgroups:?}");
 }
 
 /// On cgroup v1 the helper hides the cgroup hierarchies from libcontainer in a private mount
