@@ -27,9 +27,9 @@ pub struct CompileInput {
     pub key: String,
     /// The unpacked compilation base (overlay lower dir).
     pub base_rootfs: PathBuf,
-    /// Staged sources, mounted read-write at /var/vcap/source/<name>.
+    /// Staged sources, mounted read-write at `/var/vcap/source/<name>`.
     pub source_dir: PathBuf,
-    /// Empty dir mounted read-write at /var/vcap/packages/<name>.
+    /// Empty dir mounted read-write at `/var/vcap/packages/<name>`.
     pub install_dir: PathBuf,
     /// Where the overlay's upper/work dirs go.
     pub scratch: PathBuf,
@@ -43,7 +43,7 @@ pub struct CompileInput {
     pub source_date_epoch: u64,
 }
 
-/// The sandbox of a compile, as data: `bash -x ./packaging` in /var/vcap/source/<pkg>, as
+/// The sandbox of a compile, as data: `bash -x ./packaging` in `/var/vcap/source/<pkg>`, as
 /// bosh runs it, with the BOSH environment.
 pub fn sandbox_spec(input: &CompileInput) -> SandboxSpec {
     let source = format!("{SOURCE_DIR}/{}", input.name);
