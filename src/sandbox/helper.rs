@@ -311,7 +311,7 @@ fn run_container(
     // (see `cgroup_v1`); they are dropped, and so removed, after the container on every path.
     let mut cgroups = None;
     if own_cgroups {
-        let entered = ContainerCgroups::create(id, spec).and_then(|cg| {
+        let entered = ContainerCgroups::create(id, spec).and_then(|mut cg| {
             cg.hide_hierarchies()?;
             cg.enter()?;
             Ok(cg)
@@ -328,6 +328,9 @@ fn run_container(
     timing("side job done");
     let started = Instant::now();
     let built = container::build(id, dirs, &claim.bundle, stdio, filter);
+    if let Some(cg) = cgroups.as_mut() {
+        cg.retire_stand_in();
+    }
     timing("built");
     let mut container = match built {
         Ok(c) => c,
