@@ -180,7 +180,11 @@ fn run(spec: &SandboxSpec, runtime_root: &Path, host: HostContext) -> HelperRepl
             return failed(None, "entering the rootless namespaces", chain(&err));
         }
     }
-    let side_work = match SideWork::start(spec) {
+    let work_dir_reset = match &spec.rootfs {
+        RootfsSpec::Overlay { scratch, .. } => Some(rootfs::WorkDirReset::new(scratch)),
+        RootfsSpec::Plain { .. } => None,
+    };
+    let side_work = match SideWork::start(spec, work_dir_reset.as_ref()) {
         Ok(work) => work,
         Err(err) => return failed(None, "starting the set-up side job", err),
     };
@@ -234,32 +238,36 @@ fn run(spec: &SandboxSpec, runtime_root: &Path, host: HostContext) -> HelperRepl
 
 /// The network namespace and the reset of the overlay work dir, which a [`side_job`] makes
 /// while the helper prepares the rest.
-struct SideWork {
-    job: Option<SideJob<2>>,
+struct SideWork<'a> {
+    job: Option<SideJob<'a, 2>>,
     makes_netns: bool,
-    work_dir_reset: Option<rootfs::WorkDirReset>,
+    work_dir_reset: Option<&'a rootfs::WorkDirReset>,
 }
 
-impl SideWork {
-    fn start(spec: &SandboxSpec) -> nix::Result<SideWork> {
+impl<'a> SideWork<'a> {
+    fn start(
+        spec: &SandboxSpec,
+        work_dir_reset: Option<&'a rootfs::WorkDirReset>,
+    ) -> nix::Result<SideWork<'a>> {
         let makes_netns = spec.network == Network::None;
-        let work_dir_reset = match &spec.rootfs {
-            RootfsSpec::Overlay { scratch, .. } => Some(rootfs::WorkDirReset::new(scratch)),
-            RootfsSpec::Plain { .. } => None,
-        };
         let job = if makes_netns || work_dir_reset.is_some() {
-            let reset = work_dir_reset.as_ref();
             // Shares our fd table: the namespace's fd is opened there.
-            Some(side_job::start(true, || {
+            let job = move || {
                 [
                     if makes_netns {
                         netns::make_in_side_job()
                     } else {
                         0
                     },
-                    reset.map_or(0, rootfs::WorkDirReset::remove_in_side_job),
+                    work_dir_reset.map_or(0, rootfs::WorkDirReset::reset_in_side_job),
                 ]
-            })?)
+            };
+            let tail = move || {
+                if let Some(reset) = work_dir_reset {
+                    reset.clear_in_side_job();
+                }
+            };
+            Some(side_job::start(true, job, tail)?)
         } else {
             None
         };
@@ -270,10 +278,10 @@ impl SideWork {
         })
     }
 
-    /// Waits for the side job, joins the namespace and completes the reset; on failure, the
-    /// stage and the error.
-    fn finish(self) -> Result<(), (&'static str, String)> {
-        let results = self.job.map(SideJob::wait).transpose();
+    /// Waits for the side job's results, joins the namespace and completes the reset; on
+    /// failure, the stage and the error. The side job's tail runs on; it is reaped on drop.
+    fn finish(&mut self) -> Result<(), (&'static str, String)> {
+        let results = self.job.as_mut().map(SideJob::results).transpose();
         let results =
             results.map_err(|err| ("waiting for the set-up side job", err.to_string()))?;
         if self.makes_netns {
@@ -296,7 +304,7 @@ fn run_container(
     claim: &Claim,
     signals: &nix::sys::signalfd::SignalFd,
     own_cgroups: bool,
-    side_work: SideWork,
+    mut side_work: SideWork,
 ) -> HelperReply {
     let id = claim.id.as_str();
     let stdio = match Stdio::open(spec) {

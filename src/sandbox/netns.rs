@@ -25,23 +25,18 @@ pub struct NetnsError(#[source] pub nix::Error);
 
 const OWN_NETNS: &CStr = c"/proc/thread-self/ns/net";
 
-/// Side-job part (raw system calls only): moves the calling process to a new network namespace
-/// with `lo` up and returns an fd of it, or `-errno`.
+/// Side-job part (through [`side_job::sys`] only): moves the calling task to a new network
+/// namespace with `lo` up and returns an fd of it, or `-errno`.
 pub fn make_in_side_job() -> i32 {
-    // SAFETY: raw system calls on a static C string.
-    unsafe {
-        if libc::unshare(libc::CLONE_NEWNET) != 0 {
-            return side_job::last_errno();
-        }
-        if let Err(err) = lo_up() {
-            return -(err as i32);
-        }
-        let fd = libc::open(OWN_NETNS.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return side_job::last_errno();
-        }
-        fd
+    let unshared = side_job::sys::unshare(libc::CLONE_NEWNET);
+    if unshared < 0 {
+        return unshared;
     }
+    let up = lo_up();
+    if up < 0 {
+        return up;
+    }
+    side_job::sys::open(OWN_NETNS, libc::O_RDONLY | libc::O_CLOEXEC)
 }
 
 /// Moves the calling process into the namespace [`make_in_side_job`] made, given what it
@@ -56,28 +51,32 @@ pub fn enter_made(made: i32) -> Result<(), NetnsError> {
     nix::sched::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(NetnsError)
 }
 
-/// Sets `lo` up in the calling thread's network namespace, with raw system calls only.
-fn lo_up() -> Result<(), nix::Error> {
-    // SAFETY: plain socket/ioctl calls on a zeroed ifreq naming "lo".
-    unsafe {
-        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if sock < 0 {
-            return Err(nix::Error::last());
-        }
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-            *dst = *src as libc::c_char;
-        }
-        let mut result = Ok(());
-        if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) < 0 {
-            result = Err(nix::Error::last());
-        } else {
-            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            if libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) < 0 {
-                result = Err(nix::Error::last());
-            }
-        }
-        libc::close(sock);
-        result
+/// Sets `lo` up in the calling thread's network namespace, through [`side_job::sys`]: 0 or
+/// `-errno`.
+fn lo_up() -> i32 {
+    let sock = side_job::sys::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC);
+    if sock < 0 {
+        return sock;
     }
+    // SAFETY: an all-zero ifreq is a valid (empty) request.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS and SIOCSIFFLAGS take an ifreq naming the interface.
+    let mut result = unsafe {
+        side_job::sys::ioctl(sock, libc::SIOCGIFFLAGS, std::ptr::addr_of_mut!(req).cast())
+    };
+    if result >= 0 {
+        // SAFETY: SIOCGIFFLAGS filled in the flags member of the union.
+        unsafe {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        }
+        // SAFETY: as above.
+        result = unsafe {
+            side_job::sys::ioctl(sock, libc::SIOCSIFFLAGS, std::ptr::addr_of_mut!(req).cast())
+        };
+    }
+    side_job::sys::close(sock);
+    result.min(0)
 }

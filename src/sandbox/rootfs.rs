@@ -134,6 +134,10 @@ const LEFTOVERS: [&str; 4] = [
     "work",
 ];
 
+/// Where the reset moves an earlier run's work dir, next to it, to be removed off the critical
+/// path.
+const MOVED_ASIDE: &str = "work.old";
+
 /// After a run: keeps the overlay's work dir for the next run on this scratch dir, whose
 /// [`WorkDirReset`] clears it off the critical path (removing it here cost more than all the
 /// rest of the clean-up where the filesystem discards freed blocks at once), but opens up the
@@ -145,66 +149,107 @@ pub fn finish_overlay(scratch: &Path) {
     }
 }
 
-/// Makes `scratch/work` mountable again: [`Self::remove_in_side_job`] removes what an earlier
-/// `volatile` mount left, and [`Self::finish`] removes the whole work dir should anything
-/// have got in the way.
+/// Makes `scratch/work` mountable again. [`Self::reset_in_side_job`] moves an earlier run's
+/// work dir aside (a rename frees no blocks, so nothing waits for a discard) and makes an empty
+/// one; [`Self::clear_in_side_job`] then removes the moved-aside dir while the container is
+/// built. Should anything get in the way (`work.old` still there because a run was killed
+/// before clearing it, or unexpected entries in it), [`Self::finish`] removes both dirs whole
+/// and makes `work` anew.
 pub struct WorkDirReset {
     scratch: PathBuf,
-    /// [`LEFTOVERS`] as C strings; `None` if a path has a NUL byte.
-    leftovers: Option<[CString; 4]>,
+    /// `None` if a path has a NUL byte.
+    paths: Option<ResetPaths>,
+}
+
+struct ResetPaths {
+    work: CString,
+    moved_aside: CString,
+    /// [`LEFTOVERS`] under `work.old`.
+    aside: [CString; 4],
 }
 
 impl WorkDirReset {
     pub fn new(scratch: &Path) -> WorkDirReset {
         let work = work_dir(scratch);
-        let leftovers =
-            LEFTOVERS.map(|entry| CString::new(work.join(entry).into_os_string().into_vec()));
+        let moved_aside = scratch.join(MOVED_ASIDE);
+        let c = |path: PathBuf| CString::new(path.into_os_string().into_vec()).ok();
+        let under = |dir: &Path| {
+            let [a, b, c_, d] = LEFTOVERS.map(|entry| c(dir.join(entry)));
+            Some([a?, b?, c_?, d?])
+        };
+        let paths = (|| {
+            Some(ResetPaths {
+                aside: under(&moved_aside)?,
+                work: c(work.clone())?,
+                moved_aside: c(moved_aside.clone())?,
+            })
+        })();
         WorkDirReset {
             scratch: scratch.to_path_buf(),
-            leftovers: match leftovers {
-                [Ok(a), Ok(b), Ok(c), Ok(d)] => Some([a, b, c, d]),
-                _ => None,
-            },
+            paths,
         }
     }
 
-    /// Side-job part (raw system calls only): 0, or `-errno` of the first removal that failed
-    /// for another reason than the entry not being there.
-    pub fn remove_in_side_job(&self) -> i32 {
-        let Some([dirty, volatile, incompat, inner_work]) = &self.leftovers else {
+    /// Side-job part (through [`side_job::sys`] only): 0, or `-errno` of the first step that
+    /// failed for another reason than its entry not being there.
+    pub fn reset_in_side_job(&self) -> i32 {
+        let Some(paths) = &self.paths else {
             return -libc::EINVAL;
         };
-        let steps: [(
-            unsafe extern "C" fn(*const libc::c_char) -> libc::c_int,
-            &CString,
-        ); 4] = [
-            (libc::unlink, dirty),
-            (libc::rmdir, volatile),
-            (libc::rmdir, incompat),
-            (libc::rmdir, inner_work),
-        ];
-        for (remove, path) in steps {
-            // SAFETY: unlink(2)/rmdir(2) of a C string built before the clone.
-            if unsafe { remove(path.as_ptr()) } != 0
-                && nix::errno::Errno::last() != nix::errno::Errno::ENOENT
-            {
-                return side_job::last_errno();
-            }
+        match side_job::sys::rename(&paths.work, &paths.moved_aside) {
+            0 => {}
+            // Nothing to reset; prepare_overlay makes `work`.
+            err if err == -libc::ENOENT => return 0,
+            // Such as `work.old` still being there: for `finish`.
+            err => return err,
         }
-        0
+        // Made while prepare_overlay may be making it too.
+        match side_job::sys::mkdir(&paths.work, 0o755) {
+            made if made == 0 || made == -libc::EEXIST => 0,
+            err => err,
+        }
     }
 
-    /// Given what [`Self::remove_in_side_job`] returned (or `None` if it did not run): removes
+    /// Side-job tail (through [`side_job::sys`] only): removes what the reset moved aside,
+    /// unless something unexpected is in it (then it waits for a [`Self::finish`]).
+    pub fn clear_in_side_job(&self) {
+        if let Some(paths) = &self.paths {
+            if remove_leftovers(&paths.aside) == 0 {
+                side_job::sys::remove(&paths.moved_aside, true);
+            }
+        }
+    }
+
+    /// Given what [`Self::reset_in_side_job`] returned (or `None` if it did not run): removes
     /// and remakes the whole work dir unless it succeeded.
-    pub fn finish(self, removed: Option<i32>) -> Result<(), RootfsError> {
-        if removed == Some(0) {
+    pub fn finish(&self, reset: Option<i32>) -> Result<(), RootfsError> {
+        if reset == Some(0) {
             return Ok(());
         }
         let work = work_dir(&self.scratch);
+        let _ = remove_work_dir(&self.scratch.join(MOVED_ASIDE));
         remove_work_dir(&work)
             .and_then(|()| std::fs::create_dir_all(&work))
             .map_err(|source| RootfsError::CreateDir { path: work, source })
     }
+}
+
+/// Removes [`LEFTOVERS`] (given under one dir), through [`side_job::sys`]: 0, or the `-errno`
+/// of the first removal that failed for another reason than the entry not being there.
+fn remove_leftovers(leftovers: &[CString; 4]) -> i32 {
+    let [dirty, volatile, incompat, inner_work] = leftovers;
+    for (path, dir) in [
+        (dirty, false),
+        (volatile, true),
+        (incompat, true),
+        (inner_work, true),
+    ] {
+        let removed = side_job::sys::remove(path, dir);
+        if removed < 0 && removed != -libc::ENOENT {
+            return removed;
+        }
+    }
+    0
 }
 
 fn remove_work_dir(work: &Path) -> io::Result<()> {
@@ -248,14 +293,19 @@ mod tests {
         );
     }
 
-    /// Runs a work dir reset as the helper does, its side-job part in a side job.
+    /// Runs a work dir reset as the helper does, its side-job parts in a side job.
     fn reset(scratch: &Path) {
         let reset = WorkDirReset::new(scratch);
-        let [removed] = side_job::start(false, || [reset.remove_in_side_job()])
-            .unwrap()
-            .wait()
-            .unwrap();
-        reset.finish(Some(removed)).unwrap();
+        let reset_ref = &reset;
+        let [result] = side_job::start(
+            false,
+            || [reset_ref.reset_in_side_job()],
+            || reset_ref.clear_in_side_job(),
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+        reset.finish(Some(result)).unwrap();
     }
 
     /// What a `volatile` overlay mount leaves in `scratch/work`, modes as the kernel sets them.
@@ -284,23 +334,25 @@ mod tests {
     }
 
     #[test]
-    fn reset_removes_what_a_volatile_mount_left_and_keeps_the_work_dir() {
+    fn reset_removes_what_a_volatile_mount_left_and_leaves_an_empty_work_dir() {
         let tmp = tempfile::tempdir().unwrap();
-        let volatile = leave_volatile_marker(tmp.path());
+        leave_volatile_marker(tmp.path());
         reset(tmp.path());
-        assert!(
-            !volatile.parent().unwrap().exists(),
-            "work/work/incompat is gone"
+        let work = work_dir(tmp.path());
+        assert!(work.is_dir(), "work is there");
+        assert_eq!(
+            std::fs::read_dir(&work).unwrap().count(),
+            0,
+            "work is empty"
         );
         assert!(
-            !work_dir(tmp.path()).join("work").exists(),
-            "work/work is gone"
+            !tmp.path().join(MOVED_ASIDE).exists(),
+            "work.old is cleared"
         );
-        assert!(work_dir(tmp.path()).is_dir(), "work is kept");
     }
 
     #[test]
-    fn reset_replaces_a_work_dir_with_unexpected_content() {
+    fn a_moved_aside_dir_with_unexpected_content_is_removed_by_the_next_reset() {
         let tmp = tempfile::tempdir().unwrap();
         let stray = work_dir(tmp.path()).join("work/incompat/other-feature");
         std::fs::create_dir_all(&stray).unwrap();
@@ -312,6 +364,16 @@ mod tests {
         reset(tmp.path());
         assert!(work_dir(tmp.path()).is_dir());
         assert!(!work_dir(tmp.path()).join("work").exists());
+        assert!(
+            tmp.path().join(MOVED_ASIDE).exists(),
+            "the tail leaves what it does not know"
+        );
+
+        leave_volatile_marker(tmp.path());
+        reset(tmp.path());
+        assert!(!tmp.path().join(MOVED_ASIDE).exists());
+        assert!(work_dir(tmp.path()).is_dir());
+        assert_eq!(std::fs::read_dir(work_dir(tmp.path())).unwrap().count(), 0);
     }
 
     #[test]
