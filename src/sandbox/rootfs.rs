@@ -213,10 +213,15 @@ impl WorkDirReset {
     /// Side-job tail (through [`side_job::sys`] only): removes what the reset moved aside,
     /// unless something unexpected is in it (then it waits for a [`Self::finish`]).
     pub fn clear_in_side_job(&self) {
-        if let Some(paths) = &self.paths {
-            if remove_leftovers(&paths.aside) == 0 {
-                side_job::sys::remove(&paths.moved_aside, true);
-            }
+        let Some(paths) = &self.paths else {
+            return;
+        };
+        // What was moved aside may be a file or a symlink where a dir belonged: unlinked
+        // itself, never followed.
+        if side_job::sys::remove(&paths.moved_aside, false) == -libc::EISDIR
+            && remove_leftovers(&paths.aside) == 0
+        {
+            side_job::sys::remove(&paths.moved_aside, true);
         }
     }
 
@@ -253,11 +258,17 @@ fn remove_leftovers(leftovers: &[CString; 4]) -> i32 {
 }
 
 fn remove_work_dir(work: &Path) -> io::Result<()> {
-    if !work.exists() {
-        return Ok(());
+    match std::fs::symlink_metadata(work) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err),
+        Ok(meta) if meta.is_dir() => {
+            open_up(work);
+            std::fs::remove_dir_all(work)
+        }
+        // A file or a symlink where our dir belongs: removed itself, never followed (open_up
+        // would chmod a symlink's target).
+        Ok(_) => std::fs::remove_file(work),
     }
-    open_up(work);
-    std::fs::remove_dir_all(work)
 }
 
 /// Gives every dir under `dir` mode 0700 (before reading it), so that it can be removed.
@@ -374,6 +385,25 @@ mod tests {
         assert!(!tmp.path().join(MOVED_ASIDE).exists());
         assert!(work_dir(tmp.path()).is_dir());
         assert_eq!(std::fs::read_dir(work_dir(tmp.path())).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn reset_replaces_a_file_or_symlink_in_place_of_the_dirs_without_following_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let scratch = tmp.path().join("scratch");
+        std::fs::create_dir(&scratch).unwrap();
+        std::os::unix::fs::symlink(&outside, work_dir(&scratch)).unwrap();
+        std::fs::write(scratch.join(MOVED_ASIDE), "not a dir").unwrap();
+        reset(&scratch);
+        assert!(std::fs::symlink_metadata(work_dir(&scratch))
+            .unwrap()
+            .is_dir());
+        assert!(std::fs::symlink_metadata(scratch.join(MOVED_ASIDE)).is_err());
+        let mode = std::fs::metadata(&outside).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755, "the symlink's target is untouched");
     }
 
     #[test]
