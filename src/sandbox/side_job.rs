@@ -271,9 +271,14 @@ pub mod sys {
     ///
     /// # Safety
     /// The arguments must be valid for system call `number`.
-    #[cfg(target_arch = "x86_64")]
     pub unsafe fn call<const A: usize>(number: libc::c_long, args: [usize; A]) -> isize {
         let args: [usize; 5] = std::array::from_fn(|i| args.get(i).copied().unwrap_or(0));
+        // SAFETY: passed on from the caller.
+        unsafe { raw(number, args) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn raw(number: libc::c_long, args: [usize; 5]) -> isize {
         let ret: isize;
         // SAFETY: the caller vouches for the arguments; `syscall` clobbers rcx and r11.
         unsafe {
@@ -293,13 +298,8 @@ pub mod sys {
         ret
     }
 
-    /// One system call with up to five arguments, as the kernel returns it.
-    ///
-    /// # Safety
-    /// The arguments must be valid for system call `number`.
     #[cfg(target_arch = "aarch64")]
-    pub unsafe fn call<const A: usize>(number: libc::c_long, args: [usize; A]) -> isize {
-        let args: [usize; 5] = std::array::from_fn(|i| args.get(i).copied().unwrap_or(0));
+    unsafe fn raw(number: libc::c_long, args: [usize; 5]) -> isize {
         let ret: isize;
         // SAFETY: the caller vouches for the arguments.
         unsafe {
@@ -316,6 +316,11 @@ pub mod sys {
         }
         ret
     }
+
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    compile_error!(
+        "side_job::sys makes system calls for x86_64 and aarch64 only: add this architecture's"
+    );
 
     fn result(ret: isize) -> i32 {
         ret as i32
@@ -417,46 +422,13 @@ mod tests {
         assert_eq!(job.wait().unwrap(), [42, -2]);
     }
 
-    #[test]
-    fn results_come_before_the_tail_is_done() {
+    /// A job reporting `[result]` whose tail blocks until the returned closure is called.
+    fn job_with_held_tail(result: i32) -> (SideJob<'static, 1>, impl FnOnce()) {
         let (gate, gate_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
         let gate_fd = gate.as_raw_fd();
-        let mut job = start(
+        let job = start(
             false,
-            || [7],
-            move || {
-                // Blocks until the test has seen the results and lets it go on.
-                let mut byte = 0u8;
-                // SAFETY: read(2) of one byte into a local.
-                unsafe {
-                    sys::call(
-                        libc::SYS_read,
-                        [gate_fd as usize, &mut byte as *mut u8 as usize, 1, 0],
-                    )
-                };
-            },
-        )
-        .unwrap();
-        assert_eq!(job.results().unwrap(), [7]);
-        nix::unistd::write(&gate_tx, b"x").unwrap();
-        drop(job);
-        drop(gate);
-    }
-
-    #[test]
-    fn the_child_is_kept_off_our_cpu_when_there_is_another() {
-        use nix::sched::{sched_getaffinity, CpuSet};
-        let count = |set: &CpuSet| {
-            (0..CpuSet::count())
-                .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
-                .count()
-        };
-        let ours = count(&sched_getaffinity(Pid::from_raw(0)).unwrap());
-        let (gate, gate_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-        let gate_fd = gate.as_raw_fd();
-        let mut job = start(
-            false,
-            || [0],
+            move || [result],
             move || {
                 let mut byte = 0u8;
                 // SAFETY: read(2) of one byte into a local.
@@ -469,9 +441,34 @@ mod tests {
             },
         )
         .unwrap();
+        let release = move || {
+            nix::unistd::write(&gate_tx, b"x").unwrap();
+            drop(gate);
+        };
+        (job, release)
+    }
+
+    #[test]
+    fn results_come_before_the_tail_is_done() {
+        let (mut job, release) = job_with_held_tail(7);
+        assert_eq!(job.results().unwrap(), [7]);
+        release();
+        drop(job);
+    }
+
+    #[test]
+    fn the_child_is_kept_off_our_cpu_when_there_is_another() {
+        use nix::sched::{sched_getaffinity, CpuSet};
+        let count = |set: &CpuSet| {
+            (0..CpuSet::count())
+                .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+                .count()
+        };
+        let ours = count(&sched_getaffinity(Pid::from_raw(0)).unwrap());
+        let (mut job, release) = job_with_held_tail(0);
         job.results().unwrap();
         let child = count(&sched_getaffinity(job.child.unwrap()).unwrap());
-        nix::unistd::write(&gate_tx, b"x").unwrap();
+        release();
         drop(job);
         if ours > 1 {
             assert_eq!(child, ours - 1);
