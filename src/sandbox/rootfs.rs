@@ -14,6 +14,7 @@ use std::io;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use oci_spec::runtime::{Mount, MountBuilder};
 
@@ -159,6 +160,9 @@ pub struct WorkDirReset {
     scratch: PathBuf,
     /// `None` if a path has a NUL byte.
     paths: Option<ResetPaths>,
+    /// The reset moved the old work dir aside and succeeded, so the tail has it to remove.
+    /// Otherwise `finish` removes whatever is there, and the tail must not race it.
+    moved_aside: AtomicBool,
 }
 
 struct ResetPaths {
@@ -187,6 +191,7 @@ impl WorkDirReset {
         WorkDirReset {
             scratch: scratch.to_path_buf(),
             paths,
+            moved_aside: AtomicBool::new(false),
         }
     }
 
@@ -205,7 +210,10 @@ impl WorkDirReset {
         }
         // Made while prepare_overlay may be making it too.
         match side_job::sys::mkdir(&paths.work, 0o755) {
-            made if made == 0 || made == -libc::EEXIST => 0,
+            made if made == 0 || made == -libc::EEXIST => {
+                self.moved_aside.store(true, Ordering::Relaxed);
+                0
+            }
             err => err,
         }
     }
@@ -216,6 +224,9 @@ impl WorkDirReset {
         let Some(paths) = &self.paths else {
             return;
         };
+        if !self.moved_aside.load(Ordering::Relaxed) {
+            return;
+        }
         // What was moved aside may be a file or a symlink where a dir belonged: unlinked
         // itself, never followed.
         if side_job::sys::remove(&paths.moved_aside, false) == -libc::EISDIR
