@@ -240,9 +240,9 @@ impl ContainerCgroups {
     /// (0.6 ms of the container's start on this VM). A bind is used, never a new cgroup2
     /// mount: mounting cgroup2 re-applies its options (`nsdelegate`, ...) host-wide.
     ///
-    /// Otherwise `/sys/fs/cgroup` becomes an empty read-only tmpfs, so the v1 manager finds no
-    /// hierarchy: usually one detach of the whole tree (each unmount waits for an expedited RCU
-    /// grace period).
+    /// Otherwise (no such mount, or the stand-in could not be set up) `/sys/fs/cgroup` becomes
+    /// an empty read-only tmpfs, so the v1 manager finds no hierarchy: usually one detach of the
+    /// whole tree (each unmount waits for an expedited RCU grace period).
     ///
     /// Call [`ContainerCgroups::retire_stand_in`] once the container is built.
     pub fn hide_hierarchies(&mut self) -> Result<(), CgroupV1Error> {
@@ -260,8 +260,11 @@ impl ContainerCgroups {
             MsFlags::MS_REC | MsFlags::MS_SLAVE,
             None::<&str>,
         )?;
-        if let Some(unified) = &self.unified {
-            return self.mount_stand_in(unified.clone());
+        // Where the stand-in cannot be set up, the empty tmpfs below serves.
+        if let Some(unified) = self.unified.clone() {
+            if self.mount_stand_in(unified).is_ok() {
+                return Ok(());
+            }
         }
         match umount2(CGROUP_ROOT, MntFlags::MNT_DETACH) {
             Ok(()) | Err(nix::Error::EINVAL) => {}
@@ -294,22 +297,29 @@ impl ContainerCgroups {
             None::<&str>,
         )?;
         let parent = Path::new(CGROUP_ROOT).join(PARENT);
-        mount(
+        let dir = parent.join(&self.id);
+        let made = mount(
             Some("tmpfs"),
             &parent,
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
             Some("size=4k,mode=700"),
-        )?;
-        let dir = parent.join(&self.id);
-        nix::unistd::mkdir(&dir, Mode::S_IRWXU)?;
-        // The null device: what libcgroups writes is dropped, what it reads is empty.
-        nix::sys::stat::mknod(
-            &dir.join("cgroup.procs"),
-            nix::sys::stat::SFlag::S_IFCHR,
-            Mode::S_IRUSR | Mode::S_IWUSR,
-            nix::sys::stat::makedev(1, 3),
-        )?;
+        )
+        .and_then(|()| nix::unistd::mkdir(&dir, Mode::S_IRWXU))
+        .and_then(|()| {
+            // The null device: what libcgroups writes is dropped, what it reads is empty.
+            nix::sys::stat::mknod(
+                &dir.join("cgroup.procs"),
+                nix::sys::stat::SFlag::S_IFCHR,
+                Mode::S_IRUSR | Mode::S_IWUSR,
+                nix::sys::stat::makedev(1, 3),
+            )
+        });
+        if made.is_err() {
+            // Takes the tmpfs along, and shows the v1 tree again.
+            let _ = umount2(CGROUP_ROOT, MntFlags::MNT_DETACH);
+        }
+        made?;
         self.stand_in = true;
         Ok(())
     }
