@@ -125,14 +125,15 @@ pub fn check_plain(dir: &Path) -> Result<(), RootfsError> {
 /// The dirs overlayfs leaves in `scratch/work` with mode 000, outermost first.
 const LOCKED_DIRS: [&str; 3] = ["work", "work/incompat", "work/incompat/volatile"];
 
-/// What a `volatile` mount leaves behind, deepest first, `work/work` included: the kernel
-/// refuses to mount the work dir again while `work/incompat` has entries, and would otherwise
-/// remove and remake `work/work` itself, inside the container's start-up.
-const LEFTOVERS: [&str; 4] = [
-    "work/incompat/volatile/dirty",
-    "work/incompat/volatile",
-    "work/incompat",
-    "work",
+/// What a `volatile` mount leaves behind, deepest first, `work/work` included, each with
+/// whether it is a dir: the kernel refuses to mount the work dir again while `work/incompat`
+/// has entries, and would otherwise remove and remake `work/work` itself, inside the
+/// container's start-up.
+const LEFTOVERS: [(&str, bool); 4] = [
+    ("work/incompat/volatile/dirty", false),
+    ("work/incompat/volatile", true),
+    ("work/incompat", true),
+    ("work", true),
 ];
 
 /// Where the reset moves an earlier run's work dir, next to it, to be removed off the critical
@@ -174,18 +175,14 @@ struct ResetPaths {
 
 impl WorkDirReset {
     pub fn new(scratch: &Path) -> WorkDirReset {
-        let work = work_dir(scratch);
+        let c_string = |path: PathBuf| CString::new(path.into_os_string().into_vec()).ok();
         let moved_aside = scratch.join(MOVED_ASIDE);
-        let c = |path: PathBuf| CString::new(path.into_os_string().into_vec()).ok();
-        let under = |dir: &Path| {
-            let [a, b, c_, d] = LEFTOVERS.map(|entry| c(dir.join(entry)));
-            Some([a?, b?, c_?, d?])
-        };
         let paths = (|| {
+            let [a, b, c, d] = LEFTOVERS.map(|(entry, _)| c_string(moved_aside.join(entry)));
             Some(ResetPaths {
-                aside: under(&moved_aside)?,
-                work: c(work.clone())?,
-                moved_aside: c(moved_aside.clone())?,
+                aside: [a?, b?, c?, d?],
+                work: c_string(work_dir(scratch))?,
+                moved_aside: c_string(moved_aside)?,
             })
         })();
         WorkDirReset {
@@ -253,13 +250,7 @@ impl WorkDirReset {
 /// Removes [`LEFTOVERS`] (given under one dir), through [`side_job::sys`]: 0, or the `-errno`
 /// of the first removal that failed for another reason than the entry not being there.
 fn remove_leftovers(leftovers: &[CString; 4]) -> i32 {
-    let [dirty, volatile, incompat, inner_work] = leftovers;
-    for (path, dir) in [
-        (dirty, false),
-        (volatile, true),
-        (incompat, true),
-        (inner_work, true),
-    ] {
+    for (path, (_, dir)) in leftovers.iter().zip(LEFTOVERS) {
         let removed = side_job::sys::remove(path, dir);
         if removed < 0 && removed != -libc::ENOENT {
             return removed;
