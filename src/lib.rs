@@ -12,5 +12,6 @@ pub mod plan;
 pub mod release;
 pub mod role_manifest;
 pub mod sandbox;
+pub mod tree_removal;
 pub mod workdir;
 pub mod yaml;

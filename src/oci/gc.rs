@@ -150,30 +150,10 @@ pub fn gc(
     Ok(report)
 }
 
-/// Removes a tree even where it holds read-only directories (compiled outputs often do).
+/// Removes a tree even where it holds read-only directories (compiled outputs often do); see
+/// [`crate::tree_removal::remove`].
 pub fn make_writable_and_remove(path: &Path) -> Result<(), OciError> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(OciError::io(path)(e)),
-    };
-    if !meta.is_dir() {
-        return std::fs::remove_file(path).map_err(OciError::io(path));
-    }
-    if std::fs::remove_dir_all(path).is_ok() {
-        return Ok(());
-    }
-    for entry in walkdir::WalkDir::new(path)
-        .follow_links(false)
-        .into_iter()
-        .flatten()
-    {
-        if entry.file_type().is_dir() {
-            let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o700));
-        }
-    }
-    std::fs::remove_dir_all(path).map_err(OciError::io(path))
+    crate::tree_removal::remove(path).map_err(OciError::io(path))
 }
 
 fn blob_files(dir: &Path) -> Result<Vec<(PathBuf, String)>, OciError> {

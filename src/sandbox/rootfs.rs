@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use oci_spec::runtime::{Mount, MountBuilder};
 
 use super::side_job;
+use crate::tree_removal;
 
 #[derive(thiserror::Error, Debug)]
 pub enum RootfsError {
@@ -240,8 +241,9 @@ impl WorkDirReset {
             return Ok(());
         }
         let work = work_dir(&self.scratch);
-        let _ = remove_work_dir(&self.scratch.join(MOVED_ASIDE));
-        remove_work_dir(&work)
+        // Files or symlinks where these dirs belong are removed themselves, never followed.
+        let _ = tree_removal::remove(&self.scratch.join(MOVED_ASIDE));
+        tree_removal::remove(&work)
             .and_then(|()| std::fs::create_dir_all(&work))
             .map_err(|source| RootfsError::CreateDir { path: work, source })
     }
@@ -257,32 +259,6 @@ fn remove_leftovers(leftovers: &[CString; 4]) -> i32 {
         }
     }
     0
-}
-
-fn remove_work_dir(work: &Path) -> io::Result<()> {
-    match std::fs::symlink_metadata(work) {
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(err),
-        Ok(meta) if meta.is_dir() => {
-            open_up(work);
-            std::fs::remove_dir_all(work)
-        }
-        // A file or a symlink where our dir belongs: removed itself, never followed (open_up
-        // would chmod a symlink's target).
-        Ok(_) => std::fs::remove_file(work),
-    }
-}
-
-/// Gives every dir under `dir` mode 0700 (before reading it), so that it can be removed.
-fn open_up(dir: &Path) {
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                open_up(&entry.path());
-            }
-        }
-    }
 }
 
 #[cfg(test)]

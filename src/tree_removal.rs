@@ -1,0 +1,86 @@
+//! Removing a file or directory tree of ours that may hold directories without write (or even
+//! read) permission: compiled outputs often have read-only dirs, and overlayfs leaves mode-000
+//! dirs in its work dir.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// Removes `path`: a file or symlink itself (a symlink is never followed), a directory with
+/// everything in it. Where a plain removal fails, every directory in the tree is given mode
+/// 0700 first, each before it is read, so this works for a non-root owner too. A missing
+/// `path` is not an error.
+pub fn remove(path: &Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err),
+    };
+    if !meta.is_dir() {
+        return std::fs::remove_file(path);
+    }
+    if std::fs::remove_dir_all(path).is_ok() {
+        return Ok(());
+    }
+    open_up(path);
+    std::fs::remove_dir_all(path)
+}
+
+/// Gives `dir` and every directory under it mode 0700, each before it is read. Symlinks are
+/// not followed (a `DirEntry`'s file type is the link's own).
+fn open_up(dir: &Path) {
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                open_up(&entry.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn removes_a_tree_with_locked_dirs_and_leaves_symlink_targets_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tree = tmp.path().join("tree");
+        std::fs::create_dir_all(tree.join("a/b")).unwrap();
+        std::fs::write(tree.join("a/b/file"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("a/link")).unwrap();
+        for dir in ["a/b", "a"] {
+            std::fs::set_permissions(tree.join(dir), std::fs::Permissions::from_mode(0o000))
+                .unwrap();
+        }
+        remove(&tree).unwrap();
+        assert!(!tree.exists());
+        assert_eq!(mode(&outside), 0o755);
+    }
+
+    #[test]
+    fn a_symlink_or_file_is_removed_itself_and_a_missing_path_is_fine() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        remove(&link).unwrap();
+        assert!(std::fs::symlink_metadata(&link).is_err());
+        assert_eq!(mode(&outside), 0o755);
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        remove(&file).unwrap();
+        assert!(!file.exists());
+        remove(&tmp.path().join("missing")).unwrap();
+    }
+}
