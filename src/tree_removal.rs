@@ -47,12 +47,18 @@ mod tests {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
+    /// A dir with mode 0755 that a symlink in a removed tree points to.
+    fn outside_dir(tmp: &Path) -> std::path::PathBuf {
+        let outside = tmp.join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
+        outside
+    }
+
     #[test]
     fn removes_a_tree_with_locked_dirs_and_leaves_symlink_targets_alone() {
         let tmp = tempfile::tempdir().unwrap();
-        let outside = tmp.path().join("outside");
-        std::fs::create_dir(&outside).unwrap();
-        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let outside = outside_dir(tmp.path());
         let tree = tmp.path().join("tree");
         std::fs::create_dir_all(tree.join("a/b")).unwrap();
         std::fs::write(tree.join("a/b/file"), "x").unwrap();
@@ -69,9 +75,7 @@ mod tests {
     #[test]
     fn a_symlink_or_file_is_removed_itself_and_a_missing_path_is_fine() {
         let tmp = tempfile::tempdir().unwrap();
-        let outside = tmp.path().join("outside");
-        std::fs::create_dir(&outside).unwrap();
-        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let outside = outside_dir(tmp.path());
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&outside, &link).unwrap();
         remove(&link).unwrap();
