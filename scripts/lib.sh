@@ -13,11 +13,13 @@ ensure_apt_packages() {
     return 1
   fi
   echo "installing: ${missing[*]}" >&2
+  # A brand-new machine may still be running its own apt jobs: wait for their lock, not fail.
+  local wait_lock=(-o DPkg::Lock::Timeout=600)
   if [ -z "${_APT_UPDATED:-}" ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get "${wait_lock[@]}" update -qq </dev/null
     _APT_UPDATED=1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get "${wait_lock[@]}" install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
 }
 
 # Makes sure cargo is on PATH (rustup installs it under ~/.cargo/bin).
@@ -30,4 +32,4 @@ ensure_cargo() {
 }
 
 # The Debian packages the build and the whole test suite need.
-PROJECT_APT_PACKAGES=(ca-certificates gcc libc6-dev make pkg-config tar gzip zstd libseccomp-dev busybox-static uidmap skopeo umoci procps util-linux mmdebstrap)
+PROJECT_APT_PACKAGES=(ca-certificates python3 gcc libc6-dev make pkg-config tar gzip zstd libseccomp-dev busybox-static uidmap skopeo umoci procps util-linux mmdebstrap)

@@ -128,11 +128,13 @@ fn the_real_world_release_compiles_and_its_programs_run_against_their_dependenci
     let release = tmp.join("real-release");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/real-release.sh");
 
-    // Generated twice: the second run changes nothing (same fingerprints).
+    // Generated twice: the second run changes nothing (same fingerprints). With $FISSILE_OCI
+    // the script also checks the fingerprints against the committed ones.
     let generate = || {
         let out = Command::new("bash")
             .arg(&script)
             .arg(&release)
+            .env("FISSILE_OCI", env!("CARGO_BIN_EXE_fissile-oci"))
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -187,6 +189,30 @@ fn the_real_world_release_compiles_and_its_programs_run_against_their_dependenci
         ["bzip2", "libxml2", "nettle", "xz", "zlib"]
     );
     assert_eq!(deps("lua"), ["ncurses", "readline"]);
+    // The same tarballs (sources.lock) and definitions give the same release on every machine.
+    let fingerprints: BTreeMap<&str, &str> = packages
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["fingerprint"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let committed_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/real-release/fingerprints");
+    let committed_text = std::fs::read_to_string(&committed_path).unwrap();
+    let committed: BTreeMap<&str, &str> = committed_text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_once(' ').unwrap())
+        .collect();
+    assert_eq!(
+        fingerprints,
+        committed,
+        "the real-world release's fingerprints (left) differ from {}",
+        committed_path.display()
+    );
     let blobs = std::fs::read_to_string(release.join("config/blobs.yml")).unwrap();
     assert_eq!(blobs.matches("  sha: sha256:").count(), packages.len());
 
