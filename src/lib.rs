@@ -1,17 +1,25 @@
 //! fissile-oci: compile BOSH release packages into OCI image layers without a container daemon.
 //!
-//! The data flow is `release` (read and verify releases) -> `plan` (the package graph) -> later
-//! stages that compile in sandboxes and store results in an OCI layout.
+//! The modules follow the data flow of a compile:
+//!
+//! - [`release`]: read and verify releases in every form BOSH writes (tarballs, extracted
+//!   tarballs, dev releases, source directories), their digests and v2 fingerprints;
+//! - [`plan`]: the package graph across releases, narrowed by a role manifest, in compile order;
+//! - [`base`]: base images and the compilation base every package compiles on;
+//! - [`compile`]: cache keys, the DAG scheduler and the orchestration of a whole compile;
+//! - [`sandbox`]: one command in a libcontainer sandbox, rootful or rootless;
+//! - [`oci`]: the OCI image layout store, deterministic layers, images, imports, verify and gc.
+//!
+//! Beside the flow: [`extract`] unpacks untrusted archives safely, [`workdir`] owns the work dir
+//! (its layout, its lock, removing trees in it) and [`cancel`] is the cancellation shared by the
+//! scheduler and sandbox runs.
 
 pub mod base;
+pub mod cancel;
 pub mod compile;
-pub mod digest;
 pub mod extract;
 pub mod oci;
 pub mod plan;
 pub mod release;
-pub mod role_manifest;
 pub mod sandbox;
-pub mod tree_removal;
 pub mod workdir;
-pub mod yaml;

@@ -26,8 +26,8 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
         } else {
             format!(
                 "file {mode:o} {}",
-                fissile_oci::digest::digest_bytes(
-                    fissile_oci::digest::Algorithm::Sha256,
+                fissile_oci::release::digest::digest_bytes(
+                    fissile_oci::release::digest::Algorithm::Sha256,
                     &std::fs::read(entry.path()).unwrap()
                 )
             )

@@ -190,7 +190,7 @@ impl Staging {
 impl Drop for Staging {
     fn drop(&mut self) {
         // Bootstrapped trees hold read-only dirs; TempDir's own removal would give up on them.
-        let _ = oci::gc::make_writable_and_remove(self.0.path());
+        let _ = crate::workdir::remove_tree(self.0.path());
     }
 }
 

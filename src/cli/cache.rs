@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Subcommand;
 
 use fissile_oci::oci::{gc, store::annotations, OciStore};
@@ -153,7 +154,8 @@ fn clean(wd: &WorkDir, printer: Printer) -> anyhow::Result<ExitCode> {
         ))
     })?;
     for dir in [wd.oci(), wd.rootfs(), wd.packages(), wd.runs(), wd.logs()] {
-        gc::make_writable_and_remove(&dir)?;
+        fissile_oci::workdir::remove_tree(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
     }
     printer.info(format_args!("cleaned {}", wd.root().display()));
     Ok(ExitCode::SUCCESS)

@@ -7,9 +7,9 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
 
+use fissile_oci::plan::role_manifest::RoleManifest;
 use fissile_oci::plan::{Plan, Selection};
 use fissile_oci::release;
-use fissile_oci::role_manifest::RoleManifest;
 
 use super::{Printer, ReleaseArgs};
 

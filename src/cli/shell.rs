@@ -216,9 +216,9 @@ pub fn run(args: ShellArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow
         if kept.is_some() { "the kept scratch dir of the failed compile" } else { "freshly staged" }
     ));
     let outcome = sandbox.run(&spec);
-    let _ = fissile_oci::oci::gc::make_writable_and_remove(&scratch.join("shell-sandbox"));
+    let _ = fissile_oci::workdir::remove_tree(&scratch.join("shell-sandbox"));
     if kept.is_none() {
-        let _ = fissile_oci::oci::gc::make_writable_and_remove(&scratch);
+        let _ = fissile_oci::workdir::remove_tree(&scratch);
     }
     Ok(ExitCode::from(outcome?.shell_code().clamp(0, 255) as u8))
 }

@@ -257,7 +257,7 @@ impl Compiler<'_> {
                             .insert(i, result);
                         // Deleting a scratch dir is slow on some filesystems: not on the
                         // critical path.
-                        let _ = crate::oci::gc::make_writable_and_remove(&scratch);
+                        let _ = crate::workdir::remove_tree(&scratch);
                     }
                     let refs: Vec<(String, Descriptor)> = named
                         .iter()
@@ -464,7 +464,7 @@ impl Compiler<'_> {
             let kept = if self.options.keep_sandbox && scratch.exists() {
                 Some(scratch.clone())
             } else {
-                let _ = crate::oci::gc::make_writable_and_remove(&scratch);
+                let _ = crate::workdir::remove_tree(&scratch);
                 None
             };
             // Recorded whatever happens next: the scheduler decides whether this was a failure
@@ -489,7 +489,7 @@ impl Compiler<'_> {
         };
         let source_dir = scratch.join("source");
         let install_dir = scratch.join("install");
-        let _ = crate::oci::gc::make_writable_and_remove(&scratch);
+        let _ = crate::workdir::remove_tree(&scratch);
         if let Err(e) = std::fs::create_dir_all(&install_dir) {
             return Err(fail(
                 format!("cannot create {}: {e}", install_dir.display()),

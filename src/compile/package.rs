@@ -157,7 +157,7 @@ pub fn publish_dir(install_dir: &Path, published: &Path) -> std::io::Result<()> 
     match std::fs::rename(install_dir, published) {
         Ok(()) => Ok(()),
         Err(_) if published.is_dir() => {
-            let _ = crate::oci::gc::make_writable_and_remove(install_dir);
+            let _ = crate::workdir::remove_tree(install_dir);
             Ok(())
         }
         Err(e) => Err(e),

@@ -23,14 +23,13 @@
 //!   delivers [`Event`]s (so the progress display needs no locking) and turns the caller's
 //!   cancellation into a stop. Job panics are caught and reported as failures of that node.
 
-mod cancel;
 mod graph;
 mod run;
 pub mod sim;
 
 use std::time::{Duration, Instant};
 
-pub use cancel::{CallbackId, CancelToken};
+pub use crate::cancel::{CallbackId, CancelToken};
 pub use graph::{Graph, GraphError, Node};
 pub use run::run;
 pub use sim::{least_deps_first_order, schedule, simulate, Policy, Simulation};

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::digest::MultiDigest;
 use crate::extract::{self, ExtractLimits};
+use crate::release::digest::MultiDigest;
 use crate::release::{Package, PackageSource};
 
 #[derive(thiserror::Error, Debug)]
@@ -53,7 +53,7 @@ pub fn materialize_tarball_members(
         let dest = dir.join(&file_name);
         let mut file = std::fs::File::create(&dest).map_err(io(&dest))?;
         let algorithm = expected.as_ref().map(|d| d.strongest().algorithm);
-        let mut hasher = algorithm.map(crate::digest::Hasher::new);
+        let mut hasher = algorithm.map(crate::release::digest::Hasher::new);
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = entry.read(&mut buf).map_err(io(tarball))?;

@@ -143,17 +143,11 @@ pub fn gc(
                 continue;
             }
             let path = entry.path();
-            make_writable_and_remove(&path)?;
+            crate::workdir::remove_tree(&path).map_err(OciError::io(&path))?;
             report.dirs_removed.push(path);
         }
     }
     Ok(report)
-}
-
-/// Removes a tree even where it holds read-only directories (compiled outputs often do); see
-/// [`crate::tree_removal::remove`].
-pub fn make_writable_and_remove(path: &Path) -> Result<(), OciError> {
-    crate::tree_removal::remove(path).map_err(OciError::io(path))
 }
 
 fn blob_files(dir: &Path) -> Result<Vec<(PathBuf, String)>, OciError> {

@@ -8,7 +8,7 @@ use super::final_tarball::{read_job_specs, to_jobs, to_packages, verify_files};
 use super::listed;
 use super::manifest::{ReleaseConfig, ReleaseManifest};
 use super::{index, version, LoadOptions, PackageSource, Release, ReleaseError, ReleaseKind};
-use crate::digest::MultiDigest;
+use crate::release::digest::MultiDigest;
 
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError> {
     let name = release_name(path)?;
@@ -35,7 +35,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
             .to_string(),
     };
     let manifest_path = releases_dir.join(format!("{name}-{version}.yml"));
-    let manifest: ReleaseManifest = crate::yaml::read(&manifest_path)?;
+    let manifest: ReleaseManifest = crate::release::yaml::read(&manifest_path)?;
     listed::check_manifest(&manifest, &manifest_path)?;
     let packages = listed::packages(&manifest, &manifest_path)?;
     let jobs = listed::jobs(&manifest, &manifest_path)?;
@@ -112,7 +112,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
 pub fn release_name(path: &Path) -> Result<String, ReleaseError> {
     let dev_yml = path.join("config").join("dev.yml");
     if dev_yml.is_file() {
-        let config: ReleaseConfig = crate::yaml::read(&dev_yml)?;
+        let config: ReleaseConfig = crate::release::yaml::read(&dev_yml)?;
         if let Some(name) = config.dev_name.filter(|n| !n.is_empty()) {
             super::validate_name(&dev_yml, "release", &name)?;
             return Ok(name);
@@ -120,7 +120,7 @@ pub fn release_name(path: &Path) -> Result<String, ReleaseError> {
     }
     let final_yml = path.join("config").join("final.yml");
     if final_yml.is_file() {
-        let config: ReleaseConfig = crate::yaml::read(&final_yml)?;
+        let config: ReleaseConfig = crate::release::yaml::read(&final_yml)?;
         if let Some(name) = config.name.or(config.final_name).filter(|n| !n.is_empty()) {
             super::validate_name(&final_yml, "release", &name)?;
             return Ok(name);

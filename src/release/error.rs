@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 
-use crate::digest::DigestError;
 use crate::extract::ExtractError;
-use crate::yaml::YamlError;
+use crate::release::digest::DigestError;
+use crate::release::yaml::YamlError;
 
 /// Everything that can be wrong with a release given to us; each names the file involved.
 #[derive(thiserror::Error, Debug)]

@@ -13,8 +13,8 @@ use rayon::prelude::*;
 use super::listed::{self, Listed};
 use super::manifest::ReleaseManifest;
 use super::{job, Job, LoadOptions, Package, PackageSource, Release, ReleaseError, ReleaseKind};
-use crate::digest::{self, MultiDigest};
 use crate::extract;
+use crate::release::digest::{self, MultiDigest};
 
 const MAX_RELEASE_MF: u64 = 64 * 1024 * 1024;
 /// Job archives hold templates and a manifest; anything bigger is not a job.
@@ -39,7 +39,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
         )
     })?;
     let manifest: ReleaseManifest =
-        crate::yaml::parse(&manifest_bytes, &member_path(path, "release.MF"))?;
+        crate::release::yaml::parse(&manifest_bytes, &member_path(path, "release.MF"))?;
     listed::check_manifest(&manifest, path)?;
     let packages = listed::packages(&manifest, path)?;
     let jobs = listed::jobs(&manifest, path)?;
@@ -161,7 +161,7 @@ enum Kind {
 
 /// A directory with an extracted release tarball: archives are files, verified in parallel.
 pub fn load_extracted(path: &Path, _options: &LoadOptions) -> Result<Release, ReleaseError> {
-    let manifest: ReleaseManifest = crate::yaml::read(&path.join("release.MF"))?;
+    let manifest: ReleaseManifest = crate::release::yaml::read(&path.join("release.MF"))?;
     listed::check_manifest(&manifest, path)?;
     let packages = listed::packages(&manifest, path)?;
     let jobs = listed::jobs(&manifest, path)?;

@@ -14,7 +14,7 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::digest::{self, Algorithm, Digest, Hasher};
+use crate::release::digest::{self, Algorithm, Digest, Hasher};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Era {

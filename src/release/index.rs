@@ -10,7 +10,7 @@ pub fn read(path: &Path) -> Result<BuildIndex, ReleaseError> {
     if !path.exists() {
         return Ok(BuildIndex::default());
     }
-    Ok(crate::yaml::read(path)?)
+    Ok(crate::release::yaml::read(path)?)
 }
 
 /// The versions an index records (for release indexes, `version`; package indexes are keyed by

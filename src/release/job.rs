@@ -18,7 +18,7 @@ pub fn read_job_manifest(
     let reader = extract::decompressing_reader(reader).map_err(ReleaseError::io(archive_name))?;
     let bytes = extract::read_member(reader, archive_name, "job.MF", MAX_JOB_MF)?
         .ok_or_else(|| ReleaseError::invalid(archive_name, "job archive has no job.MF"))?;
-    let spec: JobSpec = crate::yaml::parse(&bytes, &archive_name.join("job.MF"))?;
+    let spec: JobSpec = crate::release::yaml::parse(&bytes, &archive_name.join("job.MF"))?;
     for package in &spec.packages {
         super::validate_name(archive_name, "package", package)?;
     }

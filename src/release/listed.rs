@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::manifest::{JobEntry, PackageEntry, ReleaseManifest};
 use super::{validate_name, ReleaseError};
-use crate::digest::MultiDigest;
+use crate::release::digest::MultiDigest;
 
 /// A package or job entry with its names checked and its digest parsed.
 pub struct Listed<'a, E> {

@@ -152,7 +152,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::yaml::parse;
+    use crate::release::yaml::parse;
     use std::path::Path;
 
     #[test]

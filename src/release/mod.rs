@@ -3,6 +3,7 @@
 //! directories. Every package and job archive is verified against its recorded digest on load.
 
 mod dev;
+pub mod digest;
 mod error;
 mod final_tarball;
 pub mod fingerprint;
@@ -13,6 +14,7 @@ mod manifest;
 mod names;
 mod source_dir;
 pub mod version;
+pub(crate) mod yaml;
 
 use std::path::{Path, PathBuf};
 

@@ -15,7 +15,7 @@ use super::{
     dev, index, validate_name, version, Job, Package, PackageSource, Release, ReleaseError,
     ReleaseKind, SourceFile,
 };
-use crate::digest::{Algorithm, MultiDigest};
+use crate::release::digest::{Algorithm, MultiDigest};
 
 pub fn load(path: &Path) -> Result<Release, ReleaseError> {
     let name = release_name(path);
@@ -76,7 +76,7 @@ fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, ReleaseError> {
 
 fn load_job(dir: &Path) -> Result<Job, ReleaseError> {
     let spec_path = dir.join("spec");
-    let spec: JobSpec = crate::yaml::read(&spec_path)?;
+    let spec: JobSpec = crate::release::yaml::read(&spec_path)?;
     let name = if spec.name.is_empty() {
         dir.file_name()
             .unwrap_or_default()
@@ -105,7 +105,7 @@ fn load_package(
     let lock_path = dir.join("spec.lock");
     if lock_path.is_file() {
         // A locked package keeps its recorded fingerprint; bosh does not look at its files.
-        let lock: PackageSpecLock = crate::yaml::read(&lock_path)?;
+        let lock: PackageSpecLock = crate::release::yaml::read(&lock_path)?;
         validate_name(&lock_path, "package", &lock.name)?;
         if Era::of(&lock.fingerprint).is_none() {
             return Err(ReleaseError::invalid(
@@ -125,7 +125,7 @@ fn load_package(
         });
     }
     let spec_path = dir.join("spec");
-    let spec: PackageSpec = crate::yaml::read(&spec_path)?;
+    let spec: PackageSpec = crate::release::yaml::read(&spec_path)?;
     validate_name(&spec_path, "package", &spec.name)?;
     for dep in &spec.dependencies {
         validate_name(&spec_path, "package", dep)?;
@@ -265,7 +265,7 @@ fn recorded_release_era(path: &Path, name: &str) -> Result<Era, ReleaseError> {
         if let Some(latest) = version::latest(versions.iter().map(String::as_str)) {
             let manifest_path = releases.join(format!("{name}-{latest}.yml"));
             if manifest_path.is_file() {
-                let manifest: ReleaseManifest = crate::yaml::read(&manifest_path)?;
+                let manifest: ReleaseManifest = crate::release::yaml::read(&manifest_path)?;
                 if let Some(era) = manifest
                     .packages
                     .iter()
@@ -313,7 +313,7 @@ impl SourceTrees {
             .collect();
         let blobs_yml = release.join("config").join("blobs.yml");
         if blobs_yml.is_file() {
-            let recorded: BTreeMap<String, BlobEntry> = crate::yaml::read(&blobs_yml)?;
+            let recorded: BTreeMap<String, BlobEntry> = crate::release::yaml::read(&blobs_yml)?;
             for (blob_path, entry) in recorded {
                 if blobs.contains_key(&blob_path) {
                     continue;

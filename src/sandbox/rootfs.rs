@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use oci_spec::runtime::{Mount, MountBuilder};
 
 use super::side_job;
-use crate::tree_removal;
+use crate::workdir::remove_tree;
 
 #[derive(thiserror::Error, Debug)]
 pub enum RootfsError {
@@ -242,8 +242,8 @@ impl WorkDirReset {
         }
         let work = work_dir(&self.scratch);
         // Files or symlinks where these dirs belong are removed themselves, never followed.
-        let _ = tree_removal::remove(&self.scratch.join(MOVED_ASIDE));
-        tree_removal::remove(&work)
+        let _ = remove_tree(&self.scratch.join(MOVED_ASIDE));
+        remove_tree(&work)
             .and_then(|()| std::fs::create_dir_all(&work))
             .map_err(|source| RootfsError::CreateDir { path: work, source })
     }

@@ -6,8 +6,10 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
+pub mod role_manifest;
+
 use crate::release::Release;
-use crate::role_manifest::RoleManifest;
+use role_manifest::RoleManifest;
 
 /// Index of a release in [`Plan::releases`].
 pub type ReleaseId = usize;

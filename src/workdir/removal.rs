@@ -10,7 +10,7 @@ use std::path::Path;
 /// everything in it. Where a plain removal fails, every directory in the tree is given mode
 /// 0700 first, each before it is read, so this works for a non-root owner too. A missing
 /// `path` is not an error.
-pub fn remove(path: &Path) -> io::Result<()> {
+pub fn remove_tree(path: &Path) -> io::Result<()> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -67,7 +67,7 @@ mod tests {
             std::fs::set_permissions(tree.join(dir), std::fs::Permissions::from_mode(0o000))
                 .unwrap();
         }
-        remove(&tree).unwrap();
+        remove_tree(&tree).unwrap();
         assert!(!tree.exists());
         assert_eq!(mode(&outside), 0o755);
     }
@@ -78,13 +78,13 @@ mod tests {
         let outside = outside_dir(tmp.path());
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&outside, &link).unwrap();
-        remove(&link).unwrap();
+        remove_tree(&link).unwrap();
         assert!(std::fs::symlink_metadata(&link).is_err());
         assert_eq!(mode(&outside), 0o755);
         let file = tmp.path().join("file");
         std::fs::write(&file, "x").unwrap();
-        remove(&file).unwrap();
+        remove_tree(&file).unwrap();
         assert!(!file.exists());
-        remove(&tmp.path().join("missing")).unwrap();
+        remove_tree(&tmp.path().join("missing")).unwrap();
     }
 }

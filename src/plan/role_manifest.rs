@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::yaml::YamlError;
+use crate::release::yaml::YamlError;
 
 #[derive(Deserialize, Debug, Default)]
 struct RoleManifestFile {
@@ -57,7 +57,7 @@ pub enum RoleManifestError {
 
 impl RoleManifest {
     pub fn read(path: &Path) -> Result<RoleManifest, RoleManifestError> {
-        let file: RoleManifestFile = crate::yaml::read(path)?;
+        let file: RoleManifestFile = crate::release::yaml::read(path)?;
         let groups = file.instance_groups.or(file.roles).unwrap_or_default();
         let jobs: Vec<RoleJob> = groups
             .into_iter()
