@@ -16,6 +16,7 @@
 
 pub mod base;
 pub mod cancel;
+pub mod clock;
 pub mod compile;
 pub mod extract;
 pub mod oci;

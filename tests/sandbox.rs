@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common_sandbox::*;
+use fissile_oci::cancel::CancelToken;
 use fissile_oci::sandbox::{
     BindMount, CgroupSupport, ExitStatus, HostContext, LibcontainerSandbox, Network, Outcome,
     Output, RootfsSpec, Sandbox, SandboxError, SandboxSpec,
@@ -69,7 +70,7 @@ impl Env {
 
     /// Runs, returns the outcome and the log, and asserts that nothing was left behind.
     fn run(&self, spec: &SandboxSpec) -> (Outcome, String) {
-        let outcome = self.sandbox.run(spec).unwrap();
+        let outcome = self.sandbox.run(spec, &CancelToken::new()).unwrap();
         let Output::File(log) = &spec.stdout else {
             unreachable!()
         };
@@ -457,7 +458,7 @@ fn bad_specs_are_refused_before_anything_runs() {
         lower: vec![env.path("missing")],
         scratch: env.path("scratch/bad"),
     };
-    let err = env.sandbox.run(&spec).unwrap_err();
+    let err = env.sandbox.run(&spec, &CancelToken::new()).unwrap_err();
     assert_eq!(err.stage(), Some("preparing the rootfs"), "{err}");
     assert!(err.to_string().contains("missing"), "{err}");
     env.assert_clean(None);

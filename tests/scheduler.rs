@@ -69,7 +69,7 @@ fn dependencies_finish_before_dependants_start() {
             thread::sleep(Duration::from_millis(1 + (node % 4) as u64));
             active.fetch_sub(1, Ordering::SeqCst);
             log.lock().unwrap().push(("end", node));
-            Ok(node)
+            Ok::<_, String>(node)
         },
         |event| match event {
             Event::Started(n) => events.push(("started", n)),
@@ -120,7 +120,7 @@ fn one_worker_follows_critical_path_priority() {
         &RunOptions::new(1),
         |node, _| {
             order.lock().unwrap().push(node);
-            Ok(())
+            Ok::<_, String>(())
         },
         |_| {},
     );
@@ -402,7 +402,7 @@ fn five_hundred_random_nodes_each_run_exactly_once() {
                 thread::yield_now();
             }
             // Borrowed results are fine: the success type need not be 'static.
-            Ok(names[node].as_str())
+            Ok::<_, String>(names[node].as_str())
         },
         |_| {},
     );

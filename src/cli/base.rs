@@ -1,6 +1,6 @@
 //! `fissile-oci base build|list|name`: base images and the compilation bases made from them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -9,11 +9,11 @@ use clap::{Args, Subcommand};
 use fissile_oci::base::{self, BaseSource, CompilationBaseRequest};
 use fissile_oci::oci::store::annotations;
 use fissile_oci::oci::OciStore;
-use fissile_oci::sandbox::{default_runtime_root, LibcontainerSandbox, Network};
+use fissile_oci::sandbox::LibcontainerSandbox;
 use fissile_oci::workdir::WorkDir;
 
-use super::cache::human;
-use super::run::NetworkArg;
+use super::args::{NetworkArg, PrerequisitesArgs};
+use super::printer::human_size;
 use super::Printer;
 
 #[derive(Subcommand, Debug)]
@@ -57,24 +57,6 @@ pub struct BuildArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct PrerequisitesArgs {
-    /// Bash script run on the base to make the compilation base [default: built-in, creates
-    /// /var/vcap and checks for compile tools]
-    #[arg(long, value_name = "SCRIPT")]
-    pub prerequisites: Option<PathBuf>,
-}
-
-impl PrerequisitesArgs {
-    pub fn script(&self) -> anyhow::Result<String> {
-        match &self.prerequisites {
-            None => Ok(base::DEFAULT_PREREQUISITES.to_string()),
-            Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read prerequisites script {}", path.display())),
-        }
-    }
-}
-
-#[derive(Args, Debug)]
 pub struct NameArgs {
     /// The base [default: debian-<host suite>]
     #[arg(long, value_name = "REF")]
@@ -96,17 +78,6 @@ pub fn run(
     }
 }
 
-/// The sandbox every command that runs scripts uses.
-pub fn sandbox() -> anyhow::Result<LibcontainerSandbox> {
-    // /proc/self/exe stays valid even when the binary is replaced on disk mid-run (an upgrade, a
-    // rebuild): helpers always run the same code as their parent.
-    let exe = PathBuf::from("/proc/self/exe");
-    if !exe.exists() {
-        anyhow::bail!("/proc is not mounted: sandbox helpers cannot be started");
-    }
-    Ok(LibcontainerSandbox::new(exe, default_runtime_root()))
-}
-
 fn build(wd: &WorkDir, args: BuildArgs, printer: Printer) -> anyhow::Result<ExitCode> {
     let script = args.prerequisites.script()?;
     let _lock = wd.lock(true, |holder| {
@@ -122,20 +93,14 @@ fn build(wd: &WorkDir, args: BuildArgs, printer: Printer) -> anyhow::Result<Exit
             .map(|s| s.to_string())
             .collect()
     });
-    let started = std::time::Instant::now();
-    let mut progress = |line: &str| {
-        printer.info(format_args!(
-            "[{:>5.1}s] {line}",
-            started.elapsed().as_secs_f64()
-        ))
-    };
+    let mut progress = printer.progress(std::time::Instant::now());
     progress(&format!(
         "building base {tag} from {}",
         describe(&args.from)
     ));
     let base = base::build_base(wd, &store, &args.from, &packages, &tag, &mut progress)
         .with_context(|| format!("cannot build base {tag}"))?;
-    let sandbox = sandbox()?;
+    let sandbox = LibcontainerSandbox::from_current_exe()?;
     let (name, _) = base::ensure_compilation_base(
         wd,
         &store,
@@ -144,7 +109,7 @@ fn build(wd: &WorkDir, args: BuildArgs, printer: Printer) -> anyhow::Result<Exit
             base_name: &tag,
             base: &base,
             script: &script,
-            network: network(args.network),
+            network: args.network.into(),
             timeout: None,
         },
         &mut progress,
@@ -155,13 +120,6 @@ fn build(wd: &WorkDir, args: BuildArgs, printer: Printer) -> anyhow::Result<Exit
     ));
     println!("{name}");
     Ok(ExitCode::SUCCESS)
-}
-
-pub fn network(arg: NetworkArg) -> Network {
-    match arg {
-        NetworkArg::None => Network::None,
-        NetworkArg::Host => Network::Host,
-    }
 }
 
 fn describe(source: &BaseSource) -> String {
@@ -206,7 +164,7 @@ fn list(wd: &WorkDir) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| "-".into());
         println!(
             "{name:width$}  {kind:16}  {:>9}  {created:20}  {}",
-            human(size),
+            human_size(size),
             descriptor.digest()
         );
     }
@@ -215,7 +173,7 @@ fn list(wd: &WorkDir) -> anyhow::Result<ExitCode> {
 
 fn name(wd: &WorkDir, args: NameArgs) -> anyhow::Result<ExitCode> {
     let script = args.prerequisites.script()?;
-    let base_ref = args.base.clone().unwrap_or_else(default_base_tag);
+    let base_ref = args.base.clone().unwrap_or_else(base::default_base_tag);
     let store = OciStore::open_or_create(&wd.oci())?;
     let descriptor = store.resolve(&base_ref)?.with_context(|| {
         format!(
@@ -229,12 +187,4 @@ fn name(wd: &WorkDir, args: NameArgs) -> anyhow::Result<ExitCode> {
         println!("{}", base::compilation_base_name(&descriptor, &script)?);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `debian-<host suite>`, the default base's name.
-pub fn default_base_tag() -> String {
-    BaseSource::Debian {
-        suite: rootfs_builder::debian::host_suite().unwrap_or_else(|| "bookworm".to_string()),
-    }
-    .default_tag()
 }

@@ -10,6 +10,7 @@ use clap::Subcommand;
 use fissile_oci::oci::{gc, store::annotations, OciStore};
 use fissile_oci::workdir::WorkDir;
 
+use super::printer::human_size;
 use super::Printer;
 
 #[derive(Subcommand, Debug)]
@@ -65,7 +66,7 @@ fn list(wd: &WorkDir) -> anyhow::Result<ExitCode> {
             .unwrap_or_default();
         rows.push((
             entry.name,
-            human(size),
+            human_size(size),
             entry.descriptor.digest().to_string(),
             package,
         ));
@@ -98,7 +99,7 @@ fn verify(wd: &WorkDir, printer: Printer) -> anyhow::Result<ExitCode> {
             println!(
                 "ok: {} blobs, {} verified",
                 report.blobs_checked,
-                human(report.bytes_checked)
+                human_size(report.bytes_checked)
             );
         }
         Ok(ExitCode::SUCCESS)
@@ -140,7 +141,7 @@ fn collect(wd: &WorkDir, printer: Printer) -> anyhow::Result<ExitCode> {
         println!(
             "removed {} blobs ({}) and {} unpacked dirs",
             report.blobs_removed,
-            human(report.bytes_freed),
+            human_size(report.bytes_freed),
             report.dirs_removed.len()
         );
     }
@@ -159,19 +160,4 @@ fn clean(wd: &WorkDir, printer: Printer) -> anyhow::Result<ExitCode> {
     }
     printer.info(format_args!("cleaned {}", wd.root().display()));
     Ok(ExitCode::SUCCESS)
-}
-
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }

@@ -1,17 +1,14 @@
 //! `fissile-oci inspect`: what would be compiled, in which order, from which verified archives.
 
 use std::process::ExitCode;
-use std::time::Instant;
 
-use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
 
-use fissile_oci::plan::role_manifest::RoleManifest;
-use fissile_oci::plan::{Plan, Selection};
-use fissile_oci::release;
+use fissile_oci::plan::{self, Plan};
 
-use super::{Printer, ReleaseArgs};
+use super::args::ReleaseArgs;
+use super::Printer;
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
@@ -82,39 +79,26 @@ pub fn run(args: InspectArgs, printer: Printer) -> anyhow::Result<ExitCode> {
 /// Loads, verifies and plans the releases named on the command line.
 pub fn load_plan(args: &ReleaseArgs, printer: Printer) -> anyhow::Result<Plan> {
     let paths = args.paths();
-    if paths.is_empty() {
-        bail!("no release given: pass release paths (tarball, dev release dir or source dir)");
-    }
     let options = args.load_options();
-    let mut releases = Vec::with_capacity(paths.len());
-    for path in &paths {
-        let started = Instant::now();
-        let release = release::load(path, &options)
-            .with_context(|| format!("cannot read release {}", path.display()))?;
-        printer.detail(format_args!(
-            "{} {}: {} from {} ({} packages, {} jobs) verified in {:.2}s",
-            release.name,
-            release.version,
-            release.kind.describe(),
-            path.display(),
-            release.packages.len(),
-            release.jobs.len(),
-            started.elapsed().as_secs_f64()
-        ));
-        for w in &release.warnings {
-            printer.warn(w);
-        }
-        releases.push(release);
-    }
-    let role_manifest = match &args.role_manifest {
-        Some(path) => Some(RoleManifest::read(path)?),
-        None => None,
-    };
-    let selection = Selection {
-        only_releases: args.only_releases.as_deref(),
-        role_manifest: role_manifest.as_ref(),
-    };
-    Ok(Plan::build(releases, &selection)?)
+    let plan = plan::load_plan(
+        &args.plan_request(&paths, &options),
+        &mut |release, took| {
+            printer.detail(format_args!(
+                "{} {}: {} from {} ({} packages, {} jobs) verified in {:.2}s",
+                release.name,
+                release.version,
+                release.kind.describe(),
+                release.path.display(),
+                release.packages.len(),
+                release.jobs.len(),
+                took.as_secs_f64()
+            ));
+            for w in &release.warnings {
+                printer.warn(w);
+            }
+        },
+    )?;
+    Ok(plan)
 }
 
 fn print_table(plan: &Plan) {

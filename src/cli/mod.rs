@@ -1,9 +1,15 @@
-//! Command-line interface: clap types here, one file per subcommand with its handler.
+//! Command-line interface: the top-level clap types and the dispatch here, shared arguments in
+//! [`args`], output in [`printer`] and [`progress`], and one file per subcommand whose handler
+//! only wires the library.
 
+mod args;
 mod base;
 mod cache;
 mod compile;
+mod helper;
 mod inspect;
+mod interrupt;
+mod printer;
 mod progress;
 mod run;
 mod shell;
@@ -11,10 +17,9 @@ mod shell;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use fissile_oci::extract::ExtractLimits;
-use fissile_oci::release::LoadOptions;
+pub use printer::{LogFormat, Printer};
 
 /// Compile BOSH release packages into OCI image layers, without a container daemon.
 #[derive(Parser, Debug)]
@@ -73,121 +78,7 @@ pub enum Command {
     Run(run::RunArgs),
     /// Internal: the single-threaded process each sandbox is created from.
     #[command(name = "__sandbox-helper", hide = true)]
-    SandboxHelper(run::HelperArgs),
-}
-
-/// Where releases come from and how they are read; shared by every command that takes releases.
-#[derive(Args, Debug)]
-pub struct ReleaseArgs {
-    /// Release paths (tarball, dev release dir, or source dir)
-    #[arg(value_name = "RELEASE")]
-    pub releases: Vec<PathBuf>,
-    /// Release paths, comma-separated (fissile's spelling; adds to the positional ones)
-    #[arg(
-        short = 'r',
-        long = "release",
-        value_name = "PATHS",
-        value_delimiter = ','
-    )]
-    pub release_flag: Vec<PathBuf>,
-    /// Dev releases: the bosh CLI's blob cache holding package and job archives
-    #[arg(long, value_name = "DIR", env = "BOSH_CACHE_DIR")]
-    pub bosh_cache: Option<PathBuf>,
-    /// Dev releases: read this version instead of the latest (e.g. 3+dev.2)
-    #[arg(long, value_name = "VERSION")]
-    pub release_version: Option<String>,
-    /// Compile only what these instance groups' jobs need (fissile role manifest)
-    #[arg(short = 'm', long = "role-manifest", value_name = "FILE")]
-    pub role_manifest: Option<PathBuf>,
-    /// Only these releases (by name, comma-separated)
-    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
-    pub only_releases: Option<Vec<String>>,
-    /// Refuse archives that unpack to more than this (e.g. 64G, 500M); guards against bombs
-    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
-    pub max_unpacked_size: u64,
-}
-
-impl ReleaseArgs {
-    pub fn paths(&self) -> Vec<PathBuf> {
-        self.releases
-            .iter()
-            .chain(self.release_flag.iter())
-            .cloned()
-            .collect()
-    }
-
-    pub fn load_options(&self) -> LoadOptions {
-        let mut options = LoadOptions::new(
-            self.bosh_cache
-                .clone()
-                .unwrap_or_else(LoadOptions::default_bosh_cache),
-        );
-        options.release_version = self.release_version.clone();
-        options.limits = ExtractLimits {
-            max_unpacked_bytes: self.max_unpacked_size,
-            ..ExtractLimits::default()
-        };
-        options
-    }
-}
-
-/// `123`, `10K`, `500M`, `64G`, `1T` (powers of 1024).
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (digits, factor) = match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let factor: u64 = match c.to_ascii_uppercase() {
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => return Err(format!("unknown size suffix {c:?}; use K, M, G or T")),
-            };
-            (&s[..i], factor)
-        }
-        _ => (s, 1),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 500M or 64G"))?;
-    n.checked_mul(factor)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// How output is shown.
-#[derive(Clone, Copy, Debug)]
-pub struct Printer {
-    pub verbose: bool,
-    pub quiet: bool,
-    pub log_format: LogFormat,
-}
-
-impl Printer {
-    /// Progress and notices go to stderr so stdout stays parseable.
-    pub fn info(&self, message: impl std::fmt::Display) {
-        if !self.quiet {
-            eprintln!("{message}");
-        }
-    }
-
-    /// Progress and notices go to stderr so stdout stays parseable.
-    pub fn detail(&self, message: impl std::fmt::Display) {
-        if self.verbose {
-            eprintln!("{message}");
-        }
-    }
-
-    pub fn warn(&self, message: impl std::fmt::Display) {
-        if !self.quiet {
-            eprintln!("warning: {message}");
-        }
-    }
+    SandboxHelper(helper::HelperArgs),
 }
 
 /// Exit codes of the contract: 0 success, 1 packages failed, 2 bad usage or input, 130 interrupted.
@@ -204,7 +95,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Shell(args) => shell::run(args, cli.work_dir.as_deref(), printer),
         Command::Cache(command) => cache::run(command, cli.work_dir.as_deref(), printer),
         Command::Run(args) => run::run(args, cli.work_dir.as_deref(), printer),
-        Command::SandboxHelper(args) => run::helper(args),
+        Command::SandboxHelper(args) => helper::run(args),
     };
     match result {
         Ok(code) => code,
@@ -221,15 +112,6 @@ pub fn run(cli: Cli) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("10").unwrap(), 10);
-        assert_eq!(parse_size("10K").unwrap(), 10240);
-        assert_eq!(parse_size("64G").unwrap(), 64 << 30);
-        assert!(parse_size("5X").is_err());
-        assert!(parse_size("G").is_err());
-    }
 
     #[test]
     fn clap_definition_is_consistent() {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use fissile_oci::compile::orchestrate::Progress;
+use fissile_oci::compile::Progress;
 
 use super::{LogFormat, Printer};
 

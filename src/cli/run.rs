@@ -6,15 +6,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use nix::sys::signal::{SigSet, Signal};
 
 use fissile_oci::sandbox::{
-    default_runtime_root, BindMount, Input, LibcontainerSandbox, Network, Output, RootfsSpec,
-    SandboxError, SandboxSpec, DEFAULT_HOSTNAME, DEFAULT_PIDS_LIMIT,
+    default_runtime_root, BindMount, Input, LibcontainerSandbox, Output, RootfsSpec, SandboxError,
+    SandboxSpec, DEFAULT_HOSTNAME, DEFAULT_PIDS_LIMIT,
 };
 
-use super::{parse_size, Printer};
+use super::args::{parse_size, NetworkArg};
+use super::Printer;
 
 pub const RUN_ABOUT: &str = "\
 Run a command in a sandbox: the same isolation as a package compile (own pid, mount, uts, ipc,
@@ -93,46 +94,12 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum NetworkArg {
-    None,
-    Host,
-}
-
-/// Arguments of the hidden helper subcommand (see `fissile_oci::sandbox::helper`).
-#[derive(Args, Debug)]
-pub struct HelperArgs {
-    #[arg(long, value_name = "DIR")]
-    pub runtime_root: PathBuf,
-    #[arg(long, value_name = "PID")]
-    pub caller_pid: Option<u32>,
-}
-
-/// Unpacks (or reuses) a base from the store, the same tree compiles use as their lower dir.
-fn unpack_base(work_dir: Option<&Path>, reference: &str) -> anyhow::Result<PathBuf> {
-    let wd = fissile_oci::workdir::WorkDir::resolve(work_dir)?;
-    let store = fissile_oci::oci::OciStore::open(&wd.oci()).with_context(|| {
-        format!(
-            "no store in {}: build a base first (fissile-oci base build)",
-            wd.root().display()
-        )
-    })?;
-    let descriptor = fissile_oci::oci::image::resolve(&store, reference)?;
-    Ok(fissile_oci::oci::unpack::unpack_image(
-        &store,
-        &descriptor,
-        &wd.rootfs(),
-    )?)
-}
-
-pub fn helper(args: HelperArgs) -> anyhow::Result<ExitCode> {
-    let code = fissile_oci::sandbox::helper_main(&args.runtime_root, args.caller_pid);
-    Ok(ExitCode::from(code.clamp(0, 255) as u8))
-}
-
 pub fn run(args: RunArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow::Result<ExitCode> {
     let from_base = match &args.base {
-        Some(reference) => Some(unpack_base(work_dir, reference)?),
+        Some(reference) => Some(fissile_oci::base::unpack_named(
+            &fissile_oci::workdir::WorkDir::resolve(work_dir)?,
+            reference,
+        )?),
         None => None,
     };
     if from_base.is_some() && args.no_overlay && !args.read_only {
@@ -185,10 +152,7 @@ pub fn run(args: RunArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow::
     spec.cwd = args.cwd.clone();
     spec.hostname = args.hostname.clone();
     (spec.uid, spec.gid) = args.user;
-    spec.network = match args.network {
-        NetworkArg::None => Network::None,
-        NetworkArg::Host => Network::Host,
-    };
+    spec.network = args.network.into();
     spec.pids_limit = (args.pids > 0).then_some(args.pids);
     spec.memory_limit = args.memory.map(|m| m.min(i64::MAX as u64) as i64);
     spec.timeout = args.timeout;

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::status::PackageStatus;
+
 /// One package's line in the summary.
 #[derive(Clone, Debug, Serialize)]
 pub struct PackageReport {
@@ -13,8 +15,7 @@ pub struct PackageReport {
     pub release: String,
     pub fingerprint: String,
     pub cache_key: String,
-    /// compiled | cached | failed | skipped | cancelled
-    pub status: String,
+    pub status: PackageStatus,
     pub seconds: f64,
     pub layer_digest: Option<String>,
     pub log: Option<String>,
@@ -48,12 +49,11 @@ pub fn write_graph(path: &Path, packages: &[PackageReport]) -> std::io::Result<(
     let mut out =
         String::from("digraph packages {\n  rankdir=LR;\n  node [shape=box, style=filled];\n");
     for p in packages {
-        let colour = match p.status.as_str() {
-            "compiled" => "palegreen",
-            "cached" => "lightblue",
-            "failed" => "salmon",
-            "skipped" | "cancelled" => "lightgrey",
-            _ => "white",
+        let colour = match p.status {
+            PackageStatus::Compiled => "palegreen",
+            PackageStatus::Cached => "lightblue",
+            PackageStatus::Failed => "salmon",
+            PackageStatus::Skipped | PackageStatus::Cancelled => "lightgrey",
         };
         out.push_str(&format!(
             "  \"{}\" [fillcolor={colour}, tooltip=\"{} {:.1}s\"];\n",
@@ -75,6 +75,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Metrics that go nowhere.
+    pub fn none() -> Metrics {
+        Metrics { file: None }
+    }
+
     pub fn open(path: Option<&Path>) -> std::io::Result<Metrics> {
         let file = match path {
             Some(p) => Some(
@@ -90,7 +95,12 @@ impl Metrics {
 
     pub fn stamp(&mut self, series: &str, event: &str) {
         if let Some(f) = self.file.as_mut() {
-            let _ = writeln!(f, "{},fissile,{},{event}", utc_now(), csv_field(series));
+            let _ = writeln!(
+                f,
+                "{},fissile,{},{event}",
+                crate::clock::utc_now(),
+                csv_field(series)
+            );
         }
     }
 }
@@ -101,15 +111,6 @@ fn csv_field(s: &str) -> String {
     } else {
         s.to_string()
     }
-}
-
-/// `2006-01-02 15:04:05` in UTC, stampy's format.
-pub fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    crate::base::format_utc(secs, ' ')
 }
 
 #[cfg(test)]

@@ -79,12 +79,30 @@ impl RunOptions {
     }
 }
 
-/// The final state of one node.
+/// A job that panicked, as its node's error (`E: From<JobPanic>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPanic(pub String);
+
+impl std::fmt::Display for JobPanic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the job panicked: {}", self.0)
+    }
+}
+
+impl std::error::Error for JobPanic {}
+
+impl From<JobPanic> for String {
+    fn from(panic: JobPanic) -> String {
+        panic.to_string()
+    }
+}
+
+/// The final state of one node; `E` is the jobs' error type.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Status<S> {
+pub enum Status<S, E> {
     Succeeded(S),
     /// The job returned this error (or panicked) on its own, not because it was cancelled.
-    Failed(String),
+    Failed(E),
     /// Not run because the node `because` failed and this node depends on it (transitively).
     Skipped {
         because: usize,
@@ -92,13 +110,13 @@ pub enum Status<S> {
     /// The job was running when the run was stopped and returned an error after the
     /// cancellation reached it; `error` is what it said (e.g. "killed by signal 9").
     Cancelled {
-        error: String,
+        error: E,
     },
     /// Never started: the run stopped first (fail-fast or interrupt).
     NotStarted,
 }
 
-impl<S> Status<S> {
+impl<S, E> Status<S, E> {
     pub fn is_succeeded(&self) -> bool {
         matches!(self, Status::Succeeded(_))
     }
@@ -126,12 +144,12 @@ pub enum StopReason {
 
 /// Progress, delivered in order on the thread that called [`run`].
 #[derive(Debug)]
-pub enum Event<'a, S> {
+pub enum Event<'a, S, E> {
     /// A worker took the node and calls its job (events arrive shortly after the fact).
     Started(usize),
     /// The node has its final status. Sent once for every started node and for every node
     /// skipped behind a failure; never for nodes that end `NotStarted`.
-    Finished(usize, &'a Status<S>),
+    Finished(usize, &'a Status<S, E>),
     /// The run stops starting nodes and cancels the running ones; sent once.
     Stopping(StopReason),
 }
@@ -152,9 +170,9 @@ impl Span {
 
 /// The outcome of [`run`].
 #[derive(Debug)]
-pub struct RunReport<S> {
+pub struct RunReport<S, E> {
     /// One status per node, by index.
-    pub statuses: Vec<Status<S>>,
+    pub statuses: Vec<Status<S, E>>,
     /// One span per node that was started.
     pub spans: Vec<Option<Span>>,
     /// From the call to [`run`] until it returned.
@@ -165,19 +183,19 @@ pub struct RunReport<S> {
     pub stopped: Option<StopReason>,
 }
 
-impl<S> RunReport<S> {
+impl<S, E> RunReport<S, E> {
     /// Every node succeeded (and the run was not interrupted).
     pub fn all_succeeded(&self) -> bool {
         !self.interrupted && self.statuses.iter().all(Status::is_succeeded)
     }
 
     /// The nodes that failed on their own, with their errors, by index.
-    pub fn failures(&self) -> Vec<(usize, &str)> {
+    pub fn failures(&self) -> Vec<(usize, &E)> {
         self.statuses
             .iter()
             .enumerate()
             .filter_map(|(node, status)| match status {
-                Status::Failed(error) => Some((node, error.as_str())),
+                Status::Failed(error) => Some((node, error)),
                 _ => None,
             })
             .collect()

@@ -69,7 +69,7 @@ impl Default for LayerOptions {
         LayerOptions {
             compression: Compression::Gzip,
             prefix: None,
-            mtime: source_date_epoch(),
+            mtime: crate::clock::source_date_epoch(),
             keep_xattrs: false,
             keep_owners: false,
             overlay_upper: false,
@@ -77,14 +77,6 @@ impl Default for LayerOptions {
             zstd_level: 3,
         }
     }
-}
-
-/// `SOURCE_DATE_EPOCH` if set to a number, else 0.
-pub fn source_date_epoch() -> u64 {
-    std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// A layer blob in the store.

@@ -6,7 +6,10 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
+mod load;
 pub mod role_manifest;
+
+pub use load::{load_plan, LoadPlanError, PlanRequest};
 
 use crate::release::Release;
 use role_manifest::RoleManifest;

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 #[derive(thiserror::Error, Debug)]
 pub enum SandboxError {
+    #[error("/proc is not mounted: sandbox helpers are started through /proc/self/exe")]
+    NoProc,
     #[error("failed to start the sandbox helper {exe}")]
     SpawnHelper {
         exe: PathBuf,

@@ -16,6 +16,7 @@
 //! The [`Sandbox`] trait lets the scheduler be tested with a fake.
 
 pub mod cgroup_v1;
+pub mod client;
 pub mod container;
 pub mod error;
 pub mod helper;
@@ -24,7 +25,6 @@ pub mod mounts;
 pub mod netns;
 pub mod process;
 pub mod rootfs;
-pub mod runner;
 pub mod runtime_spec;
 pub mod seccomp;
 pub mod security;
@@ -33,10 +33,11 @@ pub mod state;
 pub mod types;
 pub mod userns;
 
+use crate::cancel::CancelToken;
+pub use client::{LibcontainerSandbox, SandboxProcess, HELPER_SUBCOMMAND};
 pub use error::SandboxError;
 pub use helper::helper_main;
 pub use host::{CgroupSupport, HostContext, IdRange};
-pub use runner::{LibcontainerSandbox, SandboxProcess, HELPER_SUBCOMMAND};
 pub use runtime_spec::{build_runtime_spec, SpecError};
 pub use state::default_runtime_root;
 pub use types::{
@@ -44,7 +45,10 @@ pub use types::{
     DEFAULT_HOSTNAME, DEFAULT_PATH, DEFAULT_PIDS_LIMIT,
 };
 
-/// Runs one sandboxed command to its end.
+/// Runs one sandboxed command to its end: the one seam between the orchestration (compiles,
+/// compilation bases, shells) and libcontainer, so the orchestration can be tested with a fake.
 pub trait Sandbox: Send + Sync {
-    fn run(&self, spec: &SandboxSpec) -> Result<Outcome, SandboxError>;
+    /// Runs `spec` to its end. When `cancel` fires, the sandbox is killed and removed and the
+    /// run ends with an error ([`SandboxError::Interrupted`] for the real one).
+    fn run(&self, spec: &SandboxSpec, cancel: &CancelToken) -> Result<Outcome, SandboxError>;
 }

@@ -12,7 +12,9 @@ use std::thread;
 use std::time::Instant;
 
 use super::graph::{Graph, ReadyQueue};
-use super::{CancelToken, Event, OnFailure, RunOptions, RunReport, Span, Status, StopReason};
+use super::{
+    CancelToken, Event, JobPanic, OnFailure, RunOptions, RunReport, Span, Status, StopReason,
+};
 
 /// Messages to the calling thread, sent under the state lock so their order is causal: a
 /// dependency's `Finished` always comes before its dependant's `Started`. Not generic over the
@@ -31,17 +33,17 @@ enum Msg {
 }
 
 /// What the workers share.
-struct Shared<'g, S> {
+struct Shared<'g, S, E> {
     core: Mutex<Core<'g>>,
     changed: Condvar,
     on_failure: OnFailure,
     interrupt: Option<CancelToken>,
     tx: Sender<Msg>,
     /// Each finished job's status and span, written once by its worker, taken by the caller.
-    outcomes: Vec<Slot<S>>,
+    outcomes: Vec<Slot<S, E>>,
 }
 
-type Slot<S> = Mutex<Option<(Status<S>, Span)>>;
+type Slot<S, E> = Mutex<Option<(Status<S, E>, Span)>>;
 
 struct Core<'g> {
     graph: &'g Graph,
@@ -63,11 +65,17 @@ struct Core<'g> {
 /// reached the job (it saw `is_cancelled()`, a wait returned early, or an `on_cancel` callback
 /// ran) is reported as [`Status::Cancelled`]; any other `Err`, or a panic, as
 /// [`Status::Failed`]. `on_event` is called on the calling thread, in causal order.
-pub fn run<S, J, E>(graph: &Graph, options: &RunOptions, job: J, mut on_event: E) -> RunReport<S>
+pub fn run<S, E, J, V>(
+    graph: &Graph,
+    options: &RunOptions,
+    job: J,
+    mut on_event: V,
+) -> RunReport<S, E>
 where
     S: Send,
-    J: Fn(usize, &CancelToken) -> Result<S, String> + Sync,
-    E: FnMut(Event<'_, S>),
+    E: Send + From<JobPanic>,
+    J: Fn(usize, &CancelToken) -> Result<S, E> + Sync,
+    V: FnMut(Event<'_, S, E>),
 {
     let began = Instant::now();
     let len = graph.len();
@@ -100,7 +108,7 @@ where
     });
     drop(tx);
 
-    let mut statuses: Vec<Option<Status<S>>> = (0..len).map(|_| None).collect();
+    let mut statuses: Vec<Option<Status<S, E>>> = (0..len).map(|_| None).collect();
     let mut spans: Vec<Option<Span>> = vec![None; len];
     let threads = options.workers.max(1).min(len);
     thread::scope(|scope| {
@@ -157,10 +165,11 @@ where
 
 /// One worker: take the best ready node, run it, record the outcome, repeat; leave when the run
 /// stopped or when nothing is ready and nothing runs (then nothing can become ready).
-fn worker<S, J>(shared: &Shared<'_, S>, job: &J)
+fn worker<S, E, J>(shared: &Shared<'_, S, E>, job: &J)
 where
     S: Send,
-    J: Fn(usize, &CancelToken) -> Result<S, String> + Sync,
+    E: Send + From<JobPanic>,
+    J: Fn(usize, &CancelToken) -> Result<S, E> + Sync,
 {
     let _exit = ExitNotice(shared);
     loop {
@@ -193,7 +202,7 @@ where
             return;
         };
         let result = panic::catch_unwind(AssertUnwindSafe(|| job(node, &token)))
-            .unwrap_or_else(|payload| Err(panic_message(&*payload)));
+            .unwrap_or_else(|payload| Err(panic_message(&*payload).into()));
         let end = Instant::now();
         let observed = token.close();
         let status = match result {
@@ -210,7 +219,7 @@ where
     }
 }
 
-impl<'g, S> Shared<'g, S> {
+impl<'g, S, E> Shared<'g, S, E> {
     fn lock(&self) -> MutexGuard<'_, Core<'g>> {
         // Jobs run outside the lock and their panics are caught, so poisoning cannot leave the
         // state half-updated in practice; carry on with it.
@@ -239,7 +248,7 @@ impl<'g, S> Shared<'g, S> {
         &self,
         core: &mut Core<'_>,
         node: usize,
-        status: Status<S>,
+        status: Status<S, E>,
         span: Span,
     ) -> Vec<CancelToken> {
         core.running.remove(&node);
@@ -279,9 +288,9 @@ impl<'g, S> Shared<'g, S> {
 }
 
 /// Tells the others and the calling thread that a worker left, however it leaves.
-struct ExitNotice<'a, 'g, S>(&'a Shared<'g, S>);
+struct ExitNotice<'a, 'g, S, E>(&'a Shared<'g, S, E>);
 
-impl<S> Drop for ExitNotice<'_, '_, S> {
+impl<S, E> Drop for ExitNotice<'_, '_, S, E> {
     fn drop(&mut self) {
         self.0.changed.notify_all();
         self.0.send(Msg::Exited);
@@ -290,9 +299,9 @@ impl<S> Drop for ExitNotice<'_, '_, S> {
 
 /// If the caller's event callback panics, stop the run so the panic surfaces once the running
 /// jobs return, not after the whole graph has been worked through.
-struct StopOnPanic<'a, 'g, S>(&'a Shared<'g, S>);
+struct StopOnPanic<'a, 'g, S, E>(&'a Shared<'g, S, E>);
 
-impl<S> Drop for StopOnPanic<'_, '_, S> {
+impl<S, E> Drop for StopOnPanic<'_, '_, S, E> {
     fn drop(&mut self) {
         if thread::panicking() {
             let tokens = {
@@ -311,11 +320,12 @@ fn cancel_all(tokens: Vec<CancelToken>) {
     }
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    let text = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string payload".to_string());
-    format!("the job panicked: {text}")
+fn panic_message(payload: &(dyn Any + Send)) -> JobPanic {
+    JobPanic(
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string payload".to_string()),
+    )
 }

@@ -16,6 +16,7 @@ use super::helper::{HelperReply, HELPER_FD};
 use super::host::{CgroupSupport, HostContext};
 use super::types::{Outcome, SandboxSpec};
 use super::Sandbox;
+use crate::cancel::CancelToken;
 
 /// The name of the hidden subcommand that runs the helper.
 pub const HELPER_SUBCOMMAND: &str = "__sandbox-helper";
@@ -48,6 +49,17 @@ impl LibcontainerSandbox {
             limits_notice,
             notice_shown: AtomicBool::new(false),
         }
+    }
+
+    /// Helpers are this very binary, started through `/proc/self/exe`, which stays valid even
+    /// when the binary is replaced on disk mid-run (an upgrade, a rebuild): they always run the
+    /// same code as their parent. State goes to [`super::default_runtime_root`].
+    pub fn from_current_exe() -> Result<LibcontainerSandbox, SandboxError> {
+        let exe = PathBuf::from("/proc/self/exe");
+        if !exe.exists() {
+            return Err(SandboxError::NoProc);
+        }
+        Ok(LibcontainerSandbox::new(exe, super::default_runtime_root()))
     }
 
     /// Never print the limits notice (the caller shows [`Self::limits_notice`] itself, or is
@@ -138,8 +150,19 @@ fn thread_count() -> usize {
 }
 
 impl Sandbox for LibcontainerSandbox {
-    fn run(&self, spec: &SandboxSpec) -> Result<Outcome, SandboxError> {
-        self.spawn(spec)?.wait()
+    fn run(&self, spec: &SandboxSpec, cancel: &CancelToken) -> Result<Outcome, SandboxError> {
+        let process = self.spawn(spec)?;
+        let pid = nix::unistd::Pid::from_raw(process.id() as i32);
+        // The helper kills and deletes its container on SIGTERM; it is our child and is not
+        // reaped before `wait` returns, so its pid cannot have been reused when this fires.
+        let callback = cancel.on_cancel(move || {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        });
+        let result = process.wait();
+        if let Some(id) = callback {
+            cancel.remove_callback(id);
+        }
+        result
     }
 }
 

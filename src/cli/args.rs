@@ -1,0 +1,156 @@
+//! Arguments several subcommands share, and their parsers.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use fissile_oci::base;
+use fissile_oci::extract::ExtractLimits;
+use fissile_oci::plan::PlanRequest;
+use fissile_oci::release::LoadOptions;
+use fissile_oci::sandbox::Network;
+
+/// Where releases come from and how they are read; shared by every command that takes releases.
+#[derive(Args, Debug)]
+pub struct ReleaseArgs {
+    /// Release paths (tarball, dev release dir, or source dir)
+    #[arg(value_name = "RELEASE")]
+    pub releases: Vec<PathBuf>,
+    /// Release paths, comma-separated (fissile's spelling; adds to the positional ones)
+    #[arg(
+        short = 'r',
+        long = "release",
+        value_name = "PATHS",
+        value_delimiter = ','
+    )]
+    pub release_flag: Vec<PathBuf>,
+    /// Dev releases: the bosh CLI's blob cache holding package and job archives
+    #[arg(long, value_name = "DIR", env = "BOSH_CACHE_DIR")]
+    pub bosh_cache: Option<PathBuf>,
+    /// Dev releases: read this version instead of the latest (e.g. 3+dev.2)
+    #[arg(long, value_name = "VERSION")]
+    pub release_version: Option<String>,
+    /// Compile only what these instance groups' jobs need (fissile role manifest)
+    #[arg(short = 'm', long = "role-manifest", value_name = "FILE")]
+    pub role_manifest: Option<PathBuf>,
+    /// Only these releases (by name, comma-separated)
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub only_releases: Option<Vec<String>>,
+    /// Refuse archives that unpack to more than this (e.g. 64G, 500M); guards against bombs
+    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
+    pub max_unpacked_size: u64,
+}
+
+impl ReleaseArgs {
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.releases
+            .iter()
+            .chain(self.release_flag.iter())
+            .cloned()
+            .collect()
+    }
+
+    pub fn limits(&self) -> ExtractLimits {
+        ExtractLimits {
+            max_unpacked_bytes: self.max_unpacked_size,
+            ..ExtractLimits::default()
+        }
+    }
+
+    pub fn load_options(&self) -> LoadOptions {
+        let mut options = LoadOptions::new(
+            self.bosh_cache
+                .clone()
+                .unwrap_or_else(LoadOptions::default_bosh_cache),
+        );
+        options.release_version = self.release_version.clone();
+        options.limits = self.limits();
+        options
+    }
+
+    /// The plan request for these arguments (`paths` and `load` must outlive it).
+    pub fn plan_request<'a>(
+        &'a self,
+        paths: &'a [PathBuf],
+        load: &'a LoadOptions,
+    ) -> PlanRequest<'a> {
+        PlanRequest {
+            paths,
+            load,
+            role_manifest: self.role_manifest.as_deref(),
+            only_releases: self.only_releases.as_deref(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct PrerequisitesArgs {
+    /// Bash script run on the base to make the compilation base [default: built-in, creates
+    /// /var/vcap and checks for compile tools]
+    #[arg(long, value_name = "SCRIPT")]
+    pub prerequisites: Option<PathBuf>,
+}
+
+impl PrerequisitesArgs {
+    pub fn script(&self) -> anyhow::Result<String> {
+        match &self.prerequisites {
+            None => Ok(base::DEFAULT_PREREQUISITES.to_string()),
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read prerequisites script {}", path.display())),
+        }
+    }
+}
+
+/// `--network`: none (loopback only) or host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NetworkArg {
+    None,
+    Host,
+}
+
+impl From<NetworkArg> for Network {
+    fn from(arg: NetworkArg) -> Network {
+        match arg {
+            NetworkArg::None => Network::None,
+            NetworkArg::Host => Network::Host,
+        }
+    }
+}
+
+/// `123`, `10K`, `500M`, `64G`, `1T` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, factor) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let factor: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size suffix {c:?}; use K, M, G or T")),
+            };
+            (&s[..i], factor)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 500M or 64G"))?;
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10").unwrap(), 10);
+        assert_eq!(parse_size("10K").unwrap(), 10240);
+        assert_eq!(parse_size("64G").unwrap(), 64 << 30);
+        assert!(parse_size("5X").is_err());
+        assert!(parse_size("G").is_err());
+    }
+}

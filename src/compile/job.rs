@@ -1,0 +1,140 @@
+//! One package's compile, as a scheduler job: a scratch dir, its sources staged, the packaging
+//! script run in a sandbox, the output published for dependants at once, and the commit to the
+//! store handed to the committer thread.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use super::compiler::Compiler;
+use super::outcome::{Failure, PackageError};
+use super::package::{publish_dir, sandbox_spec, CompileInput};
+use super::stage::stage_sources;
+use super::units::Unit;
+use crate::cancel::CancelToken;
+use crate::plan::Plan;
+use crate::workdir::remove_tree;
+
+/// A compiled package on its way to the store: unit index, what it was compiled from, and the
+/// scratch dir to remove once committed.
+pub(super) struct Commit {
+    pub unit: usize,
+    pub input: CompileInput,
+    pub scratch: PathBuf,
+}
+
+/// What every job of a run shares.
+pub(super) struct Jobs<'a> {
+    pub compiler: &'a Compiler<'a>,
+    pub plan: &'a Plan,
+    pub units: &'a [Unit],
+    /// Package archives copied out of release tarballs, by unit.
+    pub archives: &'a HashMap<usize, PathBuf>,
+    pub run_dir: &'a Path,
+    pub commits: mpsc::Sender<Commit>,
+}
+
+impl Jobs<'_> {
+    /// Compiles unit `index`; returns the seconds it took.
+    pub fn run(&self, index: usize, token: &CancelToken) -> Result<f64, Box<Failure>> {
+        let started = Instant::now();
+        let unit = &self.units[index];
+        let options = self.compiler.options;
+        let scratch = self
+            .run_dir
+            .join(format!("{}-{}", unit.name, &unit.key[..12]));
+        let fail = |error: PackageError| -> Box<Failure> {
+            let kept = if options.keep_sandbox && scratch.exists() {
+                Some(scratch.clone())
+            } else {
+                let _ = remove_tree(&scratch);
+                None
+            };
+            let in_log = error.in_log();
+            Box::new(Failure {
+                name: unit.name.clone(),
+                error,
+                log: in_log.then(|| unit.log.clone()),
+                log_tail: if in_log {
+                    tail(&unit.log, 30)
+                } else {
+                    Vec::new()
+                },
+                kept,
+            })
+        };
+        let source_dir = scratch.join("source");
+        let install_dir = scratch.join("install");
+        let _ = remove_tree(&scratch);
+        if let Err(source) = std::fs::create_dir_all(&install_dir) {
+            return Err(fail(PackageError::Scratch {
+                path: install_dir,
+                source,
+            }));
+        }
+        let (rid, pid) = unit.member;
+        let package = &self.plan.releases[rid].packages[pid];
+        let archive = self.archives.get(&index).map(PathBuf::as_path);
+        if let Err(e) = stage_sources(package, archive, &source_dir, &options.limits) {
+            return Err(fail(PackageError::Stage(e)));
+        }
+        let _ = std::fs::remove_file(&unit.log);
+        let base = self.compiler.base;
+        let input = CompileInput {
+            name: unit.name.clone(),
+            fingerprint: unit.fingerprint.clone(),
+            key: unit.key.clone(),
+            base_rootfs: base.rootfs.clone(),
+            source_dir,
+            install_dir: install_dir.clone(),
+            scratch: scratch.join("sandbox"),
+            dependencies: unit
+                .dependencies
+                .iter()
+                .map(|&d| (self.units[d].name.clone(), self.units[d].published.clone()))
+                .collect(),
+            bash: base.bash.clone(),
+            log: unit.log.clone(),
+            network: options.network,
+            timeout: options.timeout,
+            memory_limit: options.memory_limit,
+            source_date_epoch: options.source_date_epoch,
+        };
+        let outcome = match self.compiler.sandbox.run(&sandbox_spec(&input), token) {
+            Ok(outcome) => outcome,
+            Err(e) => return Err(fail(PackageError::Sandbox(e))),
+        };
+        if !outcome.success() {
+            return Err(fail(PackageError::Script {
+                status: outcome.status,
+                oom_killed: outcome.oom_killed,
+            }));
+        }
+        if let Err(source) = publish_dir(&install_dir, &unit.published) {
+            return Err(fail(PackageError::Publish {
+                path: unit.published.clone(),
+                source,
+            }));
+        }
+        let _ = self.commits.send(Commit {
+            unit: index,
+            input,
+            scratch,
+        });
+        Ok(started.elapsed().as_secs_f64())
+    }
+}
+
+/// The last `n` lines of a log file.
+pub fn tail(path: &Path, n: usize) -> Vec<String> {
+    let Ok(text) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
