@@ -1,0 +1,528 @@
+//! The compile orchestration without a sandbox: a recording fake stands in for libcontainer, so
+//! cache hits, the publish order, commit failures, fail-fast, keep-going, cancellation and the
+//! report are tested as any user, in milliseconds. The real sandbox is tested in
+//! tests/sandbox.rs and end to end in tests/compile.rs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use fissile_oci::base::CompilationBase;
+use fissile_oci::cancel::CancelToken;
+use fissile_oci::compile::report::{write_summary, Metrics};
+use fissile_oci::compile::{
+    CompileOptions, CompileReport, Compiler, PackageError, PackageStatus, Progress,
+};
+use fissile_oci::extract::ExtractLimits;
+use fissile_oci::oci::store::sha256_digest;
+use fissile_oci::oci::OciStore;
+use fissile_oci::plan::{load_plan, Plan, PlanRequest};
+use fissile_oci::release::LoadOptions;
+use fissile_oci::sandbox::{
+    ExitStatus, Network, Outcome, Output, Sandbox, SandboxError, SandboxSpec,
+};
+use fissile_oci::workdir::WorkDir;
+use oci_spec::image::{Descriptor, MediaType};
+
+/// What the fake does for one package (by `BOSH_PACKAGE_NAME`).
+#[derive(Clone, Debug, Default)]
+enum Behaviour {
+    /// Writes `built-by-fake` into the install dir, naming the dependencies it saw.
+    #[default]
+    Succeed,
+    /// Prints a line to the log and exits with this code.
+    Exit(i32),
+    /// Runs until cancelled (or 10 s), then reports the interruption as the real sandbox does.
+    Hang,
+    /// Succeeds after this long.
+    Slow(Duration),
+    /// Succeeds, leaving a file whose name is not UTF-8: the layer writer refuses it.
+    UnstorableOutput,
+    /// The sandbox itself panics.
+    Panic,
+}
+
+/// A sandbox that records every run and plays a [`Behaviour`] per package.
+#[derive(Default)]
+struct FakeSandbox {
+    behaviours: HashMap<String, Behaviour>,
+    /// Package names in the order their runs started.
+    started: Mutex<Vec<String>>,
+    /// Per package: the dependencies mounted read-only, and what each held at start.
+    mounted: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
+    running: AtomicUsize,
+    most_running: AtomicUsize,
+}
+
+impl FakeSandbox {
+    fn with(behaviours: &[(&str, Behaviour)]) -> FakeSandbox {
+        FakeSandbox {
+            behaviours: behaviours
+                .iter()
+                .map(|(n, b)| (n.to_string(), b.clone()))
+                .collect(),
+            ..FakeSandbox::default()
+        }
+    }
+
+    fn started(&self) -> Vec<String> {
+        self.started.lock().unwrap().clone()
+    }
+}
+
+fn env<'a>(spec: &'a SandboxSpec, key: &str) -> &'a str {
+    spec.env
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("the compile sandbox has no {key}"))
+}
+
+impl Sandbox for FakeSandbox {
+    fn run(&self, spec: &SandboxSpec, cancel: &CancelToken) -> Result<Outcome, SandboxError> {
+        let name = env(spec, "BOSH_PACKAGE_NAME").to_string();
+        let install_target = env(spec, "BOSH_INSTALL_TARGET");
+        let install = spec
+            .mounts
+            .iter()
+            .find(|m| m.destination == Path::new(install_target) && !m.readonly)
+            .expect("the install dir is mounted read-write")
+            .source
+            .clone();
+        let mut deps = BTreeMap::new();
+        for m in spec.mounts.iter().filter(|m| m.readonly) {
+            let dep = m.destination.file_name().unwrap().to_string_lossy();
+            let content = std::fs::read_to_string(m.source.join("built-by-fake"))
+                .unwrap_or_else(|_| "<not published>".into());
+            deps.insert(dep.into_owned(), content);
+        }
+        self.mounted
+            .lock()
+            .unwrap()
+            .insert(name.clone(), deps.clone());
+        self.started.lock().unwrap().push(name.clone());
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_running.fetch_max(now, Ordering::SeqCst);
+        let _running = Decrement(&self.running);
+
+        let Output::File(log) = &spec.stdout else {
+            panic!("compile output goes to the package log")
+        };
+        let say = |line: &str| {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap();
+            writeln!(f, "{line}").unwrap();
+        };
+        say(&format!("+ compiling {name}"));
+        let outcome = |status| Outcome {
+            container_id: format!("fake-{name}"),
+            status,
+            wall: Duration::ZERO,
+            oom_killed: false,
+        };
+        let built = format!(
+            "{name} on {}",
+            deps.keys().cloned().collect::<Vec<_>>().join(",")
+        );
+        match self.behaviours.get(&name).cloned().unwrap_or_default() {
+            Behaviour::Succeed => {}
+            Behaviour::Exit(code) => {
+                say(&format!("{name}: make: *** [all] Error {code}"));
+                return Ok(outcome(ExitStatus::Exited(code)));
+            }
+            Behaviour::Hang => {
+                if cancel.wait_timeout(Duration::from_secs(10)) {
+                    return Err(SandboxError::Interrupted {
+                        container_id: format!("fake-{name}"),
+                        signal: 15,
+                    });
+                }
+            }
+            Behaviour::Slow(d) => std::thread::sleep(d),
+            Behaviour::UnstorableOutput => {
+                let bad = std::ffi::OsStr::from_bytes(b"not-utf8-\xff");
+                std::fs::write(install.join(bad), "x").unwrap();
+            }
+            Behaviour::Panic => panic!("the fake sandbox broke on {name}"),
+        }
+        std::fs::write(install.join("built-by-fake"), built).unwrap();
+        Ok(outcome(ExitStatus::Exited(0)))
+    }
+}
+
+struct Decrement<'a>(&'a AtomicUsize);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A release source dir: `(name, dependencies)` per package, each with one source file.
+fn write_release(dir: &Path, packages: &[(&str, &[&str])]) {
+    std::fs::create_dir_all(dir.join("config")).unwrap();
+    std::fs::write(dir.join("config/final.yml"), "name: fake\n").unwrap();
+    for (name, deps) in packages {
+        let pkg = dir.join("packages").join(name);
+        std::fs::create_dir_all(&pkg).unwrap();
+        let deps_yaml = if deps.is_empty() {
+            "dependencies: []\n".to_string()
+        } else {
+            format!(
+                "dependencies:\n{}",
+                deps.iter().map(|d| format!("- {d}\n")).collect::<String>()
+            )
+        };
+        std::fs::write(
+            pkg.join("spec"),
+            format!("---\nname: {name}\n{deps_yaml}files:\n- {name}/**/*\n"),
+        )
+        .unwrap();
+        std::fs::write(pkg.join("packaging"), "cp -a . \"$BOSH_INSTALL_TARGET\"\n").unwrap();
+        let src = dir.join("src").join(name);
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("main.c"), format!("/* {name} */\n")).unwrap();
+    }
+}
+
+/// A work dir, a store and a compilation base that no sandbox will ever see.
+struct Bench {
+    tmp: tempfile::TempDir,
+    wd: WorkDir,
+    store: OciStore,
+    base: CompilationBase,
+    release: PathBuf,
+}
+
+impl Bench {
+    fn new(packages: &[(&str, &[&str])]) -> Bench {
+        let tmp = tempfile::tempdir().unwrap();
+        let wd = WorkDir::at(tmp.path().join("work"));
+        let store = OciStore::open_or_create(&wd.oci()).unwrap();
+        let base = CompilationBase {
+            name: "fake-base".into(),
+            descriptor: Descriptor::new(
+                MediaType::ImageManifest,
+                0,
+                sha256_digest(&"b".repeat(64)),
+            ),
+            rootfs: tmp.path().join("no-rootfs"),
+            bash: "/bin/bash".into(),
+        };
+        let release = tmp.path().join("release");
+        write_release(&release, packages);
+        Bench {
+            tmp,
+            wd,
+            store,
+            base,
+            release,
+        }
+    }
+
+    fn plan(&self) -> Plan {
+        let paths = [self.release.clone()];
+        let load = LoadOptions::new(self.tmp.path().join("bosh-cache"));
+        load_plan(
+            &PlanRequest {
+                paths: &paths,
+                load: &load,
+                role_manifest: None,
+                only_releases: None,
+            },
+            &mut |_, _| {},
+        )
+        .unwrap()
+    }
+
+    fn compile_with(
+        &self,
+        sandbox: &FakeSandbox,
+        workers: usize,
+        keep_going: bool,
+        cancel: CancelToken,
+    ) -> (CompileReport, Vec<String>) {
+        let options = CompileOptions {
+            workers,
+            keep_going,
+            keep_sandbox: false,
+            network: Network::None,
+            timeout: None,
+            memory_limit: None,
+            limits: ExtractLimits::default(),
+            source_date_epoch: 0,
+        };
+        let compiler = Compiler {
+            wd: &self.wd,
+            store: &self.store,
+            base: &self.base,
+            sandbox,
+            options: &options,
+        };
+        let mut events = Vec::new();
+        let report = compiler
+            .compile(&self.plan(), cancel, &mut Metrics::none(), &mut |p| {
+                events.push(match p {
+                    Progress::Planned { total, cached } => format!("planned {total} {cached}"),
+                    Progress::Cached { name } => format!("cached {name}"),
+                    Progress::Started { name, .. } => format!("started {name}"),
+                    Progress::Finished { report } => format!("{} {}", report.status, report.name),
+                    Progress::Stopping { reason } => format!("stopping: {reason}"),
+                })
+            })
+            .unwrap();
+        (report, events)
+    }
+
+    fn compile(&self, sandbox: &FakeSandbox) -> CompileReport {
+        self.compile_with(sandbox, 2, false, CancelToken::new()).0
+    }
+}
+
+fn statuses(report: &CompileReport) -> BTreeMap<String, PackageStatus> {
+    report
+        .packages
+        .iter()
+        .map(|p| (p.name.clone(), p.status))
+        .collect()
+}
+
+/// a <- b <- c (c depends on b, b on a), and d alone.
+const CHAIN: &[(&str, &[&str])] = &[("a", &[]), ("b", &["a"]), ("c", &["b"]), ("d", &[])];
+
+#[test]
+fn dependants_start_after_their_dependencies_are_published_and_see_only_direct_ones() {
+    let bench = Bench::new(CHAIN);
+    let sandbox = FakeSandbox::default();
+    let report = bench.compile(&sandbox);
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert!(statuses(&report)
+        .values()
+        .all(|s| *s == PackageStatus::Compiled));
+    let mounted = sandbox.mounted.lock().unwrap().clone();
+    assert_eq!(mounted["a"], BTreeMap::new());
+    // b sees a's published output; c sees b only (direct dependencies, as bosh mounts them).
+    assert_eq!(mounted["b"]["a"], "a on ");
+    assert_eq!(mounted["c"].keys().collect::<Vec<_>>(), ["b"]);
+    assert_eq!(mounted["c"]["b"], "b on a");
+    let order = sandbox.started();
+    let at = |n: &str| order.iter().position(|x| x == n).unwrap();
+    assert!(at("a") < at("b") && at("b") < at("c"), "{order:?}");
+    // Every package is an image in the store, named by its key, with its layer's digest.
+    let refs = bench.store.ref_map().unwrap();
+    for p in &report.packages {
+        assert!(refs.contains_key(&format!("pkg-{}-{}", p.name, p.cache_key)));
+        assert!(p.layer_digest.as_deref().unwrap().starts_with("sha256:"));
+        assert!(bench
+            .wd
+            .packages()
+            .join(&p.cache_key)
+            .join("built-by-fake")
+            .is_file());
+    }
+    // Nothing left behind in the run's scratch space.
+    let leftovers: Vec<_> = std::fs::read_dir(bench.wd.runs()).unwrap().collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_second_run_is_all_cache_hits_and_runs_no_sandbox() {
+    let bench = Bench::new(CHAIN);
+    let first = bench.compile(&FakeSandbox::default());
+    let sandbox = FakeSandbox::default();
+    let (second, events) = bench.compile_with(&sandbox, 2, false, CancelToken::new());
+    assert!(sandbox.started().is_empty());
+    assert!(statuses(&second)
+        .values()
+        .all(|s| *s == PackageStatus::Cached));
+    assert_eq!(events[0], "planned 4 4");
+    for (a, b) in first.packages.iter().zip(&second.packages) {
+        assert_eq!(
+            (&a.cache_key, &a.layer_digest),
+            (&b.cache_key, &b.layer_digest)
+        );
+    }
+    // A published dir that went missing (a `cache gc`, a copied store) is restored from the
+    // image, still without a sandbox.
+    let c = second.packages.iter().find(|p| p.name == "c").unwrap();
+    fissile_oci::workdir::remove_tree(&bench.wd.packages().join(&c.cache_key)).unwrap();
+    let third = bench.compile(&sandbox);
+    assert!(sandbox.started().is_empty());
+    assert!(statuses(&third)
+        .values()
+        .all(|s| *s == PackageStatus::Cached));
+    assert!(bench
+        .wd
+        .packages()
+        .join(&c.cache_key)
+        .join("built-by-fake")
+        .is_file());
+}
+
+#[test]
+fn a_changed_package_recompiles_it_and_its_dependants_only() {
+    let bench = Bench::new(CHAIN);
+    bench.compile(&FakeSandbox::default());
+    std::fs::write(bench.release.join("src/b/main.c"), "/* b, changed */\n").unwrap();
+    let sandbox = FakeSandbox::default();
+    let report = bench.compile(&sandbox);
+    let mut started = sandbox.started();
+    started.sort();
+    assert_eq!(started, ["b", "c"]);
+    let s = statuses(&report);
+    assert_eq!(s["a"], PackageStatus::Cached);
+    assert_eq!(s["d"], PackageStatus::Cached);
+    assert_eq!(s["b"], PackageStatus::Compiled);
+    assert_eq!(s["c"], PackageStatus::Compiled);
+}
+
+#[test]
+fn fail_fast_cancels_the_running_skips_the_dependants_and_reports_the_log() {
+    // a fails at once while d hangs: d is cancelled, b and c are skipped behind a.
+    let bench = Bench::new(CHAIN);
+    let sandbox = FakeSandbox::with(&[("a", Behaviour::Exit(2)), ("d", Behaviour::Hang)]);
+    let started = Instant::now();
+    let (report, events) = bench.compile_with(&sandbox, 2, false, CancelToken::new());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "d was not cancelled"
+    );
+    let s = statuses(&report);
+    assert_eq!(s["a"], PackageStatus::Failed);
+    assert_eq!(s["d"], PackageStatus::Cancelled);
+    assert_eq!(s["b"], PackageStatus::Skipped);
+    assert_eq!(s["c"], PackageStatus::Skipped);
+    assert!(
+        events.iter().any(|e| e == "stopping: a failed"),
+        "{events:?}"
+    );
+    assert_eq!(report.failures.len(), 1, "only a failed on its own");
+    let failure = &report.failures[0];
+    assert_eq!(failure.name, "a");
+    assert!(matches!(
+        failure.error,
+        PackageError::Script {
+            status: ExitStatus::Exited(2),
+            ..
+        }
+    ));
+    assert!(
+        failure.log_tail.iter().any(|l| l.contains("Error 2")),
+        "{failure:?}"
+    );
+    let b = report.packages.iter().find(|p| p.name == "b").unwrap();
+    assert_eq!(b.error.as_deref(), Some("depends on a, which failed"));
+    // A failed package is not cached: the next run compiles it again.
+    let again = FakeSandbox::default();
+    bench.compile(&again);
+    assert!(again.started().contains(&"a".to_string()));
+}
+
+#[test]
+fn keep_going_compiles_everything_not_behind_a_failure() {
+    let bench = Bench::new(CHAIN);
+    let sandbox = FakeSandbox::with(&[("b", Behaviour::Exit(1))]);
+    let (report, _) = bench.compile_with(&sandbox, 1, true, CancelToken::new());
+    let s = statuses(&report);
+    assert_eq!(s["a"], PackageStatus::Compiled);
+    assert_eq!(s["b"], PackageStatus::Failed);
+    assert_eq!(s["c"], PackageStatus::Skipped);
+    assert_eq!(s["d"], PackageStatus::Compiled);
+    assert!(!sandbox.started().contains(&"c".to_string()));
+}
+
+#[test]
+fn an_interrupt_stops_the_running_compiles_and_says_so() {
+    let bench = Bench::new(&[("slow", &[]), ("after", &["slow"])]);
+    let sandbox = FakeSandbox::with(&[("slow", Behaviour::Hang)]);
+    let cancel = CancelToken::new();
+    let trigger = cancel.clone();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        trigger.cancel();
+    });
+    let (report, _) = bench.compile_with(&sandbox, 2, false, cancel);
+    canceller.join().unwrap();
+    assert!(report.interrupted);
+    let s = statuses(&report);
+    assert_eq!(s["slow"], PackageStatus::Cancelled);
+    assert_eq!(s["after"], PackageStatus::Skipped);
+    assert!(report.failures.is_empty(), "an interrupt is not a failure");
+}
+
+#[test]
+fn a_commit_failure_fails_the_package_and_caches_nothing() {
+    let bench = Bench::new(&[("odd", &[]), ("fine", &[])]);
+    let sandbox = FakeSandbox::with(&[("odd", Behaviour::UnstorableOutput)]);
+    let report = bench.compile(&sandbox);
+    let s = statuses(&report);
+    assert_eq!(s["odd"], PackageStatus::Failed);
+    assert_eq!(s["fine"], PackageStatus::Compiled);
+    let failure = &report.failures[0];
+    assert_eq!(failure.name, "odd");
+    assert!(
+        matches!(failure.error, PackageError::Store(_)),
+        "{failure:?}"
+    );
+    assert!(
+        failure.error.to_string().contains("not UTF-8"),
+        "{}",
+        failure.error
+    );
+    let odd = report.packages.iter().find(|p| p.name == "odd").unwrap();
+    assert!(!bench
+        .store
+        .ref_map()
+        .unwrap()
+        .contains_key(&format!("pkg-odd-{}", odd.cache_key)));
+}
+
+#[test]
+fn a_panicking_sandbox_fails_its_package_only() {
+    let bench = Bench::new(&[("boom", &[]), ("calm", &[])]);
+    let sandbox = FakeSandbox::with(&[("boom", Behaviour::Panic)]);
+    let (report, _) = bench.compile_with(&sandbox, 2, true, CancelToken::new());
+    let s = statuses(&report);
+    assert_eq!(s["boom"], PackageStatus::Failed);
+    assert_eq!(s["calm"], PackageStatus::Compiled);
+    assert!(matches!(
+        report.failures[0].error,
+        PackageError::Panicked(_)
+    ));
+}
+
+#[test]
+fn the_workers_bound_the_parallelism_and_the_summary_names_every_status() {
+    let fan: Vec<(String, Vec<&str>)> = (0..6).map(|i| (format!("p{i}"), vec![])).collect();
+    let packages: Vec<(&str, &[&str])> = fan
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    let bench = Bench::new(&packages);
+    let behaviours: Vec<(&str, Behaviour)> = fan
+        .iter()
+        .map(|(n, _)| (n.as_str(), Behaviour::Slow(Duration::from_millis(20))))
+        .collect();
+    let sandbox = FakeSandbox::with(&behaviours);
+    let (report, _) = bench.compile_with(&sandbox, 3, false, CancelToken::new());
+    assert_eq!(sandbox.most_running.load(Ordering::SeqCst), 3);
+    let path = bench.tmp.path().join("summary.json");
+    write_summary(&path, &report.packages, report.wall.as_secs_f64()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let packages = summary["packages"].as_array().unwrap();
+    assert_eq!(packages.len(), 6);
+    for p in packages {
+        assert_eq!(p["status"], "compiled");
+        assert_eq!(p["cache_key"].as_str().unwrap().len(), 64);
+        assert!(p["log"].as_str().unwrap().ends_with(".log"));
+    }
+    assert!(summary["wall_seconds"].as_f64().unwrap() > 0.0);
+}
