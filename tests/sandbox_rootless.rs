@@ -80,7 +80,7 @@ fn chown_tree(dir: &Path, uid: u32, gid: u32) {
 
 fn subuid_start() -> u32 {
     let content = std::fs::read_to_string("/etc/subuid").unwrap();
-    fissile_oci::sandbox::host::parse_subid(&content, Some(USER), u32::MAX)
+    fissile_oci::sandbox::parse_subid(&content, Some(USER), u32::MAX)
         .expect("the test user has a subuid range")
         .start
 }

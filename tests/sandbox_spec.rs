@@ -3,11 +3,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use fissile_oci::sandbox::runtime_spec::{inherit_network_namespace, rootless_id_maps};
 use fissile_oci::sandbox::{
     build_runtime_spec, BindMount, CgroupSupport, HostContext, IdRange, RootfsSpec, SandboxSpec,
     SpecError,
 };
+use fissile_oci::sandbox::{inherit_network_namespace, rootless_id_maps};
 use oci_spec::runtime::{Capability, LinuxNamespaceType, LinuxSeccompAction, Spec};
 use serde_json::Value;
 
@@ -194,7 +194,7 @@ fn proc_and_sys_are_masked_and_read_only_where_they_leak() {
 fn seccomp_denies_dangerous_syscalls_with_eperm() {
     let spec = build_runtime_spec(&compile_spec(), &root_host(), "c1").unwrap();
     assert!(spec.linux().as_ref().unwrap().seccomp().is_none());
-    let seccomp = &fissile_oci::sandbox::security::seccomp_profile();
+    let seccomp = &fissile_oci::sandbox::seccomp_profile();
     assert_eq!(seccomp.default_action(), LinuxSeccompAction::ScmpActAllow);
     let denied: Vec<&str> = seccomp
         .syscalls()

@@ -13,7 +13,7 @@ use super::{ExtractError, ExtractLimits, ExtractStats};
 /// Builds a directory tree from one or more tar streams applied in order (OCI layers), in a temp
 /// sibling of `dest`, renamed to `dest` by `finish` (all-or-nothing, `dest` must not exist).
 ///
-/// Every layer goes through the same checks as [`extract_archive`], against the tree as earlier
+/// Every layer goes through the same checks as [`super::extract_archive`], against the tree as earlier
 /// layers left it: a symbolic link from an earlier layer is never written through, a hard link may
 /// point to any regular file currently in the tree, and the limits count all layers together.
 /// Symbolic links must stay inside the tree unless
@@ -82,7 +82,7 @@ impl TreeBuilder {
 
     /// Lets symbolic links point anywhere, absolute or above the root, as a container's root file
     /// system needs (`usr/bin/awk -> /etc/alternatives/awk`): there they resolve against the
-    /// container's root, not the host's. Off by default, like [`extract_archive`], which refuses
+    /// container's root, not the host's. Off by default, like [`super::extract_archive`], which refuses
     /// such links. Either way no entry is ever written through a symbolic link, so the tree is
     /// still built only inside the staging directory; but whoever reads it on the host must not
     /// follow its links. When off, the whole tree is re-checked after each layer, so turning it

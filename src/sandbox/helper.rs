@@ -180,11 +180,11 @@ fn run(spec: &SandboxSpec, runtime_root: &Path, host: HostContext) -> HelperRepl
             return failed(None, "entering the rootless namespaces", chain(&err));
         }
     }
-    let work_dir_reset = match &spec.rootfs {
-        RootfsSpec::Overlay { scratch, .. } => Some(rootfs::WorkDirReset::new(scratch)),
+    let overlay_work_reset = match &spec.rootfs {
+        RootfsSpec::Overlay { scratch, .. } => Some(rootfs::OverlayWorkReset::new(scratch)),
         RootfsSpec::Plain { .. } => None,
     };
-    let side_work = match SideWork::start(spec, work_dir_reset.as_ref()) {
+    let side_work = match SideWork::start(spec, overlay_work_reset.as_ref()) {
         Ok(work) => work,
         Err(err) => return failed(None, "starting the set-up side job", err),
     };
@@ -241,16 +241,16 @@ fn run(spec: &SandboxSpec, runtime_root: &Path, host: HostContext) -> HelperRepl
 struct SideWork<'a> {
     job: Option<SideJob<'a, 2>>,
     makes_netns: bool,
-    work_dir_reset: Option<&'a rootfs::WorkDirReset>,
+    overlay_work_reset: Option<&'a rootfs::OverlayWorkReset>,
 }
 
 impl<'a> SideWork<'a> {
     fn start(
         spec: &SandboxSpec,
-        work_dir_reset: Option<&'a rootfs::WorkDirReset>,
+        overlay_work_reset: Option<&'a rootfs::OverlayWorkReset>,
     ) -> nix::Result<SideWork<'a>> {
         let makes_netns = spec.network == Network::None;
-        let job = if makes_netns || work_dir_reset.is_some() {
+        let job = if makes_netns || overlay_work_reset.is_some() {
             // Shares our fd table: the namespace's fd is opened there.
             let job = move || {
                 [
@@ -259,11 +259,11 @@ impl<'a> SideWork<'a> {
                     } else {
                         0
                     },
-                    work_dir_reset.map_or(0, rootfs::WorkDirReset::reset_in_side_job),
+                    overlay_work_reset.map_or(0, rootfs::OverlayWorkReset::reset_in_side_job),
                 ]
             };
             let tail = move || {
-                if let Some(reset) = work_dir_reset {
+                if let Some(reset) = overlay_work_reset {
                     reset.clear_in_side_job();
                 }
             };
@@ -274,7 +274,7 @@ impl<'a> SideWork<'a> {
         Ok(SideWork {
             job,
             makes_netns,
-            work_dir_reset,
+            overlay_work_reset,
         })
     }
 
@@ -289,7 +289,7 @@ impl<'a> SideWork<'a> {
             netns::enter_made(made)
                 .map_err(|err| ("creating the network namespace", chain(&err)))?;
         }
-        if let Some(reset) = self.work_dir_reset {
+        if let Some(reset) = self.overlay_work_reset {
             reset
                 .finish(results.map(|[_, reset]| reset))
                 .map_err(|err| ("preparing the rootfs", chain(&err)))?;

@@ -17,7 +17,7 @@ pub struct IdRange {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CgroupSupport {
     /// Root on a cgroup v1 or hybrid host: the helper makes the container's cgroups itself
-    /// (see [`super::cgroup_v1`]).
+    /// (see `cgroup_v1`).
     V1,
     /// Root on a cgroup v2 host: libcontainer's cgroup manager does.
     V2,

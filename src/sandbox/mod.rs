@@ -1,44 +1,48 @@
 //! Sandboxes: one command in a fresh libcontainer (youki) container, isolated, limited, and
 //! cleaned up on every exit path.
 //!
-//! - [`types`]: the [`SandboxSpec`] (what to run, where, with which limits) and [`Outcome`].
-//! - [`runtime_spec`]: the pure function to an OCI runtime spec, with [`mounts`], [`security`]
-//!   (capabilities, masked paths, the seccomp profile, which [`seccomp`] compiles) and [`rootfs`] (the overlay, mounted inside the
-//!   container); [`host`] holds the host facts it depends on.
-//! - [`runner`]: [`LibcontainerSandbox`], the caller's side, safe from any thread; it starts
-//!   [`helper`], a single-threaded process per container (`fissile-oci __sandbox-helper`), which
-//!   drives libcontainer through [`container`] and [`process`], makes the network namespace
-//!   ([`netns`], in a [`side_job`] alongside the rest of the set-up) and, on cgroup v1 hosts, the
-//!   container's cgroups ([`cgroup_v1`]), enters a user
-//!   namespace of its own when rootless ([`userns`]), and keeps
-//!   [`state`] on disk so a later run can clean up after a crashed one.
+//! - `types`: the [`SandboxSpec`] (what to run, where, with which limits) and [`Outcome`].
+//! - `runtime_spec`: the pure function to an OCI runtime spec ([`build_runtime_spec`]), with
+//!   `mounts`, `security` (capabilities, masked paths, the seccomp profile, which `seccomp`
+//!   compiles) and `rootfs` (the overlay, mounted inside the container); `host` holds the host
+//!   facts it depends on ([`HostContext`]).
+//! - `client`: [`LibcontainerSandbox`], the caller's side, safe from any thread; it starts
+//!   `helper`, a single-threaded process per container (`fissile-oci __sandbox-helper`), which
+//!   drives libcontainer through `container` and `process`, makes the network namespace
+//!   (`netns`, in a `side_job` alongside the rest of the set-up) and, on cgroup v1 hosts, the
+//!   container's cgroups (`cgroup_v1`), enters a user namespace of its own when rootless
+//!   (`userns`), and keeps `state` on disk so a later run can clean up after a crashed one.
 //!
-//! The [`Sandbox`] trait lets the scheduler be tested with a fake.
+//! The [`Sandbox`] trait is the one seam between the orchestration and libcontainer: the
+//! orchestration tests (`tests/orchestration.rs`) run against a recording fake.
 
-pub mod cgroup_v1;
-pub mod client;
-pub mod container;
-pub mod error;
-pub mod helper;
-pub mod host;
-pub mod mounts;
-pub mod netns;
-pub mod process;
-pub mod rootfs;
-pub mod runtime_spec;
-pub mod seccomp;
-pub mod security;
-pub mod side_job;
-pub mod state;
-pub mod types;
-pub mod userns;
+mod cgroup_v1;
+mod client;
+mod container;
+mod error;
+mod helper;
+mod host;
+mod mounts;
+mod netns;
+mod process;
+pub(crate) mod rootfs;
+mod runtime_spec;
+mod seccomp;
+mod security;
+mod side_job;
+mod state;
+mod types;
+mod userns;
 
 use crate::cancel::CancelToken;
 pub use client::{LibcontainerSandbox, SandboxProcess, HELPER_SUBCOMMAND};
 pub use error::SandboxError;
 pub use helper::helper_main;
-pub use host::{CgroupSupport, HostContext, IdRange};
-pub use runtime_spec::{build_runtime_spec, SpecError};
+pub use host::{parse_subid, CgroupSupport, HostContext, IdRange};
+pub use runtime_spec::{
+    build_runtime_spec, inherit_network_namespace, rootless_id_maps, SpecError,
+};
+pub use security::seccomp_profile;
 pub use state::default_runtime_root;
 pub use types::{
     BindMount, ExitStatus, Input, Network, Outcome, Output, RootfsSpec, SandboxSpec,

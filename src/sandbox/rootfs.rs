@@ -24,15 +24,15 @@ use crate::workdir::remove_tree;
 #[derive(thiserror::Error, Debug)]
 pub enum RootfsError {
     #[error("failed to create {path}")]
-    CreateDir {
+    Create {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
     #[error("lower dir {path} is not a directory")]
-    LowerDir { path: PathBuf },
+    LowerNotDir { path: PathBuf },
     #[error("rootfs {path} is not a directory")]
-    PlainDir { path: PathBuf },
+    PlainNotDir { path: PathBuf },
 }
 
 /// Changes: what the sandbox wrote, deleted (whiteouts) or made opaque.
@@ -41,7 +41,7 @@ pub fn upper_dir(scratch: &Path) -> PathBuf {
 }
 
 /// overlayfs's private work dir (same filesystem as `upper`).
-pub fn work_dir(scratch: &Path) -> PathBuf {
+pub fn overlay_work_dir(scratch: &Path) -> PathBuf {
     scratch.join("work")
 }
 
@@ -67,7 +67,7 @@ pub fn overlay_mount(
     let mut options = vec![
         format!("lowerdir={lowerdir}"),
         format!("upperdir={}", upper_dir(scratch).display()),
-        format!("workdir={}", work_dir(scratch).display()),
+        format!("workdir={}", overlay_work_dir(scratch).display()),
     ];
     // No syncs: without `volatile`, tearing the overlay down at the end of every run syncs the
     // whole upper filesystem (everyone's dirty pages: 40-180 ms per run measured here during
@@ -87,15 +87,19 @@ pub fn overlay_mount(
 
 /// Checks the lower dirs and creates `upper/`, `work/` and `merged/` under `scratch` (an
 /// existing `upper/` is kept: a run may continue on the changes of an earlier one). A work dir
-/// used before also needs a [`WorkDirReset`].
+/// used before also needs a [`OverlayWorkReset`].
 pub fn prepare_overlay(lower: &[PathBuf], scratch: &Path) -> Result<(), RootfsError> {
     for path in lower {
         if !path.is_dir() {
-            return Err(RootfsError::LowerDir { path: path.clone() });
+            return Err(RootfsError::LowerNotDir { path: path.clone() });
         }
     }
-    for dir in [upper_dir(scratch), work_dir(scratch), merged_dir(scratch)] {
-        std::fs::create_dir_all(&dir).map_err(|source| RootfsError::CreateDir {
+    for dir in [
+        upper_dir(scratch),
+        overlay_work_dir(scratch),
+        merged_dir(scratch),
+    ] {
+        std::fs::create_dir_all(&dir).map_err(|source| RootfsError::Create {
             path: dir.clone(),
             source,
         })?;
@@ -117,7 +121,7 @@ pub fn check_plain(dir: &Path) -> Result<(), RootfsError> {
     if dir.is_dir() {
         Ok(())
     } else {
-        Err(RootfsError::PlainDir {
+        Err(RootfsError::PlainNotDir {
             path: dir.to_path_buf(),
         })
     }
@@ -142,11 +146,11 @@ const LEFTOVERS: [(&str, bool); 4] = [
 const MOVED_ASIDE: &str = "work.old";
 
 /// After a run: keeps the overlay's work dir for the next run on this scratch dir, whose
-/// [`WorkDirReset`] clears it off the critical path (removing it here cost more than all the
+/// [`OverlayWorkReset`] clears it off the critical path (removing it here cost more than all the
 /// rest of the clean-up where the filesystem discards freed blocks at once), but opens up the
 /// mode-000 dirs overlayfs made in it, so that the owner of the scratch dir can `rm -r` it.
 pub fn finish_overlay(scratch: &Path) {
-    let work = work_dir(scratch);
+    let work = overlay_work_dir(scratch);
     for dir in LOCKED_DIRS {
         let _ = std::fs::set_permissions(work.join(dir), std::fs::Permissions::from_mode(0o700));
     }
@@ -158,7 +162,7 @@ pub fn finish_overlay(scratch: &Path) {
 /// built. Should anything get in the way (`work.old` still there because a run was killed
 /// before clearing it, or unexpected entries in it), [`Self::finish`] removes both dirs whole
 /// and makes `work` anew.
-pub struct WorkDirReset {
+pub struct OverlayWorkReset {
     scratch: PathBuf,
     /// `None` if a path has a NUL byte.
     paths: Option<ResetPaths>,
@@ -174,19 +178,19 @@ struct ResetPaths {
     aside: [CString; 4],
 }
 
-impl WorkDirReset {
-    pub fn new(scratch: &Path) -> WorkDirReset {
+impl OverlayWorkReset {
+    pub fn new(scratch: &Path) -> OverlayWorkReset {
         let c_string = |path: PathBuf| CString::new(path.into_os_string().into_vec()).ok();
         let moved_aside = scratch.join(MOVED_ASIDE);
         let paths = (|| {
             let [a, b, c, d] = LEFTOVERS.map(|(entry, _)| c_string(moved_aside.join(entry)));
             Some(ResetPaths {
                 aside: [a?, b?, c?, d?],
-                work: c_string(work_dir(scratch))?,
+                work: c_string(overlay_work_dir(scratch))?,
                 moved_aside: c_string(moved_aside)?,
             })
         })();
-        WorkDirReset {
+        OverlayWorkReset {
             scratch: scratch.to_path_buf(),
             paths,
             moved_aside: AtomicBool::new(false),
@@ -240,12 +244,12 @@ impl WorkDirReset {
         if reset == Some(0) {
             return Ok(());
         }
-        let work = work_dir(&self.scratch);
+        let work = overlay_work_dir(&self.scratch);
         // Files or symlinks where these dirs belong are removed themselves, never followed.
         let _ = remove_tree(&self.scratch.join(MOVED_ASIDE));
         remove_tree(&work)
             .and_then(|()| std::fs::create_dir_all(&work))
-            .map_err(|source| RootfsError::CreateDir { path: work, source })
+            .map_err(|source| RootfsError::Create { path: work, source })
     }
 }
 
@@ -284,7 +288,7 @@ mod tests {
 
     /// Runs a work dir reset as the helper does, its side-job parts in a side job.
     fn reset(scratch: &Path) {
-        let reset = WorkDirReset::new(scratch);
+        let reset = OverlayWorkReset::new(scratch);
         let reset_ref = &reset;
         let [result] = side_job::start(
             false,
@@ -299,23 +303,23 @@ mod tests {
 
     /// What a `volatile` overlay mount leaves in `scratch/work`, modes as the kernel sets them.
     fn leave_volatile_marker(scratch: &Path) -> PathBuf {
-        let volatile = work_dir(scratch).join("work/incompat/volatile");
+        let volatile = overlay_work_dir(scratch).join("work/incompat/volatile");
         std::fs::create_dir_all(&volatile).unwrap();
         std::fs::write(volatile.join("dirty"), "").unwrap();
         for dir in LOCKED_DIRS.iter().rev() {
-            let path = work_dir(scratch).join(dir);
+            let path = overlay_work_dir(scratch).join(dir);
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o000)).unwrap();
         }
         volatile
     }
 
     #[test]
-    fn finish_leaves_a_work_dir_its_owner_can_remove() {
+    fn finish_leaves_an_overlay_work_dir_its_owner_can_remove() {
         let tmp = tempfile::tempdir().unwrap();
         leave_volatile_marker(tmp.path());
         finish_overlay(tmp.path());
         for dir in LOCKED_DIRS {
-            let mode = std::fs::metadata(work_dir(tmp.path()).join(dir))
+            let mode = std::fs::metadata(overlay_work_dir(tmp.path()).join(dir))
                 .unwrap()
                 .permissions();
             assert_eq!(mode.mode() & 0o777, 0o700, "{dir}");
@@ -323,11 +327,11 @@ mod tests {
     }
 
     #[test]
-    fn reset_removes_what_a_volatile_mount_left_and_leaves_an_empty_work_dir() {
+    fn reset_removes_what_a_volatile_mount_left_and_leaves_an_empty_overlay_work_dir() {
         let tmp = tempfile::tempdir().unwrap();
         leave_volatile_marker(tmp.path());
         reset(tmp.path());
-        let work = work_dir(tmp.path());
+        let work = overlay_work_dir(tmp.path());
         assert!(work.is_dir(), "work is there");
         assert_eq!(
             std::fs::read_dir(&work).unwrap().count(),
@@ -343,7 +347,7 @@ mod tests {
     #[test]
     fn a_moved_aside_dir_with_unexpected_content_is_removed_by_the_next_reset() {
         let tmp = tempfile::tempdir().unwrap();
-        let stray = work_dir(tmp.path()).join("work/incompat/other-feature");
+        let stray = overlay_work_dir(tmp.path()).join("work/incompat/other-feature");
         std::fs::create_dir_all(&stray).unwrap();
         std::fs::set_permissions(
             stray.parent().unwrap(),
@@ -351,8 +355,8 @@ mod tests {
         )
         .unwrap();
         reset(tmp.path());
-        assert!(work_dir(tmp.path()).is_dir());
-        assert!(!work_dir(tmp.path()).join("work").exists());
+        assert!(overlay_work_dir(tmp.path()).is_dir());
+        assert!(!overlay_work_dir(tmp.path()).join("work").exists());
         assert!(
             tmp.path().join(MOVED_ASIDE).exists(),
             "the tail leaves what it does not know"
@@ -361,8 +365,13 @@ mod tests {
         leave_volatile_marker(tmp.path());
         reset(tmp.path());
         assert!(!tmp.path().join(MOVED_ASIDE).exists());
-        assert!(work_dir(tmp.path()).is_dir());
-        assert_eq!(std::fs::read_dir(work_dir(tmp.path())).unwrap().count(), 0);
+        assert!(overlay_work_dir(tmp.path()).is_dir());
+        assert_eq!(
+            std::fs::read_dir(overlay_work_dir(tmp.path()))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]
@@ -373,10 +382,10 @@ mod tests {
         std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
         let scratch = tmp.path().join("scratch");
         std::fs::create_dir(&scratch).unwrap();
-        std::os::unix::fs::symlink(&outside, work_dir(&scratch)).unwrap();
+        std::os::unix::fs::symlink(&outside, overlay_work_dir(&scratch)).unwrap();
         std::fs::write(scratch.join(MOVED_ASIDE), "not a dir").unwrap();
         reset(&scratch);
-        assert!(std::fs::symlink_metadata(work_dir(&scratch))
+        assert!(std::fs::symlink_metadata(overlay_work_dir(&scratch))
             .unwrap()
             .is_dir());
         assert!(std::fs::symlink_metadata(scratch.join(MOVED_ASIDE)).is_err());
@@ -389,7 +398,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         reset(tmp.path());
         // Nothing to remove is success; making `work/` is prepare_overlay's part.
-        assert!(!work_dir(tmp.path()).exists());
+        assert!(!overlay_work_dir(tmp.path()).exists());
     }
 
     #[test]

@@ -60,12 +60,9 @@ impl Filter {
         Ok(Filter { program })
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.program.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.program.is_empty()
     }
 
     /// Installs the filter on the calling thread (and what it execs). Needs `no_new_privs` or

@@ -235,7 +235,8 @@ impl<const N: usize> SideJob<'_, N> {
         Ok(results)
     }
 
-    /// Waits for the results, then for the child to end.
+    /// Waits for the results, then for the child to end (the tests' way to read a job).
+    #[cfg(test)]
     pub fn wait(mut self) -> nix::Result<[i32; N]> {
         let results = self.results();
         self.reap();
