@@ -4,6 +4,9 @@
 #
 #   scripts/test.sh [--fresh] [extra cargo test args]
 #
+# Ends with the tests that skipped themselves (tests/common_skip: no root, a tool missing...),
+# then one line: `total: N passed, M failed, K skipped (J ignored), P skipped in part`.
+#
 # --fresh (or FISSILE_OCI_FRESH=1) proves the brand-new-machine path on a used machine: every
 # cache the build and the tests fill (cargo's registry and target dir, the Debian source
 # tarballs and the private apt lists of scripts/real-release.sh, the default work dir, the
@@ -55,7 +58,35 @@ cargo test --workspace --locked --no-fail-fast ${args[@]+"${args[@]}"} 2>&1 | te
 rc=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary, so CI reads the total rather than the last binary's.
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1); if ($(i) ~ /^ignored/) s += $(i-1) } }
-     END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+# A test that cannot run here says so through tests/common_skip, on a line of its own:
+#   fissile-oci-test skipped: BINARY::TEST: REASON        (the whole test; libtest says `ok`)
+#   fissile-oci-test skipped part: BINARY::TEST: REASON   (the rest of the test ran)
+# Those lines are listed, and whole skips are taken off libtest's `passed` and counted as skipped,
+# with the #[ignore]d tests; a test skipped in part stays in `passed` and is counted apart.
+awk -v prefix="fissile-oci-test skipped" '
+  /^test result:/ {
+    for (i = 1; i <= NF; i++) {
+      if ($(i) ~ /^passed/) passed += $(i-1)
+      if ($(i) ~ /^failed/) failed += $(i-1)
+      if ($(i) ~ /^ignored/) ignored += $(i-1)
+    }
+  }
+  # Anywhere in the line: run one at a time, libtest prints "test NAME ... " before the test runs.
+  (at = index($0, prefix)) {
+    line = substr($0, at + length(prefix))
+    kind = (line ~ /^: /) ? "whole" : (line ~ /^ part: /) ? "part" : ""
+    if (kind == "") next
+    sub(/^( part)?: /, "", line)
+    test = line
+    sub(/: .*/, "", test)
+    if (!((kind, test) in seen)) { seen[kind, test] = 1; count[kind]++ }
+    shown[kind] = shown[kind] "  " line "\n"
+  }
+  END {
+    if (count["whole"]) printf "skipped (libtest says ok):\n%s", shown["whole"]
+    if (count["part"]) printf "skipped in part (the rest ran):\n%s", shown["part"]
+    printf "total: %d passed, %d failed, %d skipped (%d ignored), %d skipped in part\n",
+      passed - count["whole"], failed, count["whole"] + ignored, ignored, count["part"]
+  }' "$log"
 rm -f "$log"
 exit "$rc"

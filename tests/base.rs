@@ -7,6 +7,7 @@ use std::process::Command;
 
 mod common_cli;
 mod common_debian;
+mod common_skip;
 
 use common_cli::{fissile, succeed};
 use fissile_oci::oci::{image, OciStore};
@@ -222,7 +223,9 @@ fn rootfs_tarball_and_docker_archive_imports() {
     assert!(name.trim().starts_with("fissile-cbase-"));
 
     if Command::new("skopeo").arg("--version").output().is_err() {
-        eprintln!("skipped: the docker-archive half needs skopeo (scripts/test.sh installs it)");
+        common_skip::skip_part(
+            "the docker-archive half needs skopeo (scripts/test.sh installs it)",
+        );
         return;
     }
     let archive = tmp.path().join("saved.tar");

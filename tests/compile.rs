@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 
 mod common_cli;
 mod common_debian;
+mod common_skip;
 
 use common_cli::{fissile, succeed};
 

@@ -1,6 +1,8 @@
 //! The OCI store against real tools: deterministic layers, skopeo and umoci reading what we
 //! write, imports of what skopeo writes, corruption caught by verify and never served.
 
+mod common_skip;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -17,7 +19,9 @@ fn tool(name: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !found {
-        eprintln!("skipped: {name} is not installed (scripts/test.sh installs it)");
+        common_skip::skip(&format!(
+            "{name} is not installed (scripts/test.sh installs it)"
+        ));
     }
     found
 }

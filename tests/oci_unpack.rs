@@ -1,6 +1,8 @@
 //! Unpacking images: our unpacker gives the same tree as umoci, and an overlayfs upper dir
 //! committed as a layer (whiteouts, opaque dirs) round-trips over its lower layer.
 
+mod common_skip;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -60,7 +62,7 @@ fn layer(store: &OciStore, dir: &Path, overlay_upper: bool) -> oci::Layer {
 #[test]
 fn our_unpacker_matches_umoci() {
     if Command::new("umoci").arg("--version").output().is_err() {
-        eprintln!("skipped: umoci is not installed (scripts/test.sh installs it)");
+        common_skip::skip("umoci is not installed (scripts/test.sh installs it)");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -151,7 +153,7 @@ impl Drop for Overlay {
 #[test]
 fn overlay_upper_dir_commits_with_whiteouts_and_round_trips() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: mounting overlayfs for this test needs root (the sandbox tests cover rootless overlays)");
+        common_skip::skip("mounting overlayfs for this test needs root (the sandbox tests cover rootless overlays)");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

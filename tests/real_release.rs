@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 
 mod common_cli;
 mod common_debian;
+mod common_skip;
 
 use common_cli::{fissile, succeed};
 

@@ -1,15 +1,17 @@
 //! Real containers through the library API, on a busybox rootfs built by the test. As root this
 //! is the rootful suite (cgroup limits included); as another user it runs rootless, and tests
-//! that need cgroups say `skipped:`. Every run is checked for leftovers: state dirs, mounts
-//! under its scratch dir, and cgroup dirs named after its container.
+//! that need cgroups report themselves skipped (`common_skip`). Every run is checked for
+//! leftovers: state dirs, mounts under its scratch dir, and cgroup dirs named after its container.
 
 mod common_sandbox;
+mod common_skip;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common_sandbox::*;
+use common_skip::{skip, skip_part};
 use fissile_oci::cancel::CancelToken;
 use fissile_oci::sandbox::{
     BindMount, CgroupSupport, ExitStatus, HostContext, LibcontainerSandbox, Network, Outcome,
@@ -111,7 +113,7 @@ fn exit_codes_signals_and_missing_commands() {
         assert_eq!(out.status, ExitStatus::Signaled(libc::SIGSEGV));
         assert_eq!(out.shell_code(), 128 + libc::SIGSEGV);
     } else {
-        skip("signal exit: no C compiler for the probe");
+        skip_part("signal exit: no C compiler for the probe");
     }
 }
 
@@ -180,7 +182,7 @@ fn env_cwd_hostname_and_user() {
         assert!(log.starts_with("1000\n1000\n"), "{log}");
         assert!(log.contains(" 1000     1000 "), "{log}");
     } else {
-        skip("uid 1000 inside: rootless without /etc/subuid ranges maps only uid 0");
+        skip_part("uid 1000 inside: rootless without /etc/subuid ranges maps only uid 0");
     }
 }
 
@@ -372,7 +374,7 @@ fn escape_attempts_fail() {
         assert!(!log.contains("host secret"), "{name}: {log}");
     }
     if !env.rootfs.has_probe {
-        skip("syscall-level escape probes: no C compiler (cc -static) for the probe");
+        skip_part("syscall-level escape probes: no C compiler (cc -static) for the probe");
         return;
     }
     for args in probe_checks(&marker, host_pid) {

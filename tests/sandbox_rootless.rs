@@ -2,9 +2,11 @@
 //! /etc/subuid and /etc/subgid ranges) and runs `fissile-oci run` as that user through
 //! `setpriv`, on a busybox rootfs and scratch dirs it can use. The same isolation checks as the
 //! rootful suite, minus cgroup limits (no delegated cgroup for users on this kind of host).
-//! Run as another user, this suite says `skipped:` (tests/sandbox.rs then runs rootless itself).
+//! Run as another user, this suite reports itself skipped (tests/sandbox.rs then runs rootless
+//! itself).
 
 mod common_sandbox;
+mod common_skip;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common_sandbox::*;
+use common_skip::{skip, skip_part};
 
 const USER: &str = "fissile-oci-test";
 
@@ -318,7 +321,9 @@ fn rootless_limits_are_reported_as_not_enforced() {
     let r = env.sh(&["--pids", "64"], "true");
     assert_eq!(r.code, 0, "{r:?}");
     if r.stderr.contains("not enforced") {
-        skip("fork bomb and memory hog rootless: no delegated cgroup on this host (notice shown)");
+        skip_part(
+            "fork bomb and memory hog rootless: no delegated cgroup on this host (notice shown)",
+        );
     } else {
         panic!("rootless with cgroup limits: extend this suite with the limit tests: {r:?}");
     }
@@ -339,7 +344,7 @@ fn rootless_escape_attempts_fail() {
         assert!(!r.stdout.contains("host secret"), "{name}: {r:?}");
     }
     if !env.rootfs.has_probe {
-        skip("syscall-level escape probes: no C compiler (cc -static) for the probe");
+        skip_part("syscall-level escape probes: no C compiler (cc -static) for the probe");
         return;
     }
     let rootfs = env.rootfs.dir.to_string_lossy().into_owned();

@@ -24,11 +24,11 @@ pub fn succeed(cmd: &mut Command) -> Output {
     out
 }
 
-/// True as root; otherwise prints why the test is skipped (`skipped: WHY`).
+/// True as root; otherwise reports the test skipped, saying why (the caller returns).
 pub fn root_or_skip(why: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    eprintln!("skipped: {why}");
+    crate::common_skip::skip(why);
     false
 }

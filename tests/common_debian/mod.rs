@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-/// The shared Debian work dir, or `None` (with the reason printed) when the Debian tests are
+/// The shared Debian work dir, or `None` (the test reported skipped) when the Debian tests are
 /// switched off.
 pub fn debian_work_dir() -> Option<PathBuf> {
     if std::env::var_os("FISSILE_OCI_SKIP_DEBIAN").is_some() {
-        eprintln!("skipped: FISSILE_OCI_SKIP_DEBIAN is set");
+        crate::common_skip::skip("FISSILE_OCI_SKIP_DEBIAN is set");
         return None;
     }
     Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("debian-work"))

@@ -11,13 +11,6 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_fissile-oci");
 
-/// Every test that cannot run says so, with the reason, on stderr. Written to the stream itself
-/// rather than through `eprintln!`, which the test harness captures and hides for passing tests.
-pub fn skip(reason: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped: {reason}");
-}
-
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
