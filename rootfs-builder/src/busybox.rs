@@ -161,7 +161,7 @@ mod tests {
     #[test]
     fn builds_a_runnable_tree_when_busybox_static_is_installed() {
         if find_static_busybox().is_err() {
-            eprintln!("skipped: no static busybox on this host (install busybox-static)");
+            crate::common_skip::skip("no static busybox on this host (install busybox-static)");
             return;
         }
         let tmp = tempfile::tempdir().unwrap();

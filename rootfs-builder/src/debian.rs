@@ -228,7 +228,7 @@ mod tests {
                 );
             }
         } else {
-            eprintln!("skipped: not a Debian host (no VERSION_CODENAME)");
+            crate::common_skip::skip("not a Debian host (no VERSION_CODENAME)");
         }
     }
 }
