@@ -3,17 +3,21 @@
 //!
 //! - [`types`]: the [`SandboxSpec`] (what to run, where, with which limits) and [`Outcome`].
 //! - [`runtime_spec`]: the pure function to an OCI runtime spec, with [`mounts`], [`security`]
-//!   (capabilities, masked paths, the seccomp profile, which [`seccomp`] compiles) and [`rootfs`] (the overlay, mounted inside the
-//!   container); [`host`] holds the host facts it depends on.
-//! - [`runner`]: [`LibcontainerSandbox`], the caller's side, safe from any thread; it starts
-//!   [`helper`], a single-threaded process per container (`fissile-oci __sandbox-helper`), which
-//!   drives libcontainer through [`container`] and [`process`], makes the network namespace
-//!   ([`netns`], in a [`side_job`] alongside the rest of the set-up) and, on cgroup v1 hosts, the
-//!   container's cgroups ([`cgroup_v1`]), enters a user
-//!   namespace of its own when rootless ([`userns`]), and keeps
-//!   [`state`] on disk so a later run can clean up after a crashed one.
+//!   (capabilities, masked paths, the seccomp profile, which [`seccomp`] compiles) and [`rootfs`]
+//!   (the overlay, mounted inside the container); [`host`] holds the host facts it depends on.
+//! - [`client`]: [`LibcontainerSandbox`], the caller's side, safe from any thread; it starts
+//!   [`helper`], a single-threaded process per container (`fissile-oci __sandbox-helper`), or,
+//!   for a single-threaded caller that exits afterwards (`fissile-oci run`), does the helper's
+//!   work in its own process. That work drives libcontainer through [`container`] and
+//!   [`process`], makes the network namespace ([`netns`], in a [`side_job`] alongside the rest
+//!   of the set-up) and, on cgroup v1 hosts, the container's cgroups ([`cgroup_v1`]), enters a
+//!   user namespace of its own when rootless ([`userns`]), and keeps [`state`] on disk so a
+//!   later run can clean up after a crashed one. [`error`] is how a run fails, as the caller
+//!   sees it.
 //!
-//! The [`Sandbox`] trait lets the scheduler be tested with a fake.
+//! The [`Sandbox`] trait is the one seam between the orchestration (compiles, compilation bases,
+//! shells) and libcontainer. [`LibcontainerSandbox`] is its only implementation; there is no
+//! fake sandbox yet.
 
 pub mod cgroup_v1;
 pub mod client;
