@@ -1,5 +1,6 @@
-//! The hidden `__sandbox-helper` subcommand: the single-threaded process each sandbox is created
-//! from (see `fissile_oci::sandbox`).
+//! The hidden `__sandbox-helper` subcommand: the single-threaded process each sandbox of a
+//! compile, a compilation base or a shell is created from (`run` usually does the helper's work
+//! in its own process; see `fissile_oci::sandbox`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,5 +1,6 @@
-//! `fissile-oci run`: one command in a sandbox, for debugging packaging scripts and benchmarks;
-//! and the hidden `__sandbox-helper` that every sandbox runs from.
+//! `fissile-oci run`: one command in a sandbox, for debugging packaging scripts and benchmarks.
+//! Usually done in this very process, with no helper; a helper is started only when other
+//! threads are running (the hidden `__sandbox-helper` subcommand is in `helper.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -3,12 +3,16 @@
 //!
 //! - [`Compiler::compile`] runs a whole plan (`compiler`): `units` gives each package its
 //!   cache [`key`] and finds what the store has, `stage` copies sources out, the [`scheduler`]
-//!   runs the ready packages' jobs (`job`) on N workers, and the committer (`commit`) writes
-//!   each result as an image (`package`) off the critical path.
-//! - The sandbox is reached only through [`crate::sandbox::Sandbox`], so everything here can be
-//!   tested with a fake (`tests/orchestration.rs`).
-//! - What comes out: `outcome` (progress events, the report, typed failures), [`report`]
-//!   (summary JSON, DOT graph, fissile's metrics CSV), `status`.
+//!   runs the ready packages' jobs (`job`) on N workers, weighted by the last compile times
+//!   (`timings`), and the committer (`commit`) writes each result as an image (`package`) off
+//!   the critical path. [`shell`] opens one package's compile sandbox for a person.
+//! - The sandbox is reached only through [`crate::sandbox::Sandbox`]: the orchestration is
+//!   tested against a recording fake (`tests/orchestration.rs`, as any user, in about a second)
+//!   and end to end with real sandboxes (`tests/compile.rs`); the scheduler on its own
+//!   (`tests/scheduler.rs`).
+//! - What comes out (`outcome`, `status`): [`Progress`] events, a [`CompileReport`] with a
+//!   [`PackageStatus`] per package and a typed [`PackageError`] per failure; and [`report`]
+//!   (summary JSON, DOT graph, fissile's metrics CSV).
 
 mod commit;
 mod compiler;

@@ -1,5 +1,6 @@
 //! One package compile: its sandbox (the BOSH compile contract), and turning a successful
-//! output dir into a published package dir and an OCI image in the store.
+//! output dir into a published package dir and an OCI image in the store, or a stored image
+//! back into a published dir.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

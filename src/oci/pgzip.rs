@@ -3,7 +3,8 @@
 //! stream), several blocks at a time on the rayon pool; the CRC is combined from per-block
 //! CRCs. The output depends only on the block size and the level, never on the number of threads
 //! or on timing, so layers stay byte-identical across machines. Level-6 deflate on one core is
-//! slower than reading, tarring and hashing together; this puts the second core to work.
+//! slower than reading, tarring and hashing together; this puts the second core to work (see
+//! docs/DECISIONS.md, "Deterministic layers with parallel gzip").
 
 use std::io::Write;
 

@@ -1,17 +1,17 @@
 //! The container's cgroups on a cgroup v1 (or hybrid) host, made by the helper rather than by
 //! libcontainer's manager.
 //!
-//! Why: libcgroups moves the container's intermediate process into its cgroups by writing a pid
-//! to `cgroup.procs`. On v1 that takes the kernel's global `cgroup_threadgroup_rwsem` for
-//! writing, which waits for a full RCU grace period whenever no other migration happened in the
-//! last one: 4-16 ms on this VM, in about a third of back-to-back runs and in most runs spaced
-//! further apart (as a compile's are), against a few ms for the whole sandbox. A
-//! *thread* moving *itself* (`0` written to `tasks`) skips that lock. The helper is
-//! single-threaded and one per container, so it creates the cgroups, moves itself in, lets
-//! libcontainer fork the container from there (children inherit cgroups), moves back out, and
+//! Why: libcgroups moves the container's intermediate process into its cgroups by writing a pid to
+//! `cgroup.procs`. On v1 that takes the kernel's global `cgroup_threadgroup_rwsem` for writing,
+//! which waits for a full RCU grace period whenever no other migration happened in the last one: a
+//! wait that can exceed the whole rest of a sandbox's start, and that runs spaced apart (as a
+//! compile's are) pay most often (see docs/DECISIONS.md, "On cgroup v1 the helper makes the
+//! container's cgroups"). A *thread* moving *itself* (`0` written to `tasks`) skips that lock. The
+//! helper is single-threaded and one per container, so it creates the cgroups, moves itself in,
+//! lets libcontainer fork the container from there (children inherit cgroups), moves back out, and
 //! writes the limits before the container starts. In the helper's private mount namespace
-//! libcgroups is shown a `/sys/fs/cgroup` where its manager has nothing to do and nothing to
-//! parse ([`ContainerCgroups::hide_hierarchies`]).
+//! libcgroups is shown a `/sys/fs/cgroup` where its manager has nothing to do and nothing to parse
+//! ([`ContainerCgroups::hide_hierarchies`]).
 //!
 //! The hierarchies used: `pids` (the pids limit), `devices` (only the nodes a build needs) and
 //! `memory` when a memory limit is asked for. Dirs are `<hierarchy>/fissile-oci/<container id>`,
@@ -237,8 +237,9 @@ impl ContainerCgroups {
     /// dir there is a tmpfs dir whose `cgroup.procs` is a null device. That manager costs a
     /// `statfs` and one write to the null device; the v1 manager that the real layout would
     /// select parses the mount table through pathrs once per controller it knows, 12 times
-    /// (0.6 ms of the container's start on this VM). A bind is used, never a new cgroup2
-    /// mount: mounting cgroup2 re-applies its options (`nsdelegate`, ...) host-wide.
+    /// (see docs/DECISIONS.md, "A cgroup2 stand-in for libcgroups on hybrid hosts"). A bind is
+    /// used, never a new cgroup2 mount: mounting cgroup2 re-applies its options (`nsdelegate`,
+    /// ...) host-wide.
     ///
     /// Otherwise (no such mount, or the stand-in could not be set up) `/sys/fs/cgroup` becomes
     /// an empty read-only tmpfs, so the v1 manager finds no hierarchy: usually one detach of the

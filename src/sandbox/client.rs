@@ -1,6 +1,8 @@
 //! The caller's side: [`LibcontainerSandbox`] starts one helper process per run and talks to it
 //! over a socket on the helper's fd 3. Safe to use from many threads at once: all the
-//! libcontainer work happens in the helpers.
+//! libcontainer work happens in the helpers. A single-threaded caller that exits afterwards
+//! (`fissile-oci run`) can instead do the helper's work in its own process
+//! ([`LibcontainerSandbox::run_in_this_process`]).
 
 use std::io::{Read, Write};
 use std::net::Shutdown;

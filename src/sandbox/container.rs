@@ -110,12 +110,13 @@ pub fn delete(container: &mut Container) -> Result<(), LibcontainerError> {
     container.delete(true)
 }
 
-/// Removes a container whose init has been reaped. Its pid namespace died with it, so no
-/// process is left: removing it is rmdir of its cgroups and removal of its state dir. That
-/// skips libcontainer's delete, which first rediscovers every cgroup hierarchy through
-/// `/proc/self/mountinfo` (about a millisecond per sandbox); where anything is still busy,
-/// libcontainer's delete does the whole job. `own_cgroups` are the cgroups the helper made (cgroup
-/// v1), removed through it; otherwise libcontainer's are looked for by name.
+/// Removes a container whose init has been reaped. Its pid namespace died with it, so no process is
+/// left: removing it is rmdir of its cgroups and removal of its state dir. That skips
+/// libcontainer's delete, which first rediscovers every cgroup hierarchy through
+/// `/proc/self/mountinfo` (see docs/DECISIONS.md, "Exited containers removed without libcontainer's
+/// delete"); where anything is still busy, libcontainer's delete does the whole job. `own_cgroups`
+/// are the cgroups the helper made (cgroup v1), removed through it; otherwise libcontainer's are
+/// looked for by name.
 pub fn remove_exited(
     container: &mut Container,
     dirs: &RuntimeDirs,

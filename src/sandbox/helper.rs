@@ -5,11 +5,13 @@
 //! A single-threaded caller that exits afterwards (`fissile-oci run`) does the same work in its
 //! own process instead (`in_process_main`).
 //!
-//! Every exit path ends the same way: kill the container's init (its pid namespace dies with
-//! it), reap it, `delete(true)` (state dir and cgroup), remove the bundle. Stop signals (INT,
-//! TERM, HUP) are blocked and read from a signalfd, so they interrupt the wait and take that path
-//! too; the helper asks for SIGTERM when its parent dies. SIGKILL of the helper itself leaves the
-//! container to its own parent-death SIGKILL and the state to the next helper's stale scan.
+//! Every exit path ends the same way: kill the container's init if it still runs (its pid
+//! namespace dies with it), reap it, remove the container's cgroups and state dir (directly once
+//! its init has exited, through libcontainer's `delete(true)` otherwise), remove the bundle. Stop
+//! signals (INT, TERM, HUP) are blocked and read from a signalfd, so they interrupt the wait and
+//! take that path too; the helper asks for SIGTERM when its parent dies. SIGKILL of the helper
+//! itself leaves the container to its own parent-death SIGKILL and the state to the next run's
+//! stale scan.
 
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;

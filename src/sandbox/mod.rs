@@ -7,14 +7,17 @@
 //!   compiles) and `rootfs` (the overlay, mounted inside the container); `host` holds the host
 //!   facts it depends on ([`HostContext`]).
 //! - `client`: [`LibcontainerSandbox`], the caller's side, safe from any thread; it starts
-//!   `helper`, a single-threaded process per container (`fissile-oci __sandbox-helper`), which
-//!   drives libcontainer through `container` and `process`, makes the network namespace
-//!   (`netns`, in a `side_job` alongside the rest of the set-up) and, on cgroup v1 hosts, the
-//!   container's cgroups (`cgroup_v1`), enters a user namespace of its own when rootless
-//!   (`userns`), and keeps `state` on disk so a later run can clean up after a crashed one.
+//!   `helper`, a single-threaded process per container (`fissile-oci __sandbox-helper`), or,
+//!   for a single-threaded caller that exits afterwards (`fissile-oci run`), does the helper's
+//!   work in its own process. That work drives libcontainer through `container` and `process`,
+//!   makes the network namespace (`netns`, in a `side_job` alongside the rest of the set-up)
+//!   and, on cgroup v1 hosts, the container's cgroups (`cgroup_v1`), enters a user namespace of
+//!   its own when rootless (`userns`), and keeps `state` on disk so a later run can clean up
+//!   after a crashed one. `error` is how a run fails, as the caller sees it ([`SandboxError`]).
 //!
-//! The [`Sandbox`] trait is the one seam between the orchestration and libcontainer: the
-//! orchestration tests (`tests/orchestration.rs`) run against a recording fake.
+//! The [`Sandbox`] trait is the one seam between the orchestration (compiles, compilation bases,
+//! shells) and libcontainer: [`LibcontainerSandbox`] is the real one, and the orchestration
+//! tests (`tests/orchestration.rs`) run against a recording fake.
 
 mod cgroup_v1;
 mod client;

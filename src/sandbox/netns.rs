@@ -8,9 +8,10 @@
 //! path to join, which matters once libcontainer has made the helper non-dumpable: rootless,
 //! nothing could open its `/proc/<pid>/ns/net` then.
 //!
-//! Making a netns takes the kernel about half a millisecond (`setup_net`: loopback, sysctl
-//! tables), so the helper has a [`side_job`] sharing its fd table run [`make_in_side_job`]
-//! while it prepares the rest, and then joins the namespace with [`enter_made`].
+//! Making a netns keeps the kernel busy for a while (`setup_net`: loopback, sysctl tables; see
+//! docs/DECISIONS.md, "A side job for the network namespace and the work dir"), so the helper
+//! has a [`side_job`] sharing its fd table run [`make_in_side_job`] while it prepares the rest,
+//! and then joins the namespace with [`enter_made`].
 
 use std::ffi::CStr;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};

@@ -2,13 +2,13 @@
 //! with libseccomp, cached in the runtime root, and installed by the container's init as the
 //! very last step before `exec` (see `container::SandboxExecutor`).
 //!
-//! Why not libcontainer's own seccomp support: it compiles the profile with libseccomp inside
-//! every container's init, for three architectures, which is a tenth of a sandbox's start-up
-//! (`scripts/bench/sandbox.sh`). The compiled program only depends on the profile, the
-//! architecture and the libseccomp version, so it is made once per runtime root and then read
-//! back (a few µs); each container only hands it to the kernel. Init has `no_new_privs` set and
-//! its capabilities dropped by then, which is what an unprivileged filter load needs; a filter
-//! that cannot be installed stops the container before the command runs.
+//! Why not libcontainer's own seccomp support: it compiles the profile with libseccomp inside every
+//! container's init, for three architectures, a measurable part of a sandbox's start-up (see
+//! docs/DECISIONS.md, "Seccomp compiled once, installed by the container's init"). The compiled
+//! program only depends on the profile, the architecture and the libseccomp version, so it is made
+//! once per runtime root and then read back; each container only hands it to the kernel. Init has
+//! `no_new_privs` set and its capabilities dropped by then, which is what an unprivileged filter
+//! load needs; a filter that cannot be installed stops the container before the command runs.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

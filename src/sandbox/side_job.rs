@@ -1,14 +1,16 @@
 //! Set-up work a child task does while the helper goes on with the rest.
 //!
 //! Two steps of a run wait on the kernel rather than on us: making a network namespace
-//! (`setup_net`, about half a millisecond of CPU) and clearing the overlay work dir an earlier
-//! run left (where freed blocks are discarded synchronously, 50-300 µs per dir). With a second
+//! (`setup_net`) and clearing the overlay work dir an earlier run left (on a filesystem that
+//! discards freed blocks synchronously, every removed dir waits for the device). With a second
 //! core, a child does them while the helper builds the spec, bundle and cgroups; the helper
-//! waits for it right before the container is built.
+//! waits for it right before the container is built (see docs/DECISIONS.md, "A side job for
+//! the network namespace and the work dir").
 //!
 //! The child is a `clone` with `CLONE_VM`, on a stack of its own: it shares the helper's
-//! memory, so neither its start nor its exit copies or tears down an address space (a fork of
-//! the helper cost 0.1-0.2 ms to make and about as much again to reap). Sharing memory, it
+//! memory, so neither its start nor its exit copies or tears down an address space, as a fork
+//! of the helper did (see docs/DECISIONS.md, "The side job shares the helper's memory"). It
+//! runs on another CPU than the helper's when there is one. Sharing memory, it
 //! shares glibc's thread state too, `errno` and malloc's unlocked single-thread arena among it:
 //! a job must therefore make system calls only through [`sys`] (which never touches `errno`),
 //! with everything it needs (paths as C strings) built before the clone, and must not
@@ -139,10 +141,11 @@ where
     Ok(side_job)
 }
 
-/// Moves the new child off our CPU before it first runs. Left to itself, the scheduler put it
-/// on the helper's own CPU in 24 of 30 runs, where it waited for the helper to block (0.55 ms
-/// median) and then ran serially: the overlap the side job exists for did not happen. Best
-/// effort: with one allowed CPU, or on any error, the child stays where it is.
+/// Moves the new child off our CPU before it first runs. Left to itself, the scheduler mostly
+/// put it on the helper's own CPU, where it waited for the helper to block and then ran
+/// serially: the overlap the side job exists for did not happen (see docs/DECISIONS.md, "The
+/// side job runs on another CPU"). Best effort: with one allowed CPU, or on any error, the
+/// child stays where it is.
 fn run_elsewhere(child: Pid) {
     use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
     // SAFETY: sched_getcpu(3) has no preconditions.

@@ -3,6 +3,7 @@
 //! ```text
 //! RUNTIME_ROOT/state/<id>/          libcontainer's state dir (state.json, notify socket)
 //! RUNTIME_ROOT/bundles/<id>/        config.json and `owner`
+//! RUNTIME_ROOT/seccomp-<hash>.bpf   the compiled seccomp filter (see `seccomp`)
 //! ```
 //! `owner` holds the helper's pid (for people) and an exclusive `flock` for the helper's whole
 //! life (for programs): the kernel drops the lock when the helper dies, however it dies, so a
@@ -43,8 +44,8 @@ pub enum StateError {
 /// The default runtime root: `/run/fissile-oci/sandbox` as root, else
 /// `$XDG_RUNTIME_DIR/fissile-oci/sandbox`, as long as that is a tmpfs. Every run creates, rewrites
 /// and deletes a dozen small files and dirs there; where `/run` lives on the root disk (containers,
-/// minimal VMs: here, ext4 mounted with `discard`) that costs ~0.4 ms per sandbox, so a private
-/// `/dev/shm/fissile-oci-<uid>/sandbox` is used instead. Last resort:
+/// minimal VMs) that costs time on every sandbox (see docs/DECISIONS.md, "Runtime root on a
+/// tmpfs"), so a private `/dev/shm/fissile-oci-<uid>/sandbox` is used instead. Last resort:
 /// `/tmp/fissile-oci-<uid>/sandbox`.
 pub fn default_runtime_root() -> PathBuf {
     let uid = nix::unistd::geteuid();

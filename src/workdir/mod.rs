@@ -1,6 +1,6 @@
 //! The work dir: where the store, unpacked bases, compiled packages, scratch dirs and logs live
-//! ([`WorkDir`]), the lock that lets one writer at a time use it (`lock`), and removing the
-//! trees in it that hold read-only directories ([`remove_tree`]).
+//! ([`WorkDir`]), the lock that lets one writer at a time use it ([`WorkDirLock`]), and removing
+//! the trees in it that hold read-only directories ([`remove_tree`]).
 
 mod lock;
 mod removal;

@@ -1,7 +1,8 @@
 //! The run loop. `workers` threads share the graph state under one mutex; a worker that finishes
 //! a job records the outcome and takes the next ready node itself, so a dependant starts without
-//! waiting for another thread to be woken (under load every wake-up costs milliseconds). The
-//! calling thread only delivers events and turns the caller's cancellation into a stop.
+//! waiting for another thread to be woken, which is slow on a loaded machine (see
+//! docs/DECISIONS.md, "Scheduler: ready nodes only, longest critical path first"). The calling
+//! thread only delivers events and turns the caller's cancellation into a stop.
 
 use std::any::Any;
 use std::collections::HashMap;
