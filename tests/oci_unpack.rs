@@ -1,6 +1,8 @@
 //! Unpacking images: our unpacker gives the same tree as umoci, and an overlayfs upper dir
 //! committed as a layer (whiteouts, opaque dirs) round-trips over its lower layer.
 
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -3,6 +3,8 @@
 //! report are tested as any user, in milliseconds. The real sandbox is tested in
 //! tests/sandbox.rs and end to end in tests/compile.rs.
 
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};

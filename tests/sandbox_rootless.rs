@@ -4,6 +4,8 @@
 //! rootful suite, minus cgroup limits (no delegated cgroup for users on this kind of host).
 //! Run as another user, this suite says `skipped:` (tests/sandbox.rs then runs rootless itself).
 
+#![allow(clippy::disallowed_methods)]
+
 mod common_sandbox;
 
 use std::os::unix::fs::PermissionsExt;
