@@ -9,6 +9,8 @@
 //! Later runs write the same blob again; the store then keeps the existing blob and skips the
 //! fsync, so only the first run of a fresh store pays for making the blob durable.
 
+#![allow(clippy::disallowed_methods)]
+
 use std::path::PathBuf;
 use std::time::Instant;
 

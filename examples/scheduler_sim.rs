@@ -16,6 +16,8 @@
 //! scheduler alone is answerable for), `simcp/lb` the same policy simulated with exact
 //! durations, `ld_s`/`ld/lb` fissile's least-deps-first blocking queue, simulated.
 
+#![allow(clippy::disallowed_methods)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 

@@ -1,3 +1,6 @@
+// Unit tests may use std::fs; clippy.toml steers the rest to fs_err.
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
+
 mod cli;
 
 use clap::Parser;

@@ -1,6 +1,8 @@
 //! Hostile and broken releases: every one exits 2 with a message that names the file and the
 //! problem. Fixtures are generated here.
 
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use common::*;

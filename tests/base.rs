@@ -2,6 +2,8 @@
 //! prerequisites layers with whiteouts, naming, rootfs and docker-archive imports, and (slow, but
 //! run in CI) a real Debian base with gcc.
 
+#![allow(clippy::disallowed_methods)]
+
 use std::path::Path;
 use std::process::Command;
 

@@ -1,6 +1,8 @@
 //! `fissile-oci compile` end to end: real sandboxes on a busybox base (fast), and the example
 //! release on the Debian base with real gcc (slow, runs in CI).
 
+#![allow(clippy::disallowed_methods)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,6 +1,8 @@
 //! Integration tests for `fissile_oci::extract`: every fixture is generated here, hostile headers
 //! are written byte by byte because the tar crate's builder refuses to produce them.
 
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Read, Write};

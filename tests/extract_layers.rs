@@ -1,6 +1,8 @@
 //! Integration tests for `fissile_oci::extract::TreeBuilder`: OCI-style layers applied in order,
 //! with whiteouts. Every layer is generated here with the tar crate (hostile names byte by byte).
 
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs;

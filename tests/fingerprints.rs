@@ -2,6 +2,8 @@
 //! tests generate: both digest eras, symlinks, exec bits, excluded_files, blobs (downloaded and
 //! recorded only), pre_packaging and spec.lock.
 
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use common::*;

@@ -1,6 +1,8 @@
 //! Crash safety: a process adding layers, images and refs is SIGKILLed at random instants; after
 //! each kill the store verifies clean and a rerun completes.
 
+#![allow(clippy::disallowed_methods)]
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Unpacking images: our unpacker gives the same tree as umoci, and an overlayfs upper dir
 //! committed as a layer (whiteouts, opaque dirs) round-trips over its lower layer.
 
+#![allow(clippy::disallowed_methods)]
+
 mod common_skip;
 
 use std::collections::BTreeMap;

@@ -3,6 +3,8 @@
 //! report are tested as any user, in milliseconds. The real sandbox is tested in
 //! tests/sandbox.rs and end to end in tests/compile.rs.
 
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,8 @@ enum Behaviour {
     Succeed,
     /// Prints a line to the log and exits with this code.
     Exit(i32),
+    /// As `Exit`, once the named package has started (so a failure meets a running compile).
+    ExitOnceStarted(i32, &'static str),
     /// Runs until cancelled (or 10 s), then reports the interruption as the real sandbox does.
     Hang,
     /// Succeeds after this long.
@@ -134,6 +138,15 @@ impl Sandbox for FakeSandbox {
         match self.behaviours.get(&name).cloned().unwrap_or_default() {
             Behaviour::Succeed => {}
             Behaviour::Exit(code) => {
+                say(&format!("{name}: make: *** [all] Error {code}"));
+                return Ok(outcome(ExitStatus::Exited(code)));
+            }
+            Behaviour::ExitOnceStarted(code, other) => {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !self.started().iter().any(|s| s == other) {
+                    assert!(Instant::now() < deadline, "{other} never started");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 say(&format!("{name}: make: *** [all] Error {code}"));
                 return Ok(outcome(ExitStatus::Exited(code)));
             }
@@ -385,9 +398,12 @@ fn a_changed_package_recompiles_it_and_its_dependants_only() {
 
 #[test]
 fn fail_fast_cancels_the_running_skips_the_dependants_and_reports_the_log() {
-    // a fails at once while d hangs: d is cancelled, b and c are skipped behind a.
+    // a fails while d hangs: d is cancelled, b and c are skipped behind a.
     let bench = Bench::new(CHAIN);
-    let sandbox = FakeSandbox::with(&[("a", Behaviour::Exit(2)), ("d", Behaviour::Hang)]);
+    let sandbox = FakeSandbox::with(&[
+        ("a", Behaviour::ExitOnceStarted(2, "d")),
+        ("d", Behaviour::Hang),
+    ]);
     let started = Instant::now();
     let (report, events) = bench.compile_with(&sandbox, 2, false, CancelToken::new());
     assert!(

@@ -1,6 +1,8 @@
 //! The package graph across releases: role-manifest filtering, --only-releases, and packages
 //! shared between releases compiled once.
 
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use common::*;

@@ -4,6 +4,8 @@
 //! run in a sandbox with the compiled packages mounted at /var/vcap/packages, against their
 //! dependencies and not the base's libraries.
 
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

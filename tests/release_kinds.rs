@@ -1,5 +1,7 @@
 //! Each release kind is read into the same model, and `inspect --json` keeps its contract.
 
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use common::*;

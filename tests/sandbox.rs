@@ -3,6 +3,8 @@
 //! that need cgroups report themselves skipped (`common_skip`). Every run is checked for
 //! leftovers: state dirs, mounts under its scratch dir, and cgroup dirs named after its container.
 
+#![allow(clippy::disallowed_methods)]
+
 mod common_sandbox;
 mod common_skip;
 

@@ -1,5 +1,7 @@
 //! `fissile-oci run` as a user sees it: exit codes, usage errors, stdin, scratch dirs, signals.
 
+#![allow(clippy::disallowed_methods)]
+
 mod common_sandbox;
 mod common_skip;
 

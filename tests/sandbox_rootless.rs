@@ -5,6 +5,8 @@
 //! Run as another user, this suite reports itself skipped (tests/sandbox.rs then runs rootless
 //! itself).
 
+#![allow(clippy::disallowed_methods)]
+
 mod common_sandbox;
 mod common_skip;
 

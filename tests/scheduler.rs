@@ -2,6 +2,8 @@
 //! keep-going, cancellation, graph validation, and the policy simulation. Assertions are about
 //! orderings and statuses, never about durations, so a loaded machine cannot make them flaky.
 
+#![allow(clippy::disallowed_methods)]
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;

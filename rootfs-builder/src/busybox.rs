@@ -34,11 +34,11 @@ pub fn build(root: &Path, with_bash: bool) -> Result<(), BuildError> {
         "var/tmp", "var/vcap",
     ] {
         let path = root.join(dir);
-        std::fs::create_dir_all(&path).map_err(BuildError::io(&path))?;
+        fs_err::create_dir_all(&path).map_err(BuildError::io(&path))?;
     }
     for dir in ["tmp", "var/tmp"] {
         let path = root.join(dir);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o1777))
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o1777))
             .map_err(BuildError::io(&path))?;
     }
     copy_file(&busybox, &root.join("bin/busybox"))?;
@@ -53,13 +53,13 @@ pub fn build(root: &Path, with_bash: bool) -> Result<(), BuildError> {
     applets.sort();
     for applet in applets {
         let link = root.join(applet.trim_start_matches('/'));
-        if link == root.join("bin/busybox") || link.symlink_metadata().is_ok() {
+        if link == root.join("bin/busybox") || fs_err::symlink_metadata(&link).is_ok() {
             continue;
         }
         if let Some(parent) = link.parent() {
-            std::fs::create_dir_all(parent).map_err(BuildError::io(parent))?;
+            fs_err::create_dir_all(parent).map_err(BuildError::io(parent))?;
         }
-        std::os::unix::fs::symlink("/bin/busybox", &link).map_err(BuildError::io(&link))?;
+        fs_err::os::unix::fs::symlink("/bin/busybox", &link).map_err(BuildError::io(&link))?;
     }
     write(
         root,
@@ -78,13 +78,13 @@ pub fn build(root: &Path, with_bash: bool) -> Result<(), BuildError> {
 
 fn write(root: &Path, rel: &str, content: &str) -> Result<(), BuildError> {
     let path = root.join(rel);
-    std::fs::write(&path, content).map_err(BuildError::io(&path))
+    fs_err::write(&path, content).map_err(BuildError::io(&path))
 }
 
 /// Copies a dynamically linked program and every library `ldd` lists, at the same paths.
 fn install_with_libraries(program: &Path, root: &Path, dest_rel: &Path) -> Result<(), BuildError> {
     let dest = root.join(dest_rel);
-    let _ = std::fs::remove_file(&dest);
+    let _ = fs_err::remove_file(&dest);
     copy_file(program, &dest)?;
     let out = Command::new("ldd")
         .arg(program)
@@ -108,10 +108,10 @@ fn install_with_libraries(program: &Path, root: &Path, dest_rel: &Path) -> Resul
                 continue;
             }
             if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(BuildError::io(parent))?;
+                fs_err::create_dir_all(parent).map_err(BuildError::io(parent))?;
             }
             copy_file(
-                &std::fs::canonicalize(lib).map_err(BuildError::io(lib))?,
+                &fs_err::canonicalize(lib).map_err(BuildError::io(lib))?,
                 &target,
             )?;
         }
@@ -120,19 +120,19 @@ fn install_with_libraries(program: &Path, root: &Path, dest_rel: &Path) -> Resul
 }
 
 fn copy_file(from: &Path, to: &Path) -> Result<(), BuildError> {
-    std::fs::copy(from, to).map_err(BuildError::io(to))?;
-    let mode = std::fs::metadata(from)
+    fs_err::copy(from, to).map_err(BuildError::io(to))?;
+    let mode = fs_err::metadata(from)
         .map_err(BuildError::io(from))?
         .permissions()
         .mode()
         & 0o755;
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode)).map_err(BuildError::io(to))
+    fs_err::set_permissions(to, std::fs::Permissions::from_mode(mode)).map_err(BuildError::io(to))
 }
 
 /// Whether an ELF file asks for a dynamic loader (has a PT_INTERP program header).
 fn has_interpreter(path: &Path) -> Result<bool, BuildError> {
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
+    fs_err::File::open(path)
         .and_then(|f| f.take(64 * 1024).read_to_end(&mut bytes))
         .map_err(BuildError::io(path))?;
     if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 {

@@ -19,7 +19,7 @@ pub struct DebianOptions {
 
 /// The host's Debian codename (`VERSION_CODENAME` in /etc/os-release).
 pub fn host_suite() -> Option<String> {
-    let text = std::fs::read_to_string("/etc/os-release").ok()?;
+    let text = fs_err::read_to_string("/etc/os-release").ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
         .map(|v| v.trim_matches('"').to_string())
@@ -29,16 +29,16 @@ pub fn host_suite() -> Option<String> {
 /// The URI of the host's apt source that serves `suite` (deb822 `.sources` or one-line lists).
 pub fn host_mirror(suite: &str) -> Option<String> {
     let mut texts = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+    if let Ok(dir) = fs_err::read_dir("/etc/apt/sources.list.d") {
         let mut paths: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
         texts.extend(
             paths
                 .iter()
-                .filter_map(|p| std::fs::read_to_string(p).ok().map(|t| (p.clone(), t))),
+                .filter_map(|p| fs_err::read_to_string(p).ok().map(|t| (p.clone(), t))),
         );
     }
-    if let Ok(t) = std::fs::read_to_string("/etc/apt/sources.list") {
+    if let Ok(t) = fs_err::read_to_string("/etc/apt/sources.list") {
         texts.push((PathBuf::from("/etc/apt/sources.list"), t));
     }
     for (path, text) in texts {
@@ -79,14 +79,14 @@ pub fn host_mirror(suite: &str) -> Option<String> {
 /// `Acquire::…` settings from the host's apt.conf.d (e.g. proxies, snapshot validity), which the
 /// bootstrap's own apt needs to reach the same mirror.
 fn host_acquire_options() -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir("/etc/apt/apt.conf.d") else {
+    let Ok(dir) = fs_err::read_dir("/etc/apt/apt.conf.d") else {
         return Vec::new();
     };
     let mut paths: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
     paths
         .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter_map(|p| fs_err::read_to_string(p).ok())
         .flat_map(|t| {
             t.lines()
                 .map(str::trim)
@@ -207,7 +207,7 @@ pub fn build(
 
 fn is_root() -> bool {
     // /proc/self is owned by the effective uid; no libc needed for that.
-    std::fs::metadata("/proc/self")
+    fs_err::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
 }

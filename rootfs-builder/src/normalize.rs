@@ -28,31 +28,29 @@ pub fn normalize(root: &Path) -> Result<(), BuildError> {
     for rel in EMPTIED {
         let dir = root.join(rel);
         if !dir.is_dir()
-            || dir
-                .symlink_metadata()
+            || fs_err::symlink_metadata(&dir)
                 .map(|m| m.file_type().is_symlink())
                 .unwrap_or(true)
         {
             continue;
         }
-        for entry in std::fs::read_dir(&dir).map_err(BuildError::io(&dir))? {
+        for entry in fs_err::read_dir(&dir).map_err(BuildError::io(&dir))? {
             let path = entry.map_err(BuildError::io(&dir))?.path();
-            let meta = path.symlink_metadata().map_err(BuildError::io(&path))?;
+            let meta = fs_err::symlink_metadata(&path).map_err(BuildError::io(&path))?;
             if meta.is_dir() {
-                std::fs::remove_dir_all(&path).map_err(BuildError::io(&path))?;
+                fs_err::remove_dir_all(&path).map_err(BuildError::io(&path))?;
             } else {
-                std::fs::remove_file(&path).map_err(BuildError::io(&path))?;
+                fs_err::remove_file(&path).map_err(BuildError::io(&path))?;
             }
         }
     }
     for rel in TRUNCATED {
         let file = root.join(rel);
-        if file
-            .symlink_metadata()
+        if fs_err::symlink_metadata(&file)
             .map(|m| m.is_file())
             .unwrap_or(false)
         {
-            std::fs::write(&file, b"").map_err(BuildError::io(&file))?;
+            fs_err::write(&file, b"").map_err(BuildError::io(&file))?;
         }
     }
     // Device nodes elsewhere cannot be unpacked unprivileged and never belong in a base.
@@ -63,11 +61,11 @@ pub fn normalize(root: &Path) -> Result<(), BuildError> {
     {
         let ft = entry.file_type();
         if ft.is_char_device() || ft.is_block_device() || ft.is_socket() || ft.is_fifo() {
-            std::fs::remove_file(entry.path()).map_err(BuildError::io(entry.path()))?;
+            fs_err::remove_file(entry.path()).map_err(BuildError::io(entry.path()))?;
         }
         // Python byte-code caches embed source mtimes and differ run to run.
         if ft.is_dir() && entry.file_name() == "__pycache__" {
-            std::fs::remove_dir_all(entry.path()).map_err(BuildError::io(entry.path()))?;
+            fs_err::remove_dir_all(entry.path()).map_err(BuildError::io(entry.path()))?;
         }
     }
     Ok(())

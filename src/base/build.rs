@@ -40,7 +40,7 @@ pub fn build_base(
             // A rootfs's absolute links point into itself once it is a container's root.
             builder.allow_escaping_symlinks(true);
             builder.apply(
-                std::io::BufReader::new(std::fs::File::open(path).map_err(io(path))?),
+                std::io::BufReader::new(fs_err::File::open(path).map_err(io(path))?),
                 path,
                 false,
             )?;
@@ -51,7 +51,7 @@ pub fn build_base(
         BaseSource::Busybox => {
             let staging = Staging::new(wd)?;
             let tree = staging.path().join("rootfs");
-            std::fs::create_dir_all(&tree).map_err(io(&tree))?;
+            fs_err::create_dir_all(&tree).map_err(io(&tree))?;
             rootfs_builder::busybox::build(&tree, true)?;
             layer_image(store, &tree, &[])?
         }
@@ -109,7 +109,7 @@ pub(super) struct Staging(tempfile::TempDir);
 impl Staging {
     pub(super) fn new(wd: &WorkDir) -> Result<Staging, BaseError> {
         let runs = wd.runs();
-        std::fs::create_dir_all(&runs).map_err(io(&runs))?;
+        fs_err::create_dir_all(&runs).map_err(io(&runs))?;
         let dir = tempfile::Builder::new()
             .prefix("base-")
             .tempdir_in(&runs)

@@ -82,8 +82,8 @@ pub fn ensure_compilation_base(
     let staging = Staging::new(wd)?;
     let scratch = staging.path().join("sandbox");
     let log = wd.logs().join(format!("{name}.log"));
-    std::fs::create_dir_all(wd.logs()).map_err(io(wd.logs()))?;
-    let _ = std::fs::remove_file(&log);
+    fs_err::create_dir_all(wd.logs()).map_err(io(wd.logs()))?;
+    let _ = fs_err::remove_file(&log);
     let mut spec = SandboxSpec::new(
         RootfsSpec::Overlay {
             lower: vec![rootfs.clone()],

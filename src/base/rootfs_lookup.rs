@@ -23,7 +23,7 @@ pub fn exists_in_rootfs(root: &Path, rel: &str) -> bool {
             _ => {}
         }
         let candidate = current.join(&component);
-        let Ok(meta) = std::fs::symlink_metadata(root.join(&candidate)) else {
+        let Ok(meta) = fs_err::symlink_metadata(root.join(&candidate)) else {
             return false;
         };
         if meta.file_type().is_symlink() {
@@ -31,7 +31,7 @@ pub fn exists_in_rootfs(root: &Path, rel: &str) -> bool {
             if hops > 40 {
                 return false;
             }
-            let Ok(target) = std::fs::read_link(root.join(&candidate)) else {
+            let Ok(target) = fs_err::read_link(root.join(&candidate)) else {
                 return false;
             };
             let target = target.to_string_lossy().into_owned();

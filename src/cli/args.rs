@@ -96,7 +96,7 @@ impl PrerequisitesArgs {
     pub fn script(&self) -> anyhow::Result<String> {
         match &self.prerequisites {
             None => Ok(base::DEFAULT_PREREQUISITES.to_string()),
-            Some(path) => std::fs::read_to_string(path)
+            Some(path) => fs_err::read_to_string(path)
                 .with_context(|| format!("cannot read prerequisites script {}", path.display())),
         }
     }

@@ -12,6 +12,7 @@ static SIGNALLED: AtomicBool = AtomicBool::new(false);
 extern "C" fn on_signal(_: libc::c_int) {
     if SIGNALLED.swap(true, Ordering::SeqCst) {
         // A second ^C: the user means it.
+        // SAFETY: _exit is async-signal-safe and takes no pointers.
         unsafe { libc::_exit(130) };
     }
 }

@@ -229,7 +229,7 @@ impl Live {
 }
 
 fn last_line(log: &Path) -> Option<String> {
-    let mut file = std::fs::File::open(log).ok()?;
+    let mut file = fs_err::File::open(log).ok()?;
     let len = file.metadata().ok()?.len();
     file.seek(std::io::SeekFrom::Start(len.saturating_sub(4096)))
         .ok()?;
@@ -299,7 +299,7 @@ fn pump(state: &mut FollowState, name: &str, flush: bool) {
     let Some((path, offset, partial)) = state.files.get_mut(name) else {
         return;
     };
-    let Ok(mut file) = std::fs::File::open(&*path) else {
+    let Ok(mut file) = fs_err::File::open(&*path) else {
         return;
     };
     if file.seek(std::io::SeekFrom::Start(*offset)).is_err() {

@@ -125,8 +125,8 @@ impl Compiler<'_> {
             crate::clock::utc_now().replace([' ', ':'], ""),
             std::process::id()
         ));
-        std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
-        std::fs::create_dir_all(self.wd.logs()).map_err(io(self.wd.logs()))?;
+        fs_err::create_dir_all(&run_dir).map_err(io(&run_dir))?;
+        fs_err::create_dir_all(self.wd.logs()).map_err(io(self.wd.logs()))?;
         let archives = materialize_packages(
             todo.iter().map(|&i| {
                 let (rid, pid) = plan.nodes[i].members[0];
@@ -253,7 +253,7 @@ impl Compiler<'_> {
         }
         timings.save(&self.wd.logs());
         failures.sort_by(|a, b| a.name.cmp(&b.name));
-        let _ = std::fs::remove_dir(&run_dir);
+        let _ = fs_err::remove_dir(&run_dir);
         Ok(CompileReport {
             packages: reports
                 .into_iter()

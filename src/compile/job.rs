@@ -67,7 +67,7 @@ impl Jobs<'_> {
         let source_dir = scratch.join("source");
         let install_dir = scratch.join("install");
         let _ = remove_tree(&scratch);
-        if let Err(source) = std::fs::create_dir_all(&install_dir) {
+        if let Err(source) = fs_err::create_dir_all(&install_dir) {
             return Err(fail(PackageError::Scratch {
                 path: install_dir,
                 source,
@@ -79,7 +79,7 @@ impl Jobs<'_> {
         if let Err(e) = stage_sources(package, archive, &source_dir, &options.limits) {
             return Err(fail(PackageError::Stage(e)));
         }
-        let _ = std::fs::remove_file(&unit.log);
+        let _ = fs_err::remove_file(&unit.log);
         let base = self.compiler.base;
         let input = CompileInput {
             name: unit.name.clone(),
@@ -128,7 +128,7 @@ impl Jobs<'_> {
 
 /// The last `n` lines of a log file.
 pub fn tail(path: &Path, n: usize) -> Vec<String> {
-    let Ok(text) = std::fs::read(path) else {
+    let Ok(text) = fs_err::read(path) else {
         return Vec::new();
     };
     let text = String::from_utf8_lossy(&text);

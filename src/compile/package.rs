@@ -153,9 +153,9 @@ pub fn write_package_image(
 /// key first, theirs is kept (same inputs, same result) and ours dropped.
 pub fn publish_dir(install_dir: &Path, published: &Path) -> std::io::Result<()> {
     if let Some(parent) = published.parent() {
-        std::fs::create_dir_all(parent)?;
+        fs_err::create_dir_all(parent)?;
     }
-    match std::fs::rename(install_dir, published) {
+    match fs_err::rename(install_dir, published) {
         Ok(()) => Ok(()),
         Err(_) if published.is_dir() => {
             let _ = crate::workdir::remove_tree(install_dir);
@@ -174,7 +174,7 @@ pub fn restore_from_store(
     published: &Path,
 ) -> Result<(), OciError> {
     let parent = published.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(OciError::io(parent))?;
+    fs_err::create_dir_all(parent).map_err(OciError::io(parent))?;
     let tmp = tempfile::Builder::new()
         .prefix(".restore-")
         .tempdir_in(parent)
@@ -188,7 +188,7 @@ pub fn restore_from_store(
             format!("the stored image has no var/vcap/packages/{name}"),
         ));
     }
-    match std::fs::rename(&inner, published) {
+    match fs_err::rename(&inner, published) {
         Ok(()) => Ok(()),
         Err(_) if published.is_dir() => Ok(()),
         Err(e) => Err(OciError::io(published)(e)),

@@ -41,7 +41,7 @@ pub fn write_summary(
         wall_seconds,
     })
     .map_err(std::io::Error::other)?;
-    std::fs::write(path, text + "\n")
+    fs_err::write(path, text + "\n")
 }
 
 /// `digraph` of the packages, dependencies pointing at their dependants' prerequisites.
@@ -66,12 +66,12 @@ pub fn write_graph(path: &Path, packages: &[PackageReport]) -> std::io::Result<(
         }
     }
     out.push_str("}\n");
-    std::fs::write(path, out)
+    fs_err::write(path, out)
 }
 
 /// Appends fissile/stampy metrics lines: `YYYY-MM-DD HH:MM:SS,fissile,SERIES,start|done`.
 pub struct Metrics {
-    file: Option<std::fs::File>,
+    file: Option<fs_err::File>,
 }
 
 impl Metrics {
@@ -83,7 +83,7 @@ impl Metrics {
     pub fn open(path: Option<&Path>) -> std::io::Result<Metrics> {
         let file = match path {
             Some(p) => Some(
-                std::fs::OpenOptions::new()
+                fs_err::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(p)?,

@@ -118,7 +118,7 @@ impl Compiler<'_> {
                     &self.options.limits,
                 )?;
                 let install = dir.join("install");
-                std::fs::create_dir_all(&install).map_err(|source| ShellError::Io {
+                fs_err::create_dir_all(&install).map_err(|source| ShellError::Io {
                     path: install,
                     source,
                 })?;
@@ -156,7 +156,7 @@ impl Compiler<'_> {
 /// The newest scratch dir a `compile --keep-sandbox` kept for this package and key.
 fn find_kept_scratch(wd: &WorkDir, name: &str, key: &str) -> Option<PathBuf> {
     let wanted = format!("{name}-{}", &key[..12]);
-    let mut found: Vec<PathBuf> = std::fs::read_dir(wd.runs())
+    let mut found: Vec<PathBuf> = fs_err::read_dir(wd.runs())
         .ok()?
         .filter_map(|e| e.ok())
         .map(|e| e.path().join(&wanted))

@@ -37,7 +37,7 @@ pub fn materialize_tarball_members(
     wanted: &HashMap<String, Option<MultiDigest>>,
     dir: &Path,
 ) -> Result<HashMap<String, PathBuf>, StageError> {
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    fs_err::create_dir_all(dir).map_err(io(dir))?;
     let mut out = HashMap::new();
     let mut archive = tar::Archive::new(extract::open_archive(tarball)?);
     for entry in archive.entries().map_err(io(tarball))? {
@@ -51,7 +51,7 @@ pub fn materialize_tarball_members(
         };
         let file_name = name.replace('/', "_");
         let dest = dir.join(&file_name);
-        let mut file = std::fs::File::create(&dest).map_err(io(&dest))?;
+        let mut file = fs_err::File::create(&dest).map_err(io(&dest))?;
         let algorithm = expected.as_ref().map(|d| d.strongest().algorithm);
         let mut hasher = algorithm.map(crate::release::digest::Hasher::new);
         let mut buf = vec![0u8; 256 * 1024];
@@ -157,8 +157,8 @@ fn copy_files(
     dest: &Path,
 ) -> Result<(), StageError> {
     let partial = dest.with_extension("partial");
-    let _ = std::fs::remove_dir_all(&partial);
-    std::fs::create_dir_all(&partial).map_err(io(&partial))?;
+    let _ = fs_err::remove_dir_all(&partial);
+    fs_err::create_dir_all(&partial).map_err(io(&partial))?;
     for file in files {
         let Some(from) = &file.disk_path else {
             return Err(StageError::Unavailable {
@@ -168,16 +168,16 @@ fn copy_files(
         };
         let to = partial.join(&file.relative_path);
         if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
+            fs_err::create_dir_all(parent).map_err(io(parent))?;
         }
-        let meta = std::fs::symlink_metadata(from).map_err(io(from))?;
+        let meta = fs_err::symlink_metadata(from).map_err(io(from))?;
         if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(from).map_err(io(from))?;
-            std::os::unix::fs::symlink(target, &to).map_err(io(&to))?;
+            let target = fs_err::read_link(from).map_err(io(from))?;
+            fs_err::os::unix::fs::symlink(target, &to).map_err(io(&to))?;
         } else {
             // fs::copy keeps the permission bits, which packaging scripts rely on (exec bits).
-            std::fs::copy(from, &to).map_err(io(&to))?;
+            fs_err::copy(from, &to).map_err(io(&to))?;
         }
     }
-    std::fs::rename(&partial, dest).map_err(io(dest))
+    fs_err::rename(&partial, dest).map_err(io(dest))
 }

@@ -12,7 +12,7 @@ impl Timings {
     }
 
     pub fn load(logs: &Path) -> Timings {
-        let map = std::fs::read(Self::file(logs))
+        let map = fs_err::read(Self::file(logs))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();

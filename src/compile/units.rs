@@ -86,7 +86,7 @@ fn cached(unit: &Unit, store: &OciStore, refs: &HashMap<String, Descriptor>) -> 
     let manifest = image::read_manifest(store, &descriptor).ok()?;
     for layer in manifest.layers() {
         let path = store.blob_path(layer.digest()).ok()?;
-        if std::fs::metadata(path).ok()?.len() != layer.size() {
+        if fs_err::metadata(path).ok()?.len() != layer.size() {
             return None;
         }
     }

@@ -1,6 +1,6 @@
 //! Compression is told by magic bytes (gzip, zstd, or none), never by file name.
 
-use std::fs::File;
+use fs_err::File;
 use std::io::{self, Read};
 use std::path::Path;
 

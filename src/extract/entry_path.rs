@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self};
 use std::io::{self};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -130,7 +129,7 @@ pub(super) fn resolves_outside(root: &Path, link_rel: &Path) -> io::Result<bool>
         if at_link {
             at_link = false;
             let here: PathBuf = root.join(stack.iter().collect::<PathBuf>());
-            let md = match fs::symlink_metadata(&here) {
+            let md = match fs_err::symlink_metadata(&here) {
                 Ok(md) => Some(md),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) if e.kind() == io::ErrorKind::NotADirectory => None,
@@ -141,7 +140,7 @@ pub(super) fn resolves_outside(root: &Path, link_rel: &Path) -> io::Result<bool>
                 if hops > MAX_SYMLINK_HOPS {
                     return Ok(false);
                 }
-                let target = fs::read_link(&here)?;
+                let target = fs_err::read_link(&here)?;
                 let bytes = target.as_os_str().as_bytes();
                 if bytes.first() == Some(&b'/') {
                     return Ok(true);

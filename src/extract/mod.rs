@@ -22,7 +22,7 @@ mod tree;
 mod whiteout;
 mod writer;
 
-use std::fs::File;
+use fs_err::File;
 use std::io::{self, Read};
 use std::path::Path;
 

@@ -65,7 +65,7 @@ impl TreeBuilder {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        fs::create_dir_all(parent).map_err(|e| write_err(parent, e))?;
+        fs_err::create_dir_all(parent).map_err(|e| write_err(parent, e))?;
         let mut prefix = OsString::from(".");
         prefix.push(name);
         prefix.push(".partial-");
@@ -149,13 +149,13 @@ impl TreeBuilder {
             source,
         };
         let root_mode = x.root_mode.unwrap_or(0o755);
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(root_mode))
+        fs_err::set_permissions(tmp.path(), fs::Permissions::from_mode(root_mode))
             .map_err(write_err)?;
         check_dest_absent(&x.archive, &x.dest)?;
         let kept = tmp.keep();
-        if let Err(e) = fs::rename(&kept, &x.dest) {
+        if let Err(e) = fs_err::rename(&kept, &x.dest) {
             // Best effort: the tree is complete but unwanted; its name marks it as partial anyway.
-            let _ = fs::remove_dir_all(&kept);
+            let _ = fs_err::remove_dir_all(&kept);
             return Err(write_err(e));
         }
         Ok(x.stats)
@@ -163,7 +163,7 @@ impl TreeBuilder {
 }
 
 pub(super) fn check_dest_absent(archive: &Path, dest: &Path) -> Result<(), ExtractError> {
-    match fs::symlink_metadata(dest) {
+    match fs_err::symlink_metadata(dest) {
         Ok(_) => Err(ExtractError::DestinationExists {
             archive: archive.to_owned(),
             dest: dest.to_owned(),

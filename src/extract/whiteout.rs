@@ -3,7 +3,6 @@
 //! the current layer wrote is kept either way.
 
 use std::ffi::OsStr;
-use std::fs::{self};
 use std::io::{self};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -66,7 +65,7 @@ impl Extractor {
             self.clear(rel, false)?;
             return Ok(());
         }
-        match fs::symlink_metadata(self.root.join(rel)) {
+        match fs_err::symlink_metadata(self.root.join(rel)) {
             Ok(md) if md.is_dir() => self.remove_earlier_children(rel),
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -77,7 +76,7 @@ impl Extractor {
     /// [`Extractor::remove_earlier`] for every child of `dir`, a real directory of the tree.
     pub(super) fn remove_earlier_children(&mut self, dir: &Path) -> Result<(), ExtractError> {
         // Names first: recursing with the directory open would hold a descriptor per level.
-        let names = fs::read_dir(self.root.join(dir))
+        let names = fs_err::read_dir(self.root.join(dir))
             .and_then(|rd| {
                 rd.map(|e| e.map(|e| e.file_name()))
                     .collect::<io::Result<Vec<_>>>()

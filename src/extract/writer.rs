@@ -4,13 +4,16 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsStr;
-use std::fs::{self, OpenOptions};
+use std::fs::{self};
 use std::io::{self, Read, Write};
 use std::ops::Bound;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use fs_err::os::unix::fs::OpenOptionsExt;
+use fs_err::OpenOptions;
 
 use super::entry_path::{
     lexically_escapes, lossy, normalize, resolves_outside, special_kind, PathProblem,
@@ -291,7 +294,7 @@ impl Extractor {
                 continue;
             }
             let full = self.root.join(&cur);
-            match fs::symlink_metadata(&full) {
+            match fs_err::symlink_metadata(&full) {
                 Ok(md) if md.file_type().is_symlink() => {
                     return Err(self.through_symlink(name, &cur))
                 }
@@ -326,16 +329,16 @@ impl Extractor {
     /// removed rather than followed. Returns true if a directory was kept.
     pub(super) fn clear(&mut self, rel: &Path, keep_dir: bool) -> Result<bool, ExtractError> {
         let full = self.root.join(rel);
-        let removed = match fs::symlink_metadata(&full) {
+        let removed = match fs_err::symlink_metadata(&full) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => Err(e),
             Ok(md) if md.is_dir() => {
                 if keep_dir {
                     return Ok(true);
                 }
-                fs::remove_dir_all(&full)
+                fs_err::remove_dir_all(&full)
             }
-            Ok(_) => fs::remove_file(&full),
+            Ok(_) => fs_err::remove_file(&full),
         };
         removed.map_err(|e| self.write_err(rel, e))?;
         self.forget(rel);
@@ -371,7 +374,7 @@ impl Extractor {
                 .map_err(|e| self.write_err(rel, e))?;
         }
         // `full` was just verified or created as a real directory, so this chmod can't follow a link.
-        fs::set_permissions(&full, fs::Permissions::from_mode(mode))
+        fs_err::set_permissions(&full, fs::Permissions::from_mode(mode))
             .map_err(|e| self.write_err(rel, e))?;
         self.dirs.insert(rel.to_owned());
         Ok(())
@@ -442,7 +445,7 @@ impl Extractor {
         }
         self.ensure_parents(rel, name)?;
         self.clear(rel, false)?;
-        std::os::unix::fs::symlink(OsStr::from_bytes(target), self.root.join(rel))
+        fs_err::os::unix::fs::symlink(OsStr::from_bytes(target), self.root.join(rel))
             .map_err(|e| self.write_err(rel, e))?;
         self.symlinks.insert(rel.to_owned());
         Ok(())
@@ -481,7 +484,7 @@ impl Extractor {
             self.clear(rel, false)?;
             // link(2) does not follow a symlink at the source, and `files` only holds regular
             // files currently in the tree, reached through real directories.
-            fs::hard_link(self.root.join(&target_rel), self.root.join(rel))
+            fs_err::hard_link(self.root.join(&target_rel), self.root.join(rel))
                 .map_err(|e| self.write_err(rel, e))?;
             self.files.insert(rel.to_owned());
             return Ok(());
@@ -499,7 +502,8 @@ impl Extractor {
     /// tree is resolved the way the kernel would once each layer is complete.
     pub(super) fn check_symlinks(&self) -> Result<(), ExtractError> {
         for rel in &self.symlinks {
-            let target = fs::read_link(self.root.join(rel)).map_err(|e| self.write_err(rel, e))?;
+            let target =
+                fs_err::read_link(self.root.join(rel)).map_err(|e| self.write_err(rel, e))?;
             if resolves_outside(&self.root, rel).map_err(|e| self.write_err(rel, e))? {
                 return Err(ExtractError::LinkEscape {
                     archive: self.archive.to_path_buf(),

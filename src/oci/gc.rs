@@ -42,7 +42,7 @@ pub fn verify(store: &OciStore) -> Result<VerifyReport, OciError> {
         walk_references(store, &entry.descriptor, &mut |d| {
             let hex = sha256_hex(d.digest())?.to_string();
             let path = dir.join(&hex);
-            match std::fs::metadata(&path) {
+            match fs_err::metadata(&path) {
                 Err(_) => problems.push(format!(
                     "{}: missing (needed by ref {:?})",
                     path.display(),
@@ -125,10 +125,10 @@ pub fn gc(
         if reachable.contains(&name) {
             continue;
         }
-        let size = std::fs::symlink_metadata(&path)
+        let size = fs_err::symlink_metadata(&path)
             .map(|m| m.len())
             .unwrap_or(0);
-        std::fs::remove_file(&path).map_err(OciError::io(&path))?;
+        fs_err::remove_file(&path).map_err(OciError::io(&path))?;
         report.blobs_removed += 1;
         report.bytes_freed += size;
     }
@@ -136,7 +136,7 @@ pub fn gc(
         if !dir.is_dir() {
             continue;
         }
-        for entry in std::fs::read_dir(dir).map_err(OciError::io(*dir))? {
+        for entry in fs_err::read_dir(dir).map_err(OciError::io(*dir))? {
             let entry = entry.map_err(OciError::io(*dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if keep.contains(&name) {
@@ -152,7 +152,7 @@ pub fn gc(
 
 fn blob_files(dir: &Path) -> Result<Vec<(PathBuf, String)>, OciError> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(OciError::io(dir))? {
+    for entry in fs_err::read_dir(dir).map_err(OciError::io(dir))? {
         let entry = entry.map_err(OciError::io(dir))?;
         out.push((
             entry.path(),

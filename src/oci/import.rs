@@ -159,7 +159,7 @@ pub fn import_docker_archive(
     let tmp = unpack_next_to(store, archive)?;
     let root = tmp.path().join("layout");
     let manifest_path = root.join("manifest.json");
-    let bytes = std::fs::read(&manifest_path)
+    let bytes = fs_err::read(&manifest_path)
         .map_err(|_| OciError::invalid(archive, "no manifest.json: not a docker save archive"))?;
     let entries: Vec<DockerManifestEntry> = serde_json::from_slice(&bytes)
         .map_err(|e| OciError::invalid(archive, format!("manifest.json: {e}")))?;
@@ -179,7 +179,7 @@ pub fn import_docker_archive(
         Ok(root.join(p))
     };
     let config_path = inside(&entry.config)?;
-    let config_bytes = std::fs::read(&config_path).map_err(OciError::io(&config_path))?;
+    let config_bytes = fs_err::read(&config_path).map_err(OciError::io(&config_path))?;
     let config: serde_json::Value = serde_json::from_slice(&config_bytes)
         .map_err(|e| OciError::invalid(&config_path, format!("image config: {e}")))?;
     let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
@@ -239,7 +239,7 @@ pub fn import_docker_archive(
 /// Stores a layer file as it is and returns its descriptor and uncompressed digest.
 fn store_layer_file(store: &OciStore, path: &Path) -> Result<(Descriptor, String), OciError> {
     let mut magic = [0u8; 4];
-    let n = std::fs::File::open(path)
+    let n = fs_err::File::open(path)
         .and_then(|mut f| f.read(&mut magic))
         .map_err(OciError::io(path))?;
     let media_type = match &magic[..n] {
@@ -248,11 +248,11 @@ fn store_layer_file(store: &OciStore, path: &Path) -> Result<(Descriptor, String
         _ => MediaType::ImageLayer,
     };
     let mut writer = store.blob_writer()?;
-    let mut file = std::fs::File::open(path).map_err(OciError::io(path))?;
+    let mut file = fs_err::File::open(path).map_err(OciError::io(path))?;
     std::io::copy(&mut file, &mut writer).map_err(OciError::io(path))?;
     let (digest, size) = writer.finish()?;
     let reader =
-        extract::decompressing_reader(std::fs::File::open(path).map_err(OciError::io(path))?)
+        extract::decompressing_reader(fs_err::File::open(path).map_err(OciError::io(path))?)
             .map_err(OciError::io(path))?;
     let diff_id = sha256_stream(reader).map_err(OciError::io(path))?;
     Ok((Descriptor::new(media_type, size, digest), diff_id))

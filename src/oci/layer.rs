@@ -94,7 +94,7 @@ pub fn write_layer(
     dir: &Path,
     options: &LayerOptions,
 ) -> Result<Layer, OciError> {
-    let meta = std::fs::symlink_metadata(dir).map_err(OciError::io(dir))?;
+    let meta = fs_err::symlink_metadata(dir).map_err(OciError::io(dir))?;
     if !meta.is_dir() {
         return Err(OciError::invalid(dir, "not a directory"));
     }
@@ -230,7 +230,7 @@ impl<W: Write> Walker<'_, W> {
                 for i in 1..parts.len() {
                     self.dir_entry(&parts[..i].join("/"), 0o755, None)?;
                 }
-                let meta = std::fs::symlink_metadata(dir).map_err(OciError::io(dir))?;
+                let meta = fs_err::symlink_metadata(dir).map_err(OciError::io(dir))?;
                 self.dir_entry(prefix, meta.mode(), Some(&meta))?;
                 format!("{prefix}/")
             }
@@ -240,7 +240,7 @@ impl<W: Write> Walker<'_, W> {
     }
 
     fn write_children(&mut self, dir: &Path, base: &str) -> Result<(), OciError> {
-        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)
+        let mut names: Vec<std::ffi::OsString> = fs_err::read_dir(dir)
             .map_err(OciError::io(dir))?
             .map(|e| e.map(|e| e.file_name()))
             .collect::<Result<_, _>>()
@@ -255,13 +255,13 @@ impl<W: Write> Walker<'_, W> {
                 .to_str()
                 .ok_or_else(|| OciError::invalid(&path, "file name is not UTF-8"))?;
             let archive_path = format!("{base}{name}");
-            let meta = std::fs::symlink_metadata(&path).map_err(OciError::io(&path))?;
+            let meta = fs_err::symlink_metadata(&path).map_err(OciError::io(&path))?;
             let ft = meta.file_type();
             if ft.is_dir() {
                 self.dir_entry(&archive_path, meta.mode(), Some(&meta))?;
                 self.write_children(&path, &format!("{archive_path}/"))?;
             } else if ft.is_symlink() {
-                let target = std::fs::read_link(&path).map_err(OciError::io(&path))?;
+                let target = fs_err::read_link(&path).map_err(OciError::io(&path))?;
                 let mut header = self.header(tar::EntryType::Symlink, meta.mode(), Some(&meta));
                 self.xattrs(&path)?;
                 self.builder
@@ -317,7 +317,7 @@ impl<W: Write> Walker<'_, W> {
         let mut header = self.header(tar::EntryType::Regular, meta.mode(), Some(meta));
         header.set_size(meta.len());
         self.xattrs(path)?;
-        let file = std::fs::File::open(path).map_err(OciError::io(path))?;
+        let file = fs_err::File::open(path).map_err(OciError::io(path))?;
         // A file that changes size while we read it would corrupt the stream: read exactly len.
         let reader = std::io::Read::take(file, meta.len());
         self.builder

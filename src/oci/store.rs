@@ -3,7 +3,7 @@
 //! their digest; `index.json` is rewritten atomically under a lock. A crash at any instant leaves
 //! only complete blobs, an old or new `index.json`, and stray temp files that `gc` removes.
 
-use std::fs::File;
+use fs_err::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -36,7 +36,7 @@ impl OciStore {
             root: root.to_path_buf(),
         };
         let blobs = store.blobs_dir();
-        std::fs::create_dir_all(&blobs).map_err(OciError::io(&blobs))?;
+        fs_err::create_dir_all(&blobs).map_err(OciError::io(&blobs))?;
         if !root.join("oci-layout").exists() {
             write_atomic(&root.join("oci-layout"), LAYOUT.as_bytes())?;
         }
@@ -52,7 +52,7 @@ impl OciStore {
     /// Opens an existing layout (written by us or any OCI tool) without changing it.
     pub fn open(root: &Path) -> Result<OciStore, OciError> {
         let layout = root.join("oci-layout");
-        let text = std::fs::read_to_string(&layout).map_err(OciError::io(&layout))?;
+        let text = fs_err::read_to_string(&layout).map_err(OciError::io(&layout))?;
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| OciError::invalid(&layout, e))?;
         if value
@@ -185,7 +185,7 @@ impl OciStore {
 
     pub fn index(&self) -> Result<ImageIndex, OciError> {
         let path = self.root.join("index.json");
-        let bytes = std::fs::read(&path).map_err(OciError::io(&path))?;
+        let bytes = fs_err::read(&path).map_err(OciError::io(&path))?;
         serde_json::from_slice(&bytes).map_err(|e| OciError::invalid(&path, e))
     }
 
@@ -288,7 +288,7 @@ impl OciStore {
 
     fn index_lock(&self) -> Result<File, OciError> {
         let path = self.root.join(".index.lock");
-        let file = std::fs::OpenOptions::new()
+        let file = fs_err::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)

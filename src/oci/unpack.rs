@@ -22,7 +22,7 @@ pub fn unpack_image(
     if dest.is_dir() {
         return Ok(dest);
     }
-    std::fs::create_dir_all(rootfs_dir).map_err(OciError::io(rootfs_dir))?;
+    fs_err::create_dir_all(rootfs_dir).map_err(OciError::io(rootfs_dir))?;
     match unpack_to(store, manifest, &dest) {
         Ok(()) => Ok(dest),
         // Someone else finished the same image first: theirs is as good as ours.

@@ -127,7 +127,7 @@ pub fn release_name(path: &Path) -> Result<String, ReleaseError> {
         }
     }
     let dir = path.join("dev_releases");
-    let names: Vec<String> = std::fs::read_dir(&dir)
+    let names: Vec<String> = fs_err::read_dir(&dir)
         .map_err(ReleaseError::io(&dir))?
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())

@@ -128,7 +128,7 @@ impl MultiDigest {
     /// Streams `path` through the strongest algorithm and compares.
     pub fn verify_file(&self, path: &Path) -> Result<(), DigestError> {
         let expected = self.strongest();
-        let file = std::fs::File::open(path).map_err(|source| DigestError::Read {
+        let file = fs_err::File::open(path).map_err(|source| DigestError::Read {
             path: path.to_path_buf(),
             source,
         })?;

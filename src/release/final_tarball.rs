@@ -228,7 +228,7 @@ pub(super) fn read_job_specs<'a>(
 ) -> Result<HashMap<String, Vec<String>>, ReleaseError> {
     let mut specs = HashMap::new();
     for (name, file) in jobs {
-        let reader = std::fs::File::open(file).map_err(ReleaseError::io(file))?;
+        let reader = fs_err::File::open(file).map_err(ReleaseError::io(file))?;
         specs.insert(
             name.to_string(),
             job::read_job_manifest(reader, file)?.packages,

@@ -74,16 +74,16 @@ pub struct Chunk {
 impl Chunk {
     /// Hashes a file (or a symlink's target string) for both eras in one read.
     pub fn from_disk(relative_path: String, path: &Path, script: bool) -> std::io::Result<Chunk> {
-        let meta = std::fs::symlink_metadata(path)?;
+        let meta = fs_err::symlink_metadata(path)?;
         let (mode, (sha1, sha256)) = if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(path)?;
+            let target = fs_err::read_link(path)?;
             let target = target.as_os_str().as_encoded_bytes();
             (ChunkMode::Symlink, hash_both(target)?)
         } else {
             let executable = meta.permissions().mode() & 0o111 != 0;
             (
                 ChunkMode::Regular { executable },
-                hash_both(std::fs::File::open(path)?)?,
+                hash_both(fs_err::File::open(path)?)?,
             )
         };
         let mode = if script { ChunkMode::Script } else { mode };

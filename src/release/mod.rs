@@ -135,7 +135,7 @@ impl LoadOptions {
 
 /// Works out which kind of release `path` holds.
 pub fn detect(path: &Path) -> Result<ReleaseKind, ReleaseError> {
-    let meta = std::fs::metadata(path).map_err(|source| ReleaseError::Io {
+    let meta = fs_err::metadata(path).map_err(|source| ReleaseError::Io {
         path: path.to_path_buf(),
         source,
     })?;

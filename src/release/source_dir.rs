@@ -47,7 +47,7 @@ pub fn load(path: &Path) -> Result<Release, ReleaseError> {
 
 fn release_name(path: &Path) -> String {
     dev::release_name(path).unwrap_or_else(|_| {
-        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let canonical = fs_err::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         canonical
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -60,7 +60,7 @@ fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, ReleaseError> {
         return Ok(Vec::new());
     }
     let mut dirs = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(ReleaseError::io(dir))? {
+    for entry in fs_err::read_dir(dir).map_err(ReleaseError::io(dir))? {
         let entry = entry.map_err(ReleaseError::io(dir))?;
         if entry
             .file_type()
@@ -136,7 +136,7 @@ fn load_package(
     let packaging = dir.join("packaging");
     // bosh checks existence with stat: a dangling `packaging` link is missing, a dangling
     // `pre_packaging` link is ignored.
-    if std::fs::metadata(&packaging).is_err() {
+    if fs_err::metadata(&packaging).is_err() {
         return Err(ReleaseError::invalid(
             &packaging,
             format!("missing: package {:?} needs a packaging script", spec.name),
@@ -144,7 +144,7 @@ fn load_package(
     }
     for script in ["packaging", "pre_packaging"] {
         let script_path = dir.join(script);
-        if std::fs::metadata(&script_path).is_ok() {
+        if fs_err::metadata(&script_path).is_ok() {
             chunks.push(
                 Chunk::from_disk(script.to_string(), &script_path, true)
                     .map_err(ReleaseError::io(&script_path))?,

@@ -36,7 +36,7 @@ pub fn parse<T: DeserializeOwned>(text: &[u8], path: &Path) -> Result<T, YamlErr
 }
 
 pub fn read<T: DeserializeOwned>(path: &Path) -> Result<T, YamlError> {
-    let bytes = std::fs::read(path).map_err(|source| YamlError::Read {
+    let bytes = fs_err::read(path).map_err(|source| YamlError::Read {
         path: path.to_path_buf(),
         source,
     })?;

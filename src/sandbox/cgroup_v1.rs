@@ -85,7 +85,7 @@ struct Hierarchy {
     dir: OwnedFd,
     parent: OwnedFd,
     /// The `tasks` file of the cgroup the helper came from, to move back to.
-    home_tasks: File,
+    home_tasks: fs_err::File,
     home_tasks_path: PathBuf,
 }
 
@@ -132,21 +132,21 @@ impl ContainerCgroups {
             }
             let home = own_cgroup(&own, controller).unwrap_or_else(|| "/".into());
             let home_tasks_path = mount_point.join(home.trim_start_matches('/')).join("tasks");
-            let home_tasks = File::options()
+            let home_tasks = fs_err::File::options()
                 .write(true)
                 .open(&home_tasks_path)
                 .map_err(io_error(&home_tasks_path))?;
-            match std::fs::create_dir(&parent_path) {
+            match fs_err::create_dir(&parent_path) {
                 Ok(()) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(err) => return Err(io_error(&parent_path)(err)),
             }
             let parent = open_dir(&parent_path)?;
-            std::fs::create_dir(&path).map_err(io_error(&path))?;
+            fs_err::create_dir(&path).map_err(io_error(&path))?;
             let dir = match open_dir(&path) {
                 Ok(dir) => dir,
                 Err(err) => {
-                    let _ = std::fs::remove_dir(&path);
+                    let _ = fs_err::remove_dir(&path);
                     return Err(err);
                 }
             };
@@ -333,8 +333,8 @@ impl ContainerCgroups {
             return;
         }
         let dir = Path::new(CGROUP_ROOT).join(PARENT).join(&self.id);
-        let _ = std::fs::remove_file(dir.join("cgroup.procs"));
-        let _ = std::fs::remove_dir(&dir);
+        let _ = fs_err::remove_file(dir.join("cgroup.procs"));
+        let _ = fs_err::remove_dir(&dir);
     }
 
     /// Whether the kernel OOM-killed something in the container's memory cgroup.
@@ -380,7 +380,8 @@ pub(super) fn remove_retrying(rmdir: impl Fn() -> std::io::Result<()>) -> bool {
         match rmdir() {
             Ok(()) => return true,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return true,
-            Err(err) if err.raw_os_error() == Some(libc::EBUSY) && attempt < 4 => {
+            // The kind, not the raw errno: fs-err wraps the OS error (the kind is kept).
+            Err(err) if err.kind() == std::io::ErrorKind::ResourceBusy && attempt < 4 => {
                 std::thread::sleep(std::time::Duration::from_millis(2 << attempt));
             }
             Err(_) => return false,
@@ -456,7 +457,7 @@ fn mounted_elsewhere(mountinfo: &str) -> Vec<PathBuf> {
 /// boot, like the v1 parents). None where there is no such mount or the dir cannot be made.
 fn unified_with_parent(mountinfo: &str) -> Option<PathBuf> {
     let unified = unified_mount_point(mountinfo)?;
-    match std::fs::create_dir(unified.join(PARENT)) {
+    match fs_err::create_dir(unified.join(PARENT)) {
         Ok(()) => Some(unified),
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Some(unified),
         Err(_) => None,
@@ -502,7 +503,7 @@ fn unescape(field: &str) -> String {
 }
 
 fn read(path: &str) -> Result<String, CgroupV1Error> {
-    std::fs::read_to_string(path).map_err(io_error(path))
+    fs_err::read_to_string(path).map_err(io_error(path))
 }
 
 fn open_dir(path: &Path) -> Result<OwnedFd, CgroupV1Error> {

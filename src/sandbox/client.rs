@@ -146,7 +146,7 @@ impl LibcontainerSandbox {
 }
 
 fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task")
+    fs_err::read_dir("/proc/self/task")
         .map(|tasks| tasks.count())
         .unwrap_or(0)
 }

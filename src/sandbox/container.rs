@@ -2,11 +2,11 @@
 //! container's init just before `exec`, kill, delete, and the OOM check. Only ever called from
 //! the single-threaded helper process.
 
-use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use fs_err::os::unix::fs::OpenOptionsExt;
+use fs_err::OpenOptions;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::error::LibcontainerError;
@@ -43,8 +43,7 @@ impl Stdio {
                     .create(true)
                     .append(true)
                     .mode(0o644)
-                    .open(path)
-                    .map_err(|e| annotate(e, path))?
+                    .open(path)?
                     .into()),
             }
         };
@@ -77,10 +76,6 @@ fn dev_null(write: bool) -> std::io::Result<OwnedFd> {
         .write(write)
         .open("/dev/null")?
         .into())
-}
-
-fn annotate(err: std::io::Error, path: &Path) -> std::io::Error {
-    std::io::Error::new(err.kind(), format!("{}: {err}", path.display()))
 }
 
 /// Creates the container from the bundle (its init waits for `start`); `seccomp` is installed
@@ -129,7 +124,7 @@ pub fn remove_exited(
     };
     if cgroups_gone {
         let state_dir = dirs.container_state_dir(id);
-        match std::fs::remove_dir_all(&state_dir) {
+        match fs_err::remove_dir_all(&state_dir) {
             Ok(()) => return Ok(()),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(_) => {}
@@ -156,14 +151,14 @@ pub fn delete_stale(dirs: &RuntimeDirs, id: &str) {
         }
         let deleted = Container::load(state_dir.clone()).and_then(|mut c| c.delete(true));
         if deleted.is_err() {
-            let _ = std::fs::remove_dir_all(&state_dir);
+            let _ = fs_err::remove_dir_all(&state_dir);
         }
     }
     remove_cgroup_dirs(id);
 }
 
 fn kill_waiting_init(pid: nix::unistd::Pid) {
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let comm = fs_err::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     if comm.trim_end() != "youki:[2:INIT]" {
         return;
     }
@@ -180,7 +175,7 @@ fn remove_cgroup_dirs(id: &str) -> bool {
     let relative = super::runtime_spec::cgroups_path(id);
     let relative = relative.strip_prefix("/").unwrap_or(&relative);
     let root = Path::new("/sys/fs/cgroup");
-    let Ok(hierarchies) = std::fs::read_dir(root) else {
+    let Ok(hierarchies) = fs_err::read_dir(root) else {
         return true;
     };
     let mut all_gone = remove_cgroup_dir(&root.join(relative));
@@ -191,7 +186,7 @@ fn remove_cgroup_dirs(id: &str) -> bool {
 }
 
 fn remove_cgroup_dir(dir: &Path) -> bool {
-    cgroup_v1::remove_retrying(|| std::fs::remove_dir(dir))
+    cgroup_v1::remove_retrying(|| fs_err::remove_dir(dir))
 }
 
 /// Whether the kernel OOM-killed something in the memory cgroup libcontainer made (v1
@@ -209,7 +204,7 @@ pub fn oom_killed(id: &str) -> bool {
     ];
     candidates
         .iter()
-        .any(|path| std::fs::read_to_string(path).is_ok_and(|text| cgroup_v1::oom_kills(&text) > 0))
+        .any(|path| fs_err::read_to_string(path).is_ok_and(|text| cgroup_v1::oom_kills(&text) > 0))
 }
 
 /// Runs in the container's init process after libcontainer has set it up, in place of the

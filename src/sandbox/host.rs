@@ -66,7 +66,7 @@ impl HostContext {
             .ok()
             .flatten()
             .map(|g| g.name);
-        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let read = |path: &str| fs_err::read_to_string(path).unwrap_or_default();
         HostContext {
             euid,
             egid,

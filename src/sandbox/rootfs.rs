@@ -99,7 +99,7 @@ pub fn prepare_overlay(lower: &[PathBuf], scratch: &Path) -> Result<(), RootfsEr
         overlay_work_dir(scratch),
         merged_dir(scratch),
     ] {
-        std::fs::create_dir_all(&dir).map_err(|source| RootfsError::Create {
+        fs_err::create_dir_all(&dir).map_err(|source| RootfsError::Create {
             path: dir.clone(),
             source,
         })?;
@@ -109,10 +109,10 @@ pub fn prepare_overlay(lower: &[PathBuf], scratch: &Path) -> Result<(), RootfsEr
     let upper = upper_dir(scratch);
     if let Some(mode) = lower
         .first()
-        .and_then(|top| std::fs::metadata(top).ok())
+        .and_then(|top| fs_err::metadata(top).ok())
         .map(|m| m.permissions().mode() & 0o7777)
     {
-        let _ = std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(mode));
+        let _ = fs_err::set_permissions(&upper, std::fs::Permissions::from_mode(mode));
     }
     Ok(())
 }
@@ -152,7 +152,7 @@ const MOVED_ASIDE: &str = "work.old";
 pub fn finish_overlay(scratch: &Path) {
     let work = overlay_work_dir(scratch);
     for dir in LOCKED_DIRS {
-        let _ = std::fs::set_permissions(work.join(dir), std::fs::Permissions::from_mode(0o700));
+        let _ = fs_err::set_permissions(work.join(dir), std::fs::Permissions::from_mode(0o700));
     }
 }
 
@@ -248,7 +248,7 @@ impl OverlayWorkReset {
         // Files or symlinks where these dirs belong are removed themselves, never followed.
         let _ = remove_tree(&self.scratch.join(MOVED_ASIDE));
         remove_tree(&work)
-            .and_then(|()| std::fs::create_dir_all(&work))
+            .and_then(|()| fs_err::create_dir_all(&work))
             .map_err(|source| RootfsError::Create { path: work, source })
     }
 }

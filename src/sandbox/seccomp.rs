@@ -95,7 +95,7 @@ impl Filter {
 /// time).
 pub fn load_or_compile(profile: &LinuxSeccomp, cache_dir: &Path) -> Result<Filter, SeccompError> {
     let path = cache_path(profile, cache_dir);
-    if let Ok(bytes) = std::fs::read(&path) {
+    if let Ok(bytes) = fs_err::read(&path) {
         if let Ok(filter) = Filter::from_bytes(&bytes) {
             return Ok(filter);
         }
@@ -121,9 +121,9 @@ fn cache_path(profile: &LinuxSeccomp, cache_dir: &Path) -> PathBuf {
 
 fn store(path: &Path, bytes: &[u8]) {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let written = std::fs::File::create(&tmp).and_then(|mut file| file.write_all(bytes));
-    if written.is_err() || std::fs::rename(&tmp, path).is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let written = fs_err::File::create(&tmp).and_then(|mut file| file.write_all(bytes));
+    if written.is_err() || fs_err::rename(&tmp, path).is_err() {
+        let _ = fs_err::remove_file(&tmp);
     }
 }
 

@@ -78,7 +78,7 @@ fn is_tmpfs(dir: &Path) -> bool {
 /// real directory of ours that nobody else can enter: another user could have made it first.
 fn private_dir(dir: &Path) -> bool {
     let _ = std::fs::DirBuilder::new().mode(0o700).create(dir);
-    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+    let Ok(meta) = fs_err::symlink_metadata(dir) else {
         return false;
     };
     use std::os::unix::fs::MetadataExt;
@@ -110,7 +110,7 @@ impl RuntimeDirs {
         }
         let uid = nix::unistd::geteuid().as_raw();
         let owner =
-            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(root).map_err(|source| {
+            std::os::unix::fs::MetadataExt::uid(&fs_err::metadata(root).map_err(|source| {
                 StateError::CreateDir {
                     path: root.to_path_buf(),
                     source,
@@ -182,7 +182,10 @@ impl Claim {
             path: pending.clone(),
             source,
         };
-        let file = File::create(&pending).map_err(write_err)?;
+        // nix's Flock takes a std File.
+        let file = fs_err::File::create(&pending)
+            .map_err(write_err)?
+            .into_file();
         let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
             StateError::Lock {
                 path: pending.clone(),
@@ -190,7 +193,7 @@ impl Claim {
             }
         })?;
         writeln!(lock, "{}", std::process::id()).map_err(write_err)?;
-        std::fs::rename(&pending, bundle.join("owner")).map_err(write_err)?;
+        fs_err::rename(&pending, bundle.join("owner")).map_err(write_err)?;
         Ok(Claim {
             id: id.to_string(),
             bundle,
@@ -200,13 +203,13 @@ impl Claim {
 
     /// Removes the bundle dir (the lock goes with the claim).
     pub fn release(self) {
-        let _ = std::fs::remove_dir_all(&self.bundle);
+        let _ = fs_err::remove_dir_all(&self.bundle);
     }
 }
 
 /// Bundles whose owner is dead, locked for cleaning (a concurrent scan skips them).
 pub fn stale_claims(dirs: &RuntimeDirs) -> Vec<Claim> {
-    let Ok(entries) = std::fs::read_dir(dirs.bundles_root()) else {
+    let Ok(entries) = fs_err::read_dir(dirs.bundles_root()) else {
         return Vec::new();
     };
     let mut stale = Vec::new();
@@ -216,10 +219,10 @@ pub fn stale_claims(dirs: &RuntimeDirs) -> Vec<Claim> {
             continue;
         };
         let owner = bundle.join("owner");
-        let Ok(file) = File::open(&owner) else {
+        let Ok(file) = fs_err::File::open(&owner).map(fs_err::File::into_file) else {
             // Still being created, or its creator died before naming `owner`: only old ones.
             if is_older_than(&bundle, std::time::Duration::from_secs(60)) {
-                let _ = std::fs::remove_dir_all(&bundle);
+                let _ = fs_err::remove_dir_all(&bundle);
             }
             continue;
         };
@@ -235,7 +238,7 @@ pub fn stale_claims(dirs: &RuntimeDirs) -> Vec<Claim> {
 }
 
 fn is_older_than(path: &Path, age: std::time::Duration) -> bool {
-    std::fs::metadata(path)
+    fs_err::metadata(path)
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.elapsed().ok())
@@ -244,7 +247,7 @@ fn is_older_than(path: &Path, age: std::time::Duration) -> bool {
 
 /// Makes a file readable only by us (bundle config.json may hold env secrets).
 pub fn restrict(path: &Path) {
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    let _ = fs_err::set_permissions(path, std::fs::Permissions::from_mode(0o600));
 }
 
 #[cfg(test)]

@@ -158,7 +158,7 @@ fn map_lines(maps: &[LinuxIdMapping]) -> String {
 }
 
 fn write_file(path: &str, content: &str) -> Result<(), UserNsError> {
-    std::fs::write(path, content).map_err(|source| UserNsError::WriteMap {
+    fs_err::write(path, content).map_err(|source| UserNsError::WriteMap {
         path: path.to_string(),
         source,
     })

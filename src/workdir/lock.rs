@@ -1,6 +1,6 @@
 //! The work-dir lock: one writer at a time, and a waiting process is told who holds it.
 
-use std::fs::File;
+use fs_err::File;
 use std::io::{Read, Seek, Write};
 use std::os::unix::io::AsRawFd;
 
@@ -20,7 +20,7 @@ impl WorkDir {
             path: path.clone(),
             source,
         };
-        let mut file = std::fs::OpenOptions::new()
+        let mut file = fs_err::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)

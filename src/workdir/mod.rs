@@ -94,7 +94,7 @@ impl WorkDir {
     }
 
     pub fn create(&self) -> Result<(), WorkDirError> {
-        std::fs::create_dir_all(&self.root).map_err(|source| WorkDirError::Io {
+        fs_err::create_dir_all(&self.root).map_err(|source| WorkDirError::Io {
             path: self.root.clone(),
             source,
         })

@@ -11,26 +11,26 @@ use std::path::Path;
 /// 0700 first, each before it is read, so this works for a non-root owner too. A missing
 /// `path` is not an error.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
-    let meta = match std::fs::symlink_metadata(path) {
+    let meta = match fs_err::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(err) => return Err(err),
     };
     if !meta.is_dir() {
-        return std::fs::remove_file(path);
+        return fs_err::remove_file(path);
     }
-    if std::fs::remove_dir_all(path).is_ok() {
+    if fs_err::remove_dir_all(path).is_ok() {
         return Ok(());
     }
     open_up(path);
-    std::fs::remove_dir_all(path)
+    fs_err::remove_dir_all(path)
 }
 
 /// Gives `dir` and every directory under it mode 0700, each before it is read. Symlinks are
 /// not followed (a `DirEntry`'s file type is the link's own).
 fn open_up(dir: &Path) {
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-    if let Ok(entries) = std::fs::read_dir(dir) {
+    let _ = fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    if let Ok(entries) = fs_err::read_dir(dir) {
         for entry in entries.flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 open_up(&entry.path());
