@@ -9,7 +9,16 @@ pub fn source_date_epoch() -> u64 {
         .unwrap_or(0)
 }
 
-fn now_secs() -> u64 {
+/// Now, as Unix milliseconds.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Now, as Unix seconds.
+pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -11,13 +11,14 @@
 //! - [`oci`]: the OCI image layout store, deterministic layers, images, imports, verify and gc.
 //!
 //! Beside the flow: [`extract`] unpacks untrusted archives safely, [`workdir`] owns the work dir
-//! (its layout, its lock, removing trees in it) and [`cancel`] is the cancellation shared by the
+//! (its layout, its lock, run dirs, removing trees in it), [`cache`] keeps it within bounds and [`cancel`] is the cancellation shared by the
 //! scheduler and sandbox runs.
 
 // Unit tests may use std::fs; clippy.toml steers the rest to fs_err.
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod base;
+pub mod cache;
 pub mod cancel;
 pub mod clock;
 pub mod compile;

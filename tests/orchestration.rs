@@ -47,6 +47,8 @@ enum Behaviour {
     UnstorableOutput,
     /// The sandbox itself panics.
     Panic,
+    /// Succeeds, leaving this many incompressible bytes (so sizes are the outputs' own).
+    Big(usize),
 }
 
 /// A sandbox that records every run and plays a [`Behaviour`] per package.
@@ -164,6 +166,21 @@ impl Sandbox for FakeSandbox {
                 std::fs::write(install.join(bad), "x").unwrap();
             }
             Behaviour::Panic => panic!("the fake sandbox broke on {name}"),
+            Behaviour::Big(len) => {
+                // xorshift: bytes gzip cannot shrink, the same for the same package.
+                let mut x = name.bytes().fold(0x9E37_79B9_7F4A_7C15u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3)
+                });
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                std::fs::write(install.join("data"), bytes).unwrap();
+            }
         }
         std::fs::write(install.join("built-by-fake"), built).unwrap();
         Ok(outcome(ExitStatus::Exited(0)))
@@ -262,16 +279,7 @@ impl Bench {
         keep_going: bool,
         cancel: CancelToken,
     ) -> (CompileReport, Vec<String>) {
-        let options = CompileOptions {
-            workers,
-            keep_going,
-            keep_sandbox: false,
-            network: Network::None,
-            timeout: None,
-            memory_limit: None,
-            limits: ExtractLimits::default(),
-            source_date_epoch: 0,
-        };
+        let options = options(workers, keep_going);
         let compiler = Compiler {
             wd: &self.wd,
             store: &self.store,
@@ -296,6 +304,43 @@ impl Bench {
 
     fn compile(&self, sandbox: &FakeSandbox) -> CompileReport {
         self.compile_with(sandbox, 2, false, CancelToken::new()).0
+    }
+
+    /// Compiles only the named packages (and what they need), as a release of its own would.
+    fn compile_only(&self, sandbox: &FakeSandbox, names: &[&str]) -> CompileReport {
+        let plan = self.plan();
+        let mut keep = Vec::new();
+        for name in names {
+            let id = plan.find(name).unwrap();
+            keep.extend(plan.dependency_closure(id));
+            keep.push(id);
+        }
+        keep.sort();
+        keep.dedup();
+        let plan = plan.restricted_to(&keep);
+        let compiler = Compiler {
+            wd: &self.wd,
+            store: &self.store,
+            base: &self.base,
+            sandbox,
+            options: &options(2, false),
+        };
+        compiler
+            .compile(&plan, CancelToken::new(), &mut Metrics::none(), &mut |_| {})
+            .unwrap()
+    }
+}
+
+fn options(workers: usize, keep_going: bool) -> CompileOptions {
+    CompileOptions {
+        workers,
+        keep_going,
+        keep_sandbox: false,
+        network: Network::None,
+        timeout: None,
+        memory_limit: None,
+        limits: ExtractLimits::default(),
+        source_date_epoch: 0,
     }
 }
 
@@ -541,4 +586,96 @@ fn the_workers_bound_the_parallelism_and_the_summary_names_every_status() {
         assert!(p["log"].as_str().unwrap().ends_with(".log"));
     }
     assert!(summary["wall_seconds"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn a_size_policy_evicts_the_least_recently_used_and_the_rest_stays_cached() {
+    let names = ["a1", "a2", "b1", "b2", "c1", "c2"];
+    let packages: Vec<(&str, &[&str])> = names.iter().map(|n| (*n, &[][..])).collect();
+    let bench = Bench::new(&packages);
+    let behaviours: Vec<(&str, Behaviour)> = names
+        .iter()
+        .map(|n| (*n, Behaviour::Big(200_000)))
+        .collect();
+    let sandbox = FakeSandbox::with(&behaviours);
+    // Three "releases" compiled in turn, then the first again (all cached: a use all the same).
+    for group in [["a1", "a2"], ["b1", "b2"], ["c1", "c2"], ["a1", "a2"]] {
+        bench.compile_only(&sandbox, &group);
+    }
+    assert_eq!(sandbox.started().len(), 6);
+    // Each package is ~400 kB (its layer and its unpacked copy): room for four of them.
+    let usage = fissile_oci::cache::disk_usage(bench.wd.root());
+    let _lock = bench.wd.lock(false, |_| {}).unwrap();
+    let report = fissile_oci::cache::collect(
+        &bench.wd,
+        &fissile_oci::cache::Policy {
+            max_size: Some(usage - 600_000),
+            max_age: None,
+        },
+    )
+    .unwrap();
+    let evicted: Vec<&str> = report
+        .evicted
+        .iter()
+        .map(|v| v.name.split('-').nth(1).unwrap())
+        .collect();
+    assert_eq!(evicted, ["b1", "b2"], "{report:?}");
+    assert!(report.usage_after <= usage - 600_000, "{report:?}");
+    assert_eq!(
+        report.blobs_removed, 6,
+        "layer, config and manifest of each"
+    );
+    assert_eq!(report.dirs_removed, 2, "their unpacked copies");
+    assert_eq!(report.logs_removed, 2);
+    // a and c are still cached; b compiles again.
+    let again = FakeSandbox::with(&behaviours);
+    let all = bench.compile(&again);
+    let mut started = again.started();
+    started.sort();
+    assert_eq!(started, ["b1", "b2"]);
+    assert!(all.failures.is_empty());
+}
+
+#[test]
+fn collecting_removes_what_killed_runs_left_and_what_no_image_reaches() {
+    let bench = Bench::new(CHAIN);
+    let report = bench.compile(&FakeSandbox::default());
+    // A run dir whose owner is gone (this pid with another start time never existed), one with
+    // no owner file at all, and one of a live process (this one), which must stay.
+    let runs = bench.wd.runs();
+    std::fs::create_dir_all(runs.join("dead/pkg-0123/source")).unwrap();
+    std::fs::write(
+        runs.join("dead/owner"),
+        format!("{} 1\n", std::process::id()),
+    )
+    .unwrap();
+    std::fs::create_dir_all(runs.join("base-crashed/rootfs")).unwrap();
+    let live = fissile_oci::workdir::RunDir::create(&bench.wd, "live-").unwrap();
+    // An image dropped from the store: its blobs, unpacked copy and log go too.
+    let d = report.packages.iter().find(|p| p.name == "d").unwrap();
+    bench
+        .store
+        .remove_refs(&[format!("pkg-d-{}", d.cache_key)])
+        .unwrap();
+    let _lock = bench.wd.lock(false, |_| {}).unwrap();
+    let collected =
+        fissile_oci::cache::collect(&bench.wd, &fissile_oci::cache::Policy::default()).unwrap();
+    let mut removed: Vec<String> = collected
+        .runs_removed
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    removed.sort();
+    assert_eq!(removed, ["base-crashed", "dead"]);
+    assert!(live.path().is_dir());
+    assert!(collected.evicted.is_empty());
+    assert_eq!(collected.blobs_removed, 3);
+    assert_eq!(collected.dirs_removed, 1);
+    assert_eq!(collected.logs_removed, 1);
+    assert!(!bench.wd.packages().join(&d.cache_key).exists());
+    assert!(!bench.wd.package_log("d", &d.cache_key).exists());
+    // The others are untouched and still cached.
+    let again = FakeSandbox::default();
+    bench.compile(&again);
+    assert_eq!(again.started(), ["d"]);
 }

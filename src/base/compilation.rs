@@ -81,7 +81,7 @@ pub fn ensure_compilation_base(
     }
     let staging = Staging::new(wd)?;
     let scratch = staging.path().join("sandbox");
-    let log = wd.logs().join(format!("{name}.log"));
+    let log = wd.compilation_base_log(&name);
     fs_err::create_dir_all(wd.logs()).map_err(io(wd.logs()))?;
     let _ = fs_err::remove_file(&log);
     let mut spec = SandboxSpec::new(

@@ -141,6 +141,33 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// `90s`, `30m`, `36h`, `14d`, `2w`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, 's'),
+    };
+    let factor: u64 = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        'w' => 7 * 86_400,
+        _ => {
+            return Err(format!(
+                "unknown duration unit {unit:?}; use s, m, h, d or w"
+            ))
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 36h or 14d"))?;
+    n.checked_mul(factor)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +179,21 @@ mod tests {
         assert_eq!(parse_size("64G").unwrap(), 64 << 30);
         assert!(parse_size("5X").is_err());
         assert!(parse_size("G").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            parse_duration("36h").unwrap(),
+            Duration::from_secs(36 * 3600)
+        );
+        assert_eq!(
+            parse_duration("2w").unwrap(),
+            Duration::from_secs(14 * 86_400)
+        );
+        assert!(parse_duration("3y").is_err());
+        assert!(parse_duration("d").is_err());
     }
 }

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::Args;
 
 use fissile_oci::base::{self, BaseChoice, CompilationBase};
+use fissile_oci::cache::Policy;
 use fissile_oci::cancel::CancelToken;
 use fissile_oci::compile::report::{self, Metrics};
 use fissile_oci::compile::{CompileOptions, CompileReport, Compiler, PackageStatus};
@@ -61,6 +62,10 @@ pub struct CompileArgs {
     /// Exit 2 instead of waiting when another run holds the work dir
     #[arg(long)]
     pub no_wait: bool,
+    /// After compiling, evict least recently used images until the work dir is at most SIZE
+    /// (e.g. 5G): keeps a CI runner's cache under its quota with no extra step
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, env = "FISSILE_OCI_MAX_SIZE")]
+    pub gc_max_size: Option<u64>,
 }
 
 /// What every command that compiles sets up first: the plan, the locked work dir, the store,
@@ -191,6 +196,16 @@ pub fn run(
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     print_outcome(&report, &args.releases, printer);
+    if let Some(max_size) = args.gc_max_size {
+        // Still under this run's lock. A failed collection costs only disk space.
+        let policy = Policy {
+            max_size: Some(max_size),
+            max_age: None,
+        };
+        if let Err(e) = super::cache::collect(&session.wd, &policy, printer) {
+            printer.warn(format_args!("{e:#}"));
+        }
+    }
     if report.interrupted || interrupted.load(Ordering::SeqCst) {
         eprintln!("interrupted: running compiles were stopped and their scratch dirs removed");
         return Ok(ExitCode::from(130));

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::commit::commit_all;
 use super::job::{Commit, Jobs};
+use super::key::package_ref;
 use super::outcome::{CompileReport, Failure, Progress};
 use super::report::{Metrics, PackageReport};
 use super::scheduler::{self, CancelToken, Event, Graph, Node, RunOptions, Status};
@@ -22,7 +23,7 @@ use crate::extract::ExtractLimits;
 use crate::oci::OciStore;
 use crate::plan::Plan;
 use crate::sandbox::{Network, Sandbox};
-use crate::workdir::WorkDir;
+use crate::workdir::{LastUse, RunDir, WorkDir};
 
 /// How to compile.
 #[derive(Clone, Debug)]
@@ -119,20 +120,17 @@ impl Compiler<'_> {
             stamp(metrics, "::wait", &units[i], "start");
         }
 
-        // Scratch space, and the package archives copied out of release tarballs in one pass.
-        let run_dir = self.wd.runs().join(format!(
-            "{}-{}",
-            crate::clock::utc_now().replace([' ', ':'], ""),
-            std::process::id()
-        ));
-        fs_err::create_dir_all(&run_dir).map_err(io(&run_dir))?;
+        // Scratch space, removed when this function returns, however it returns (but for the
+        // failed packages' scratch dirs that --keep-sandbox keeps), and the package archives
+        // copied out of release tarballs in one pass.
+        let run_dir = RunDir::create(self.wd, "").map_err(io(self.wd.runs()))?;
         fs_err::create_dir_all(self.wd.logs()).map_err(io(self.wd.logs()))?;
         let archives = materialize_packages(
             todo.iter().map(|&i| {
                 let (rid, pid) = plan.nodes[i].members[0];
                 (i, &plan.releases[rid].packages[pid])
             }),
-            &run_dir,
+            run_dir.path(),
         )?;
 
         // Compile: the workers run jobs, the committer stores their results, this thread
@@ -253,7 +251,7 @@ impl Compiler<'_> {
         }
         timings.save(&self.wd.logs());
         failures.sort_by(|a, b| a.name.cmp(&b.name));
-        let _ = fs_err::remove_dir(&run_dir);
+        self.record_use(&units, &reports);
         Ok(CompileReport {
             packages: reports
                 .into_iter()
@@ -263,6 +261,32 @@ impl Compiler<'_> {
             interrupted: run_report.interrupted,
             wall: started.elapsed(),
         })
+    }
+}
+
+impl Compiler<'_> {
+    /// Every package this run found or made, and its compilation base, count as used now (what
+    /// `cache gc --max-size/--max-age` evicts by). Best effort: the record only orders evictions.
+    fn record_use(&self, units: &[Unit], reports: &[Option<PackageReport>]) {
+        let mut uses = LastUse::load(self.wd);
+        let names: Vec<String> = units
+            .iter()
+            .zip(reports)
+            .filter(|(_, r)| {
+                r.as_ref().is_some_and(|r| {
+                    matches!(r.status, PackageStatus::Cached | PackageStatus::Compiled)
+                })
+            })
+            .map(|(u, _)| package_ref(&u.name, &u.key))
+            .collect();
+        uses.record(
+            names
+                .iter()
+                .map(String::as_str)
+                .chain([self.base.name.as_str()]),
+            crate::clock::now_millis(),
+        );
+        let _ = uses.save(self.wd);
     }
 }
 

@@ -14,7 +14,7 @@ use super::stage::stage_sources;
 use super::units::Unit;
 use crate::cancel::CancelToken;
 use crate::plan::Plan;
-use crate::workdir::remove_tree;
+use crate::workdir::{remove_tree, RunDir};
 
 /// A compiled package on its way to the store: unit index, what it was compiled from, and the
 /// scratch dir to remove once committed.
@@ -31,7 +31,7 @@ pub(super) struct Jobs<'a> {
     pub units: &'a [Unit],
     /// Package archives copied out of release tarballs, by unit.
     pub archives: &'a HashMap<usize, PathBuf>,
-    pub run_dir: &'a Path,
+    pub run_dir: &'a RunDir,
     pub commits: mpsc::Sender<Commit>,
 }
 
@@ -43,9 +43,11 @@ impl Jobs<'_> {
         let options = self.compiler.options;
         let scratch = self
             .run_dir
+            .path()
             .join(format!("{}-{}", unit.name, &unit.key[..12]));
         let fail = |error: PackageError| -> Box<Failure> {
             let kept = if options.keep_sandbox && scratch.exists() {
+                self.run_dir.keep(&scratch);
                 Some(scratch.clone())
             } else {
                 let _ = remove_tree(&scratch);

@@ -31,4 +31,8 @@ mod units;
 pub use compiler::{CompileError, CompileOptions, Compiler};
 pub use job::tail;
 pub use outcome::{CompileReport, Failure, PackageError, Progress};
+pub use package::{
+    BASE_ANNOTATION, CACHE_KEY_ANNOTATION, DEPENDENCIES_ANNOTATION, FINGERPRINT_ANNOTATION,
+    NAME_ANNOTATION,
+};
 pub use status::PackageStatus;

@@ -14,7 +14,7 @@ use super::stage::{materialize_packages, stage_sources, StageError};
 use crate::cancel::CancelToken;
 use crate::plan::{NodeId, Plan};
 use crate::sandbox::SandboxSpec;
-use crate::workdir::{remove_tree, WorkDir};
+use crate::workdir::{remove_tree, RunDir, WorkDir};
 
 #[derive(thiserror::Error, Debug)]
 pub enum ShellError {
@@ -44,16 +44,15 @@ pub struct ShellSession {
     /// Whether `scratch` is the dir a failed compile kept (else freshly staged, removed after).
     pub reopened: bool,
     scratch: PathBuf,
+    /// The run dir of a fresh staging: removed with the session.
+    _run_dir: Option<RunDir>,
 }
 
 impl ShellSession {
     /// Removes the overlay's scratch dir, and the staged sources unless they were a kept
     /// scratch dir (which stays for the next look).
-    pub fn clean_up(&self) {
+    pub fn clean_up(self) {
         let _ = remove_tree(&self.scratch.join("shell-sandbox"));
-        if !self.reopened {
-            let _ = remove_tree(&self.scratch);
-        }
     }
 }
 
@@ -101,13 +100,16 @@ impl Compiler<'_> {
 
         let kept = find_kept_scratch(self.wd, &node.name, &key);
         let reopened = kept.is_some();
+        let mut run_dir = None;
         let scratch = match kept {
             Some(dir) => dir,
             None => {
-                let dir =
-                    self.wd
-                        .runs()
-                        .join(format!("shell-{}-{}", node.name, std::process::id()));
+                let run = RunDir::create(self.wd, "shell-").map_err(|source| ShellError::Io {
+                    path: self.wd.runs(),
+                    source,
+                })?;
+                let dir = run.path().join(&node.name);
+                run_dir = Some(run);
                 let (rid, pid) = node.members[0];
                 let package = &plan.releases[rid].packages[pid];
                 let archive = materialize_packages([((), package)], &dir)?.remove(&());
@@ -149,6 +151,7 @@ impl Compiler<'_> {
             spec: sandbox_spec(&input),
             reopened,
             scratch,
+            _run_dir: run_dir,
         })
     }
 }

@@ -56,7 +56,7 @@ pub(super) fn units(plan: &Plan, wd: &WorkDir, base_digest: &str) -> Vec<Unit> {
             release: plan.releases[rid].name.clone(),
             fingerprint: node.fingerprint.clone(),
             published: wd.packages().join(&key),
-            log: wd.logs().join(format!("{}-{}.log", node.name, &key[..16])),
+            log: wd.package_log(&node.name, &key),
             key,
             dependencies: node.dependencies.clone(),
             cached: None,

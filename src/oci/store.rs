@@ -269,6 +269,17 @@ impl OciStore {
         Ok(found)
     }
 
+    /// Removes every ref in `names` in one rewrite of `index.json`; returns how many existed.
+    pub fn remove_refs(&self, names: &[String]) -> Result<usize, OciError> {
+        let mut removed = 0;
+        self.update_index(|manifests| {
+            let before = manifests.len();
+            manifests.retain(|m| !ref_name(m).is_some_and(|n| names.iter().any(|x| x == n)));
+            removed = before - manifests.len();
+        })?;
+        Ok(removed)
+    }
+
     /// Read-modify-write of index.json under an flock, so concurrent writers (threads or
     /// processes) never lose each other's refs. Entries are kept sorted by ref name.
     fn update_index(&self, change: impl FnOnce(&mut Vec<Descriptor>)) -> Result<(), OciError> {

@@ -2,14 +2,18 @@
 //! ([`WorkDir`]), the lock that lets one writer at a time use it ([`WorkDirLock`]), and removing
 //! the trees in it that hold read-only directories ([`remove_tree`]).
 
+mod last_use;
 mod lock;
 mod removal;
+mod run_dir;
 
 use std::path::{Path, PathBuf};
 
+pub use last_use::LastUse;
 pub(crate) use lock::flock;
 pub use lock::WorkDirLock;
 pub use removal::remove_tree;
+pub use run_dir::{abandoned_run_dirs, RunDir};
 
 #[derive(thiserror::Error, Debug)]
 pub enum WorkDirError {
@@ -91,6 +95,17 @@ impl WorkDir {
 
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
+    }
+
+    /// `logs/<name>-<first 16 hex of its cache key>.log`: a package compile's output.
+    pub fn package_log(&self, name: &str, key: &str) -> PathBuf {
+        self.logs()
+            .join(format!("{name}-{}.log", key.get(..16).unwrap_or(key)))
+    }
+
+    /// `logs/<name>.log`: the prerequisites script's output for a compilation base.
+    pub fn compilation_base_log(&self, name: &str) -> PathBuf {
+        self.logs().join(format!("{name}.log"))
     }
 
     pub fn create(&self) -> Result<(), WorkDirError> {
