@@ -312,3 +312,46 @@ fn no_release_given() {
     let err = inspect_fails(&[]);
     assert!(err.contains("no release given"), "{err}");
 }
+
+#[test]
+fn a_release_manifest_without_a_version_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = extracted_release(tmp.path(), "r", &pkgs(), &jobs());
+    let mf = std::fs::read_to_string(path.join("release.MF")).unwrap();
+    let without: String = mf
+        .lines()
+        .filter(|l| !l.starts_with("version:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(without, mf);
+    std::fs::write(path.join("release.MF"), without).unwrap();
+    let err = inspect_path(&path);
+    assert!(
+        err.contains(&path.display().to_string()) && err.contains("has no version"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_package_archive_that_is_no_tarball_is_refused_although_its_digest_matches() {
+    // An empty file, and garbage, each listed with its own (matching) digest: in a tarball and
+    // in an extracted release.
+    for bytes in [&b""[..], &b"this is not a tarball at all"[..]] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut p = pkgs();
+        p[1].archive = bytes.to_vec();
+        let path = final_tarball(tmp.path(), "r", &p, &jobs(), true, true);
+        let err = inspect_path(&path);
+        assert!(
+            err.contains(&format!("{}:packages/top.tgz", path.display()))
+                && err.contains("is not a readable tarball"),
+            "{err}"
+        );
+        let dir = extracted_release(&tmp.path().join("x"), "r", &p, &jobs());
+        let err = inspect_path(&dir);
+        assert!(
+            err.contains("packages/top.tgz") && err.contains("is not a readable tarball"),
+            "{err}"
+        );
+    }
+}

@@ -265,6 +265,7 @@ impl Bench {
                 paths: &paths,
                 load: &load,
                 role_manifest: None,
+                roles: None,
                 only_releases: None,
             },
             &mut |_, _| {},

@@ -26,16 +26,40 @@ pub struct ReleaseArgs {
     )]
     pub release_flag: Vec<PathBuf>,
     /// Dev releases: the bosh CLI's blob cache holding package and job archives
-    #[arg(long, value_name = "DIR", env = "BOSH_CACHE_DIR")]
+    #[arg(
+        long,
+        short = 'c',
+        visible_alias = "cache-dir",
+        value_name = "DIR",
+        env = "BOSH_CACHE_DIR"
+    )]
     pub bosh_cache: Option<PathBuf>,
     /// Dev releases: read this version instead of the latest (e.g. 3+dev.2)
     #[arg(long, value_name = "VERSION")]
     pub release_version: Option<String>,
     /// Compile only what these instance groups' jobs need (fissile role manifest)
-    #[arg(short = 'm', long = "role-manifest", value_name = "FILE")]
+    #[arg(
+        short = 'm',
+        long = "role-manifest",
+        value_name = "FILE",
+        env = "FISSILE_OCI_ROLE_MANIFEST"
+    )]
     pub role_manifest: Option<PathBuf>,
+    /// With -m: only these instance groups (by name, comma-separated)
+    #[arg(
+        long,
+        value_name = "GROUPS",
+        value_delimiter = ',',
+        requires = "role_manifest"
+    )]
+    pub roles: Option<Vec<String>>,
     /// Only these releases (by name, comma-separated)
-    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        env = "FISSILE_OCI_ONLY_RELEASES"
+    )]
     pub only_releases: Option<Vec<String>>,
     /// Refuse archives that unpack to more than this (e.g. 64G, 500M); guards against bombs
     #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
@@ -79,6 +103,7 @@ impl ReleaseArgs {
             paths,
             load,
             role_manifest: self.role_manifest.as_deref(),
+            roles: self.roles.as_deref(),
             only_releases: self.only_releases.as_deref(),
         }
     }
@@ -88,7 +113,7 @@ impl ReleaseArgs {
 pub struct PrerequisitesArgs {
     /// Bash script run on the base to make the compilation base [default: built-in, creates
     /// /var/vcap and checks for compile tools]
-    #[arg(long, value_name = "SCRIPT")]
+    #[arg(long, value_name = "SCRIPT", env = "FISSILE_OCI_PREREQUISITES")]
     pub prerequisites: Option<PathBuf>,
 }
 

@@ -18,6 +18,7 @@ use super::Printer;
 
 #[derive(Subcommand, Debug)]
 pub enum BaseCommand {
+    #[command(verbatim_doc_comment)]
     /// Build a base from SOURCE, then the compilation base on it
     ///
     /// SOURCE is one of: debian:SUITE (mmdebstrap from the host's apt mirror), rootfs:TARBALL_OR_DIR

@@ -21,6 +21,7 @@ pub enum CacheCommand {
     List(ListArgs),
     /// Hash every blob and check every image's manifest, config and layers; exit 1 on problems
     Verify,
+    #[command(verbatim_doc_comment)]
     /// Remove what nothing needs, and under a policy the least recently used images
     ///
     /// Always: the run dirs of runs that are gone (killed or crashed), and the blobs, unpacked

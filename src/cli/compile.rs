@@ -28,27 +28,44 @@ pub struct CompileArgs {
     #[command(flatten)]
     pub releases: ReleaseArgs,
     /// Compilation base or base to compile on [default: debian-<host suite>, built on first use]
-    #[arg(long, visible_alias = "stemcell", value_name = "REF")]
+    #[arg(
+        long,
+        visible_alias = "stemcell",
+        value_name = "REF",
+        env = "FISSILE_OCI_BASE"
+    )]
     pub base: Option<String>,
     #[command(flatten)]
     pub prerequisites: PrerequisitesArgs,
     /// Packages compiled at once [default: number of cores]
-    #[arg(short = 'j', long = "workers", short_alias = 'W', value_name = "N")]
+    #[arg(
+        short = 'j',
+        long = "workers",
+        short_alias = 'W',
+        value_name = "N",
+        env = "FISSILE_OCI_WORKERS"
+    )]
     pub workers: Option<usize>,
     /// Compile everything that does not depend on a failure, then report all failures
-    #[arg(long)]
+    #[arg(long, env = "FISSILE_OCI_KEEP_GOING")]
     pub keep_going: bool,
     /// Keep a failed package's scratch dir and print the command that reopens it
     #[arg(long)]
     pub keep_sandbox: bool,
     /// Network inside compiles: none (loopback only) or host
-    #[arg(long, value_enum, default_value_t = NetworkArg::None)]
+    #[arg(
+        long,
+        visible_alias = "docker-network-mode",
+        value_enum,
+        default_value_t = NetworkArg::None,
+        env = "FISSILE_OCI_NETWORK"
+    )]
     pub network: NetworkArg,
     /// Kill a package's compile after this many seconds
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", env = "FISSILE_OCI_TIMEOUT")]
     pub timeout: Option<u64>,
     /// Memory limit per compile, e.g. 4G (needs a usable cgroup)
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, env = "FISSILE_OCI_MEMORY")]
     pub memory: Option<u64>,
     /// Append fissile-style timing metrics (CSV) to FILE
     #[arg(short = 'M', long, value_name = "FILE")]
@@ -66,6 +83,9 @@ pub struct CompileArgs {
     /// (e.g. 5G): keeps a CI runner's cache under its quota with no extra step
     #[arg(long, value_name = "SIZE", value_parser = parse_size, env = "FISSILE_OCI_MAX_SIZE")]
     pub gc_max_size: Option<u64>,
+    /// Accepted for fissile's scripts: fissile-oci never uses a container daemon
+    #[arg(long)]
+    pub without_docker: bool,
 }
 
 /// What every command that compiles sets up first: the plan, the locked work dir, the store,
@@ -132,6 +152,9 @@ pub fn run(
     work_dir: Option<&Path>,
     printer: Printer,
 ) -> anyhow::Result<ExitCode> {
+    if args.without_docker {
+        printer.info("note: --without-docker changes nothing: fissile-oci never uses a daemon");
+    }
     let session = Session::open(
         &args.releases,
         args.base.as_deref(),

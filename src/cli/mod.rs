@@ -6,6 +6,7 @@ mod args;
 mod base;
 mod cache;
 mod compile;
+mod completions;
 mod helper;
 mod inspect;
 mod interrupt;
@@ -23,20 +24,36 @@ pub use printer::{LogFormat, Printer};
 
 /// Compile BOSH release packages into OCI image layers, without a container daemon.
 #[derive(Parser, Debug)]
-#[command(name = "fissile-oci", version, about, long_about = None, max_term_width = 100)]
+#[command(
+    name = "fissile-oci",
+    version,
+    about,
+    long_about = None,
+    max_term_width = 100,
+    after_help = "Exit codes: 0 success, 1 a package failed, 2 bad usage or bad input, 125 the host \
+or environment failed (sandbox, disk, missing tool, registry), 130 interrupted. \
+`fissile-oci doctor` checks this host."
+)]
 pub struct Cli {
-    /// Print more detail (timings, per-release progress)
-    #[arg(short, long, global = true)]
-    pub verbose: bool,
+    /// More detail: -v package logs as they are written and per-release timings, -vv also
+    /// libcontainer's own events ($RUST_LOG, when set, chooses the events instead)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     /// Print only results and errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     /// Progress and events as text, or one JSON object per line (on stderr)
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FISSILE_OCI_LOG_FORMAT")]
     pub log_format: LogFormat,
     /// Work dir holding the OCI store, unpacked bases, compiled packages and logs [default:
-    /// $FISSILE_OCI_WORK_DIR, else $XDG_CACHE_HOME/fissile-oci, else ~/.cache/fissile-oci]
-    #[arg(short = 'w', long, global = true, value_name = "DIR")]
+    /// $XDG_CACHE_HOME/fissile-oci, else ~/.cache/fissile-oci]
+    #[arg(
+        short = 'w',
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "FISSILE_OCI_WORK_DIR"
+    )]
     pub work_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -52,6 +69,7 @@ pub enum Command {
     /// RELEASE is a path: a release tarball, a directory with an extracted tarball, a release
     /// directory with dev_releases/ (archives from the bosh cache), or a release source directory.
     Inspect(inspect::InspectArgs),
+    #[command(verbatim_doc_comment)]
     /// Compile the packages of BOSH releases, each in a sandbox, into OCI layers (the main job).
     ///
     /// Packages whose cache key (fingerprint, dependencies, compilation base) is already in the
@@ -76,15 +94,25 @@ pub enum Command {
     /// Run a command in a sandbox (debugging packaging scripts, benchmarks).
     #[command(long_about = run::RUN_ABOUT)]
     Run(run::RunArgs),
+    #[command(verbatim_doc_comment)]
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) or the man pages.
+    ///
+    /// Examples:
+    ///   fissile-oci completions bash > /etc/bash_completion.d/fissile-oci
+    ///   fissile-oci completions zsh > "${fpath[1]}/_fissile-oci"
+    ///   fissile-oci completions man --dir /usr/local/share/man/man1
+    Completions(completions::CompletionsArgs),
     /// Internal: the single-threaded process each sandbox is created from.
     #[command(name = "__sandbox-helper", hide = true)]
     SandboxHelper(helper::HelperArgs),
 }
 
-/// Exit codes of the contract: 0 success, 1 packages failed, 2 bad usage or input, 130 interrupted.
+/// Exit codes of the contract: 0 success, 1 packages failed, 2 bad usage or input, 125 the host
+/// or environment failed, 130 interrupted ([`fissile_oci::error::classify`] tells them apart).
 pub fn run(cli: Cli) -> ExitCode {
+    init_tracing(cli.verbose);
     let printer = Printer {
-        verbose: cli.verbose,
+        verbose: cli.verbose > 0,
         quiet: cli.quiet,
         log_format: cli.log_format,
     };
@@ -95,6 +123,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Shell(args) => shell::run(args, cli.work_dir.as_deref(), printer),
         Command::Cache(command) => cache::run(command, cli.work_dir.as_deref(), printer),
         Command::Run(args) => run::run(args, cli.work_dir.as_deref(), printer),
+        Command::Completions(args) => completions::run(args),
         Command::SandboxHelper(args) => helper::run(args),
     };
     match result {
@@ -104,9 +133,31 @@ pub fn run(cli: Cli) -> ExitCode {
             for cause in err.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::from(2)
+            ExitCode::from(fissile_oci::error::classify(err.as_ref()).exit_code())
         }
     }
+}
+
+/// Events of the `tracing` kind (libcontainer's own, and ours) go to stderr when asked for:
+/// `$RUST_LOG` chooses them; without it, `-vv` shows libcontainer's and fissile-oci's debug
+/// events and `-vvv` everything. Sandbox helpers are this binary again and inherit `$RUST_LOG`,
+/// which is set here for them, so their libcontainer events show too.
+fn init_tracing(verbosity: u8) {
+    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
+    let filter = match (from_env, verbosity) {
+        (Some(filter), _) => filter,
+        (None, 0 | 1) => return,
+        (None, 2) => "libcontainer=debug,libcgroups=debug,fissile_oci=debug".to_string(),
+        (None, _) => "trace".to_string(),
+    };
+    if std::env::var_os("RUST_LOG").is_none() {
+        // Before any thread starts: this process is still single-threaded here.
+        std::env::set_var("RUST_LOG", &filter);
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 #[cfg(test)]

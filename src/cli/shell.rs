@@ -55,6 +55,7 @@ pub fn run(args: ShellArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow
         bosh_cache: args.bosh_cache.clone(),
         release_version: args.release_version.clone(),
         role_manifest: None,
+        roles: None,
         only_releases: None,
         max_unpacked_size: ExtractLimits::default().max_unpacked_bytes,
     };

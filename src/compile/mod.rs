@@ -35,4 +35,5 @@ pub use package::{
     BASE_ANNOTATION, CACHE_KEY_ANNOTATION, DEPENDENCIES_ANNOTATION, FINGERPRINT_ANNOTATION,
     NAME_ANNOTATION,
 };
+pub use stage::StageError;
 pub use status::PackageStatus;

@@ -17,6 +17,7 @@ mod compression;
 mod entry_path;
 mod error;
 mod member;
+mod tar_head;
 mod tar_walk;
 mod tree;
 mod whiteout;
@@ -32,6 +33,7 @@ pub use compression::{decompressing_reader, open_archive};
 pub use entry_path::normalize_entry_path;
 pub use error::ExtractError;
 pub use member::read_member;
+pub use tar_head::{check_tar_head, TAR_HEAD_BYTES};
 pub use tree::TreeBuilder;
 
 /// Limits for extracting untrusted archives.

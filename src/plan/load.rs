@@ -15,6 +15,8 @@ pub struct PlanRequest<'a> {
     pub load: &'a LoadOptions,
     /// Compile only what these instance groups' jobs need (a fissile role manifest).
     pub role_manifest: Option<&'a Path>,
+    /// With a role manifest: only these of its instance groups.
+    pub roles: Option<&'a [String]>,
     /// Only these releases, by name.
     pub only_releases: Option<&'a [String]>,
 }
@@ -55,7 +57,13 @@ pub fn load_plan(
         releases.push(release);
     }
     let role_manifest = match request.role_manifest {
-        Some(path) => Some(RoleManifest::read(path)?),
+        Some(path) => {
+            let manifest = RoleManifest::read(path)?;
+            Some(match request.roles {
+                Some(groups) => manifest.only_groups(groups)?,
+                None => manifest,
+            })
+        }
         None => None,
     };
     let selection = Selection {

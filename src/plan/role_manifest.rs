@@ -53,9 +53,41 @@ pub enum RoleManifestError {
     Yaml(#[from] YamlError),
     #[error("{path}: no instance_groups (or roles) with jobs")]
     Empty { path: PathBuf },
+    #[error("{path}: no instance group {name:?} (--roles); it has: {known}")]
+    UnknownGroup {
+        path: PathBuf,
+        name: String,
+        known: String,
+    },
 }
 
 impl RoleManifest {
+    /// The same manifest with only the named instance groups (fissile's `--roles`); every name
+    /// must be one of its groups.
+    pub fn only_groups(self, names: &[String]) -> Result<RoleManifest, RoleManifestError> {
+        let mut known: Vec<&str> = Vec::new();
+        for job in &self.jobs {
+            if !known.contains(&job.instance_group.as_str()) {
+                known.push(&job.instance_group);
+            }
+        }
+        if let Some(missing) = names.iter().find(|n| !known.contains(&n.as_str())) {
+            return Err(RoleManifestError::UnknownGroup {
+                path: self.path.clone(),
+                name: missing.clone(),
+                known: known.join(", "),
+            });
+        }
+        Ok(RoleManifest {
+            jobs: self
+                .jobs
+                .into_iter()
+                .filter(|j| names.contains(&j.instance_group))
+                .collect(),
+            path: self.path,
+        })
+    }
+
     pub fn read(path: &Path) -> Result<RoleManifest, RoleManifestError> {
         let file: RoleManifestFile = crate::release::yaml::read(path)?;
         let groups = file.instance_groups.or(file.roles).unwrap_or_default();

@@ -202,9 +202,20 @@ impl Hasher {
 }
 
 /// Hashes a stream in 256 KiB reads, never holding more than that in memory.
-pub fn digest_reader(algorithm: Algorithm, mut reader: impl Read) -> std::io::Result<Digest> {
+pub fn digest_reader(algorithm: Algorithm, reader: impl Read) -> std::io::Result<Digest> {
+    Ok(digest_reader_keeping_head(algorithm, reader, 0)?.0)
+}
+
+/// [`digest_reader`], also keeping a copy of the stream's first `head` bytes (to check what
+/// kind of file it is without reading it twice).
+pub fn digest_reader_keeping_head(
+    algorithm: Algorithm,
+    mut reader: impl Read,
+    head: usize,
+) -> std::io::Result<(Digest, Vec<u8>)> {
     let mut hasher = Hasher::new(algorithm);
     let mut buf = vec![0u8; 256 * 1024];
+    let mut kept = Vec::new();
     loop {
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
@@ -213,8 +224,10 @@ pub fn digest_reader(algorithm: Algorithm, mut reader: impl Read) -> std::io::Re
             Err(e) => return Err(e),
         };
         hasher.update(&buf[..n]);
+        let room = head.saturating_sub(kept.len()).min(n);
+        kept.extend_from_slice(&buf[..room]);
     }
-    Ok(hasher.finish())
+    Ok((hasher.finish(), kept))
 }
 
 pub fn digest_bytes(algorithm: Algorithm, data: &[u8]) -> Digest {

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::listed::{self, Listed};
 use super::manifest::ReleaseManifest;
 use super::{job, Job, LoadOptions, Package, PackageSource, Release, ReleaseError, ReleaseKind};
-use crate::extract;
+use crate::extract::{self, TAR_HEAD_BYTES};
 use crate::release::digest::{self, MultiDigest};
 
 const MAX_RELEASE_MF: u64 = 64 * 1024 * 1024;
@@ -101,8 +101,11 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
         let algorithm = want.strongest().algorithm;
         match kind {
             Kind::Package | Kind::License => {
-                let actual = digest::digest_reader(algorithm, &mut entry).map_err(corrupt)?;
+                let (actual, head) =
+                    digest::digest_reader_keeping_head(algorithm, &mut entry, TAR_HEAD_BYTES)
+                        .map_err(corrupt)?;
                 want.check(&member, &actual)?;
+                check_archive(&member, &head)?;
             }
             Kind::Job(job_name) => {
                 if entry.size() > MAX_JOB_ARCHIVE {
@@ -217,10 +220,29 @@ pub(super) fn verify_files<'a>(
                     "listed in the release manifest but missing",
                 ));
             }
-            digest.verify_file(file).map_err(ReleaseError::from)
+            let reader = fs_err::File::open(file).map_err(ReleaseError::io(file))?;
+            let (actual, head) = digest::digest_reader_keeping_head(
+                digest.strongest().algorithm,
+                reader,
+                TAR_HEAD_BYTES,
+            )
+            .map_err(ReleaseError::io(file))?;
+            digest.check(file, &actual)?;
+            check_archive(file, &head)
         })
         .collect();
     results.into_iter().collect()
+}
+
+/// An archive whose digest matches can still be no tarball at all (an empty file, garbage
+/// listed with its own digest): refuse it now, naming it, rather than when it is unpacked.
+fn check_archive(member: &Path, head: &[u8]) -> Result<(), ReleaseError> {
+    extract::check_tar_head(head).map_err(|why| {
+        ReleaseError::invalid(
+            member,
+            format!("is not a readable tarball ({why}), although its digest matches the manifest"),
+        )
+    })
 }
 
 pub(super) fn read_job_specs<'a>(

@@ -18,6 +18,15 @@ pub fn check_manifest(manifest: &ReleaseManifest, path: &Path) -> Result<(), Rel
         return Err(ReleaseError::invalid(path, "release manifest has no name"));
     }
     validate_name(path, "release", &manifest.name)?;
+    if manifest.version.trim().is_empty() {
+        return Err(ReleaseError::invalid(
+            path,
+            format!(
+                "release {:?} has no version in its manifest (bosh refuses such a release)",
+                manifest.name
+            ),
+        ));
+    }
     if manifest.packages.is_empty() && !manifest.compiled_packages.is_empty() {
         let stemcell = manifest.compiled_packages[0]
             .stemcell
