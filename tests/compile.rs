@@ -625,3 +625,41 @@ fn a_release_tarball_compiles_and_shells_from_its_archives() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "from upper\n");
 }
+
+#[test]
+fn a_flooding_package_keeps_a_bounded_log_and_is_still_reported() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = fixture();
+    let rel = release(
+        &f.dir,
+        "chatty",
+        &[(
+            "flood",
+            &[],
+            "echo first words\nyes 'a chatty build says this again and again' | head -c 600000000\necho\necho last words\nexit 4\n",
+        )],
+    );
+    let s = f.dir.join("s.json");
+    let out = run(fissile(&f.work)
+        .arg("compile")
+        .arg(&rel)
+        .args(["--base", "busybox", "--summary"])
+        .arg(&s));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("package flood failed"), "{stderr}");
+    assert!(
+        stderr.contains("last words"),
+        "the failure shows the log's end: {stderr}"
+    );
+    let summary = summary(&s);
+    let log = PathBuf::from(summary["packages"][0]["log"].as_str().unwrap());
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert!(size <= (16 << 20) + 1024, "the log is {size} bytes");
+    let head = std::fs::read(&log).unwrap();
+    let text = String::from_utf8_lossy(&head);
+    assert!(text.contains("first words"));
+    assert!(text.contains("bytes of output cut here"));
+}

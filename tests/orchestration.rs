@@ -114,7 +114,7 @@ impl Sandbox for FakeSandbox {
         self.most_running.fetch_max(now, Ordering::SeqCst);
         let _running = Decrement(&self.running);
 
-        let Output::File(log) = &spec.stdout else {
+        let Output::CappedFile { path: log, .. } = &spec.stdout else {
             panic!("compile output goes to the package log")
         };
         let say = |line: &str| {

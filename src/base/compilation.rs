@@ -93,8 +93,13 @@ pub fn ensure_compilation_base(
     );
     spec.network = request.network;
     spec.timeout = request.timeout;
-    spec.stdout = crate::sandbox::Output::File(log.clone());
-    spec.stderr = crate::sandbox::Output::File(log.clone());
+    let capped = crate::sandbox::Output::CappedFile {
+        path: log.clone(),
+        head: crate::sandbox::LOG_KEEP_BYTES,
+        tail: crate::sandbox::LOG_KEEP_BYTES,
+    };
+    spec.stdout = capped.clone();
+    spec.stderr = capped;
     spec.stdin = crate::sandbox::Input::Null;
     progress("running the prerequisites script in a sandbox");
     let outcome: Outcome = sandbox.run(&spec, &CancelToken::new())?;

@@ -9,7 +9,9 @@ use std::time::Duration;
 use oci_spec::image::Descriptor;
 
 use crate::oci::{self, Compression, ImageSpec, LayerOptions, OciError, OciStore};
-use crate::sandbox::{BindMount, Input, Network, Output, RootfsSpec, SandboxSpec, DEFAULT_PATH};
+use crate::sandbox::{
+    BindMount, Input, Network, Output, RootfsSpec, SandboxSpec, DEFAULT_PATH, LOG_KEEP_BYTES,
+};
 
 pub const PACKAGES_DIR: &str = "/var/vcap/packages";
 pub const SOURCE_DIR: &str = "/var/vcap/source";
@@ -92,8 +94,13 @@ pub fn sandbox_spec(input: &CompileInput) -> SandboxSpec {
     spec.timeout = input.timeout;
     spec.memory_limit = input.memory_limit;
     spec.stdin = Input::Null;
-    spec.stdout = Output::File(input.log.clone());
-    spec.stderr = Output::File(input.log.clone());
+    let log = Output::CappedFile {
+        path: input.log.clone(),
+        head: LOG_KEEP_BYTES,
+        tail: LOG_KEEP_BYTES,
+    };
+    spec.stdout = log.clone();
+    spec.stderr = log;
     spec
 }
 

@@ -16,6 +16,7 @@ use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
 use oci_spec::runtime::Spec;
 
 use super::cgroup_v1::{self, ContainerCgroups};
+use super::log_relay::LogRelay;
 use super::seccomp::Filter;
 use super::state::RuntimeDirs;
 use super::types::{Input, Output, SandboxSpec};
@@ -30,13 +31,15 @@ pub struct Stdio {
 impl Stdio {
     /// Opens what the spec asks for. An output file is created (0644) or appended to; when
     /// stdout and stderr name the same file it is opened once and shared, so lines interleave
-    /// in order. An inherited stream that we do not have (closed fd) becomes /dev/null.
-    pub fn open(spec: &SandboxSpec) -> std::io::Result<Stdio> {
+    /// in order. A capped file is a pipe whose relay the caller pumps while the container runs.
+    /// An inherited stream that we do not have (closed fd) becomes /dev/null.
+    pub fn open(spec: &SandboxSpec) -> std::io::Result<(Stdio, Option<LogRelay>)> {
         let stdin = match spec.stdin {
             Input::Inherit => inherit(0, false)?,
             Input::Null => dev_null(false)?,
         };
-        let open_output = |output: &Output, fd: i32| -> std::io::Result<OwnedFd> {
+        let mut relays: Vec<LogRelay> = Vec::new();
+        let mut open_output = |output: &Output, fd: i32| -> std::io::Result<OwnedFd> {
             match output {
                 Output::Inherit => inherit(fd, true),
                 Output::File(path) => Ok(OpenOptions::new()
@@ -45,18 +48,35 @@ impl Stdio {
                     .mode(0o644)
                     .open(path)?
                     .into()),
+                Output::CappedFile { path, head, tail } => {
+                    if !relays.is_empty() {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            "stdout and stderr may share one capped log, not have one each",
+                        ));
+                    }
+                    let (relay, write) = LogRelay::open(path, *head, *tail)?;
+                    relays.push(relay);
+                    Ok(write)
+                }
             }
         };
         let stdout = open_output(&spec.stdout, 1)?;
         let stderr = match (&spec.stdout, &spec.stderr) {
             (Output::File(a), Output::File(b)) if a == b => stdout.try_clone()?,
+            (Output::CappedFile { path: a, .. }, Output::CappedFile { path: b, .. }) if a == b => {
+                stdout.try_clone()?
+            }
             _ => open_output(&spec.stderr, 2)?,
         };
-        Ok(Stdio {
-            stdin,
-            stdout,
-            stderr,
-        })
+        Ok((
+            Stdio {
+                stdin,
+                stdout,
+                stderr,
+            },
+            relays.pop(),
+        ))
     }
 }
 

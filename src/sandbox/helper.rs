@@ -309,8 +309,8 @@ fn run_container(
     mut side_work: SideWork,
 ) -> HelperReply {
     let id = claim.id.as_str();
-    let stdio = match Stdio::open(spec) {
-        Ok(stdio) => stdio,
+    let (stdio, mut log) = match Stdio::open(spec) {
+        Ok(opened) => opened,
         Err(err) => return failed(Some(id), "opening stdio", err),
     };
     let filter = match seccomp::load_or_compile(&security::seccomp_profile(), dirs.root()) {
@@ -376,7 +376,7 @@ fn run_container(
     let deadline = spec.timeout.map(|t| Instant::now() + t);
     let end = match setup_error {
         Some(_) => Ok(WaitEnd::Deadline),
-        None => process::wait_child(pid, &pidfd, signals, deadline),
+        None => process::wait_child(pid, &pidfd, signals, deadline, log.as_mut()),
     };
     let (end, status) = match end {
         Ok(WaitEnd::Ended(status)) => (None, Some(status)),
@@ -394,6 +394,14 @@ fn run_container(
         }
     };
     let wall = started.elapsed();
+    // The container's processes are gone (pid 1 of its namespace took them along): what is
+    // left in the pipe is all there will be.
+    if let Some(log) = log {
+        let path = log.path().to_path_buf();
+        if let Err(err) = log.finish() {
+            setup_error.get_or_insert(("writing the log", format!("{}: {err}", path.display())));
+        }
+    }
     let oom_killed = matches!(status, Some(WaitStatus::Signaled(_, Signal::SIGKILL, _)))
         && spec.memory_limit.is_some()
         && cgroups

@@ -25,6 +25,7 @@ mod container;
 mod error;
 mod helper;
 mod host;
+mod log_relay;
 mod mounts;
 mod netns;
 mod process;
@@ -49,7 +50,7 @@ pub use security::seccomp_profile;
 pub use state::default_runtime_root;
 pub use types::{
     BindMount, ExitStatus, Input, Network, Outcome, Output, RootfsSpec, SandboxSpec,
-    DEFAULT_HOSTNAME, DEFAULT_PATH, DEFAULT_PIDS_LIMIT,
+    DEFAULT_HOSTNAME, DEFAULT_PATH, DEFAULT_PIDS_LIMIT, LOG_KEEP_BYTES,
 };
 
 /// Runs one sandboxed command to its end: the one seam between the orchestration (compiles,

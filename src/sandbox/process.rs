@@ -9,6 +9,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use super::log_relay::LogRelay;
+
 /// The signals that make the helper stop its container and clean up.
 pub fn stop_signals() -> SigSet {
     let mut set = SigSet::empty();
@@ -68,12 +70,14 @@ pub enum WaitEnd {
     Signal(Signal),
 }
 
-/// Waits for the child behind `pidfd` to end, the deadline to pass, or a stop signal.
+/// Waits for the child behind `pidfd` to end, the deadline to pass, or a stop signal, copying
+/// the container's output into its log meanwhile when it has a capped one.
 pub fn wait_child(
     pid: Pid,
     pidfd: &OwnedFd,
     signals: &SignalFd,
     deadline: Option<Instant>,
+    mut log: Option<&mut LogRelay>,
 ) -> nix::Result<WaitEnd> {
     loop {
         let timeout = match deadline {
@@ -88,24 +92,44 @@ pub fn wait_child(
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut fds = [
+        let mut fds = vec![
             PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
         ];
+        if let Some(log) = log.as_deref() {
+            fds.push(PollFd::new(log.pipe(), PollFlags::POLLIN));
+        }
         match nix::poll::poll(&mut fds, timeout) {
             Err(nix::Error::EINTR) => continue,
             Err(err) => return Err(err),
             Ok(_) => {}
         }
         let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-        if ready(&fds[1]) {
+        let (child_ended, signalled, output) = (
+            ready(&fds[0]),
+            ready(&fds[1]),
+            fds.get(2).is_some_and(ready),
+        );
+        drop(fds);
+        if output {
+            if let Some(relay) = log.as_deref_mut() {
+                let open = relay
+                    .pump()
+                    .map_err(|e| nix::Error::try_from(e).unwrap_or(nix::Error::EIO))?;
+                if !open {
+                    // A pipe at its end (every writer gone) stays readable: stop polling it.
+                    log = None;
+                }
+            }
+        }
+        if signalled {
             if let Ok(Some(info)) = signals.read_signal() {
                 if let Ok(signal) = Signal::try_from(info.ssi_signo as i32) {
                     return Ok(WaitEnd::Signal(signal));
                 }
             }
         }
-        if ready(&fds[0]) {
+        if child_ended {
             return nix::sys::wait::waitpid(pid, None).map(WaitEnd::Ended);
         }
     }

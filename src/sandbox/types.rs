@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Hostname inside the sandbox unless the caller picks another.
 pub const DEFAULT_HOSTNAME: &str = "compiler";
+/// What a compile's log keeps of a flood at each end (first and last bytes): a failure report
+/// shows the end, and 16 MiB of log is plenty to read.
+pub const LOG_KEEP_BYTES: u64 = 8 << 20;
 /// Process limit unless the caller picks another: stops fork bombs, roomy for `make -j`.
 pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
 
@@ -122,6 +125,10 @@ pub enum Output {
     Inherit,
     /// A file, created when missing and appended to; stdout and stderr may name the same file.
     File(PathBuf),
+    /// A file as with `File`, through a pipe the helper copies: of a flood only the first
+    /// `head` and the last `tail` bytes are kept, with a line saying how much was cut. stdout
+    /// and stderr may name the same one (then they share the pipe, and the same caps).
+    CappedFile { path: PathBuf, head: u64, tail: u64 },
 }
 
 /// How a sandboxed command ended.
