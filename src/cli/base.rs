@@ -34,7 +34,7 @@ pub enum BaseCommand {
     ///   fissile-oci base build --from docker-archive:ubuntu.tar --prerequisites prep.sh --network host
     Build(BuildArgs),
     /// List bases and compilation bases with sizes and dates
-    List,
+    List(ListArgs),
     /// Print the compilation base name for a base and prerequisites script
     Name(NameArgs),
 }
@@ -58,6 +58,13 @@ pub struct BuildArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ListArgs {
+    /// One JSON object per base on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct NameArgs {
     /// The base [default: debian-<host suite>]
     #[arg(long, value_name = "REF")]
@@ -74,7 +81,7 @@ pub fn run(
     let wd = WorkDir::resolve(work_dir)?;
     match command {
         BaseCommand::Build(args) => build(&wd, args, printer),
-        BaseCommand::List => list(&wd),
+        BaseCommand::List(args) => list(&wd, &args, printer),
         BaseCommand::Name(args) => name(&wd, args),
     }
 }
@@ -140,32 +147,54 @@ fn describe(source: &BaseSource) -> String {
     }
 }
 
-fn list(wd: &WorkDir) -> anyhow::Result<ExitCode> {
-    if !wd.oci().join("oci-layout").exists() {
-        println!("(no bases yet: fissile-oci base build --from debian:SUITE|busybox|...)");
+fn list(wd: &WorkDir, args: &ListArgs, printer: Printer) -> anyhow::Result<ExitCode> {
+    let rows = if wd.oci().join("oci-layout").exists() {
+        let store = OciStore::open(&wd.oci())?;
+        let mut rows = Vec::new();
+        for (name, kind, descriptor) in base::list(&store)? {
+            let mut size = 0;
+            fissile_oci::oci::gc::walk_references(&store, &descriptor, &mut |d| {
+                size += d.size();
+                Ok(())
+            })?;
+            rows.push((name, kind, descriptor, size));
+        }
+        rows
+    } else {
+        Vec::new()
+    };
+    if rows.is_empty() {
+        // Data on stdout, notices on stderr: an empty list is an empty stdout.
+        printer.info("(no bases yet: fissile-oci base build --from debian:SUITE|busybox|...)");
+    }
+    let created = |d: &oci_spec::image::Descriptor| {
+        annotations(d)
+            .get("org.opencontainers.image.created")
+            .cloned()
+    };
+    if args.json {
+        for (name, kind, descriptor, size) in &rows {
+            println!(
+                "{}",
+                serde_json::json!({"name": name, "kind": kind, "bytes": size,
+                    "created": created(descriptor), "manifest": descriptor.digest().to_string()})
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    let store = OciStore::open(&wd.oci())?;
-    let rows = base::list(&store)?;
+    if rows.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(4).max(4);
     println!(
         "{:width$}  {:16}  {:>9}  {:20}  MANIFEST",
         "NAME", "KIND", "SIZE", "CREATED"
     );
-    for (name, kind, descriptor) in rows {
-        let mut size = 0;
-        fissile_oci::oci::gc::walk_references(&store, &descriptor, &mut |d| {
-            size += d.size();
-            Ok(())
-        })?;
-        let notes = annotations(&descriptor);
-        let created = notes
-            .get("org.opencontainers.image.created")
-            .cloned()
-            .unwrap_or_else(|| "-".into());
+    for (name, kind, descriptor, size) in &rows {
         println!(
-            "{name:width$}  {kind:16}  {:>9}  {created:20}  {}",
-            human_size(size),
+            "{name:width$}  {kind:16}  {:>9}  {:20}  {}",
+            human_size(*size),
+            created(descriptor).unwrap_or_else(|| "-".into()),
             descriptor.digest()
         );
     }

@@ -29,7 +29,7 @@ pub enum Target {
 }
 
 pub fn run(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
-    let mut command = super::Cli::command();
+    let mut command = public_command();
     let shell = match args.shell {
         Target::Bash => clap_complete::Shell::Bash,
         Target::Zsh => clap_complete::Shell::Zsh,
@@ -43,6 +43,23 @@ pub fn run(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
     }
     clap_complete::generate(shell, &mut command, "fissile-oci", &mut std::io::stdout());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The command line without what is hidden (the sandbox helper is this binary's own business):
+/// the completion generators would offer it otherwise.
+fn public_command() -> clap::Command {
+    let full = super::Cli::command();
+    let mut public = clap::Command::new("fissile-oci")
+        .version(env!("CARGO_PKG_VERSION"))
+        .args(full.get_arguments().filter(|a| !a.is_hide_set()).cloned())
+        .subcommands(full.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+    if let Some(about) = full.get_about() {
+        public = public.about(about.clone());
+    }
+    if let Some(after) = full.get_after_help() {
+        public = public.after_help(after.clone());
+    }
+    public
 }
 
 fn man(command: clap::Command, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
