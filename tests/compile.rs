@@ -401,12 +401,19 @@ fn sigint_stops_everything_and_a_rerun_succeeds() {
         return;
     }
     let f = fixture();
+    // A sleep no other test (or other run of the suite on this machine) starts: processes are
+    // counted machine-wide by their command line.
+    let sleep = format!("sleep {}", 3000 + std::process::id() % 1000);
     let rel = release(
         &f.dir,
         "slow",
         &[
-            ("sleepy", &[], "sleep 30; touch $BOSH_INSTALL_TARGET/done"),
-            ("sleepy2", &[], "sleep 30"),
+            (
+                "sleepy",
+                &[],
+                &format!("{sleep}; touch $BOSH_INSTALL_TARGET/done"),
+            ),
+            ("sleepy2", &[], &sleep),
         ],
     );
     let mut child = fissile(&f.work)
@@ -418,11 +425,11 @@ fn sigint_stops_everything_and_a_rerun_succeeds() {
         .unwrap();
     // Wait until both sandboxes run.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::time::Instant::now() < deadline && count_processes("sleep 30") < 2 {
+    while std::time::Instant::now() < deadline && count_processes(&sleep) < 2 {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(
-        count_processes("sleep 30"),
+        count_processes(&sleep),
         2,
         "both compiles should be running"
     );
@@ -434,7 +441,7 @@ fn sigint_stops_everything_and_a_rerun_succeeds() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(count_processes("sleep 30"), 0, "no compile process left");
+    assert_eq!(count_processes(&sleep), 0, "no compile process left");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains(&f.work.display().to_string()),
