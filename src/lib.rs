@@ -22,6 +22,7 @@ pub mod cache;
 pub mod cancel;
 pub mod clock;
 pub mod compile;
+pub mod doctor;
 pub mod error;
 pub mod extract;
 pub mod oci;

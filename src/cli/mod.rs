@@ -7,6 +7,7 @@ mod base;
 mod cache;
 mod compile;
 mod completions;
+mod doctor;
 mod helper;
 mod inspect;
 mod interrupt;
@@ -95,6 +96,11 @@ pub enum Command {
     #[command(long_about = run::RUN_ABOUT)]
     Run(run::RunArgs),
     #[command(verbatim_doc_comment)]
+    /// Check that this host can compile: sandboxes, rootless needs, cgroups, space, tools.
+    ///
+    /// Each check prints ok, warn (works, but less well) or FAIL (compiles cannot run), with the
+    /// fix for each problem. Exit 0 when compiles can run, 125 when they cannot.
+    Doctor(doctor::DoctorArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) or the man pages.
     ///
     /// Examples:
@@ -124,6 +130,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Cache(command) => cache::run(command, cli.work_dir.as_deref(), printer),
         Command::Run(args) => run::run(args, cli.work_dir.as_deref(), printer),
         Command::Completions(args) => completions::run(args),
+        Command::Doctor(args) => doctor::run(args, cli.work_dir.as_deref()),
         Command::SandboxHelper(args) => helper::run(args),
     };
     match result {

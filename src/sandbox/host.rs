@@ -118,7 +118,8 @@ pub fn parse_subid(content: &str, name: Option<&str>, id: u32) -> Option<IdRange
     })
 }
 
-fn in_path(binary: &str) -> bool {
+/// Whether `binary` is a file in one of `$PATH`'s dirs.
+pub fn in_path(binary: &str) -> bool {
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
     path.split(':')
         .any(|dir| !dir.is_empty() && Path::new(dir).join(binary).is_file())

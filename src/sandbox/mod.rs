@@ -42,7 +42,7 @@ use crate::cancel::CancelToken;
 pub use client::{LibcontainerSandbox, SandboxProcess, HELPER_SUBCOMMAND};
 pub use error::SandboxError;
 pub use helper::helper_main;
-pub use host::{parse_subid, CgroupSupport, HostContext, IdRange};
+pub use host::{in_path, parse_subid, CgroupSupport, HostContext, IdRange};
 pub use runtime_spec::{
     build_runtime_spec, inherit_network_namespace, rootless_id_maps, SpecError,
 };
