@@ -292,8 +292,12 @@ fn work_dir_space(work_dir: &Path) -> Vec<Check> {
     const GIB: u64 = 1 << 30;
     match nix::sys::statvfs::statvfs(existing) {
         Ok(vfs) => {
-            let free = vfs.blocks_available() as u64 * vfs.fragment_size() as u64;
-            let inodes = vfs.files_available() as u64;
+            // fsblkcnt_t and friends are 32 bits wide on some targets.
+            #[allow(clippy::unnecessary_cast)]
+            let (free, inodes) = (
+                vfs.blocks_available() as u64 * vfs.fragment_size() as u64,
+                vfs.files_available() as u64,
+            );
             let detail = format!(
                 "{:.1} GiB and {inodes} inodes free",
                 free as f64 / GIB as f64
