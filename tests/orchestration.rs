@@ -283,7 +283,7 @@ impl Bench {
         let report = compiler
             .compile(&self.plan(), cancel, &mut Metrics::none(), &mut |p| {
                 events.push(match p {
-                    Progress::Planned { total, cached } => format!("planned {total} {cached}"),
+                    Progress::Planned { total, cached, .. } => format!("planned {total} {cached}"),
                     Progress::Cached { name } => format!("cached {name}"),
                     Progress::Started { name, .. } => format!("started {name}"),
                     Progress::Finished { report } => format!("{} {}", report.status, report.name),

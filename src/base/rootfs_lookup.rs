@@ -5,6 +5,12 @@ use std::path::{Path, PathBuf};
 /// Whether `rel` exists inside `root`, following symlinks as if `root` were `/` (an absolute
 /// link such as `/bin -> /usr/bin` must not be resolved against the host).
 pub fn exists_in_rootfs(root: &Path, rel: &str) -> bool {
+    resolve_in_rootfs(root, rel).is_some()
+}
+
+/// Where `rel` inside `root` is on the host, every link on the way resolved inside `root`;
+/// `None` if it does not exist.
+pub fn resolve_in_rootfs(root: &Path, rel: &str) -> Option<PathBuf> {
     let mut current = PathBuf::new();
     let mut pending: Vec<String> = rel
         .split('/')
@@ -23,17 +29,13 @@ pub fn exists_in_rootfs(root: &Path, rel: &str) -> bool {
             _ => {}
         }
         let candidate = current.join(&component);
-        let Ok(meta) = fs_err::symlink_metadata(root.join(&candidate)) else {
-            return false;
-        };
+        let meta = fs_err::symlink_metadata(root.join(&candidate)).ok()?;
         if meta.file_type().is_symlink() {
             hops += 1;
             if hops > 40 {
-                return false;
+                return None;
             }
-            let Ok(target) = fs_err::read_link(root.join(&candidate)) else {
-                return false;
-            };
+            let target = fs_err::read_link(root.join(&candidate)).ok()?;
             let target = target.to_string_lossy().into_owned();
             if target.starts_with('/') {
                 current = PathBuf::new();
@@ -49,7 +51,7 @@ pub fn exists_in_rootfs(root: &Path, rel: &str) -> bool {
             current = candidate;
         }
     }
-    true
+    Some(root.join(current))
 }
 
 #[cfg(test)]

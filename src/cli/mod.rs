@@ -6,6 +6,7 @@ mod args;
 mod base;
 mod cache;
 mod compile;
+mod export;
 mod helper;
 mod inspect;
 mod interrupt;
@@ -62,6 +63,9 @@ pub enum Command {
     ///   fissile-oci compile -r rel1.tgz,rel2/ -m role-manifest.yml -j 4 --summary out.json
     ///   fissile-oci compile release/ --base busybox --keep-going --keep-sandbox
     Compile(compile::CompileArgs),
+    /// Compile releases, then write each as a BOSH compiled release tarball.
+    #[command(long_about = export::EXPORT_ABOUT)]
+    Export(export::ExportArgs),
     /// Open a shell in a package's compile sandbox (dependencies compiled and mounted).
     ///
     /// Reopens the scratch dir a `compile --keep-sandbox` kept for a failed package, or stages
@@ -92,6 +96,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Inspect(args) => inspect::run(args, printer),
         Command::Base(command) => base::run(command, cli.work_dir.as_deref(), printer),
         Command::Compile(args) => compile::run(args, cli.work_dir.as_deref(), printer),
+        Command::Export(args) => export::run(args, cli.work_dir.as_deref(), printer),
         Command::Shell(args) => shell::run(args, cli.work_dir.as_deref(), printer),
         Command::Cache(command) => cache::run(command, cli.work_dir.as_deref(), printer),
         Command::Run(args) => run::run(args, cli.work_dir.as_deref(), printer),

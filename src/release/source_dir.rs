@@ -41,6 +41,10 @@ pub fn load(path: &Path) -> Result<Release, ReleaseError> {
         path: path.to_path_buf(),
         packages,
         jobs,
+        stemcell: None,
+        license: None,
+        commit_hash: None,
+        uncommitted_changes: None,
         warnings: Vec::new(),
     })
 }
@@ -93,6 +97,7 @@ fn load_job(dir: &Path) -> Result<Job, ReleaseError> {
         name,
         fingerprint: None,
         packages: spec.packages,
+        archive: None,
     })
 }
 
