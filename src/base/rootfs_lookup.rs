@@ -5,12 +5,6 @@ use std::path::{Path, PathBuf};
 /// Whether `rel` exists inside `root`, following symlinks as if `root` were `/` (an absolute
 /// link such as `/bin -> /usr/bin` must not be resolved against the host).
 pub fn exists_in_rootfs(root: &Path, rel: &str) -> bool {
-    resolve_in_rootfs(root, rel).is_some()
-}
-
-/// Where `rel` inside `root` is on the host, every link on the way resolved inside `root`;
-/// `None` if it does not exist.
-pub fn resolve_in_rootfs(root: &Path, rel: &str) -> Option<PathBuf> {
     let mut current = PathBuf::new();
     let mut pending: Vec<String> = rel
         .split('/')
@@ -29,13 +23,17 @@ pub fn resolve_in_rootfs(root: &Path, rel: &str) -> Option<PathBuf> {
             _ => {}
         }
         let candidate = current.join(&component);
-        let meta = fs_err::symlink_metadata(root.join(&candidate)).ok()?;
+        let Ok(meta) = fs_err::symlink_metadata(root.join(&candidate)) else {
+            return false;
+        };
         if meta.file_type().is_symlink() {
             hops += 1;
             if hops > 40 {
-                return None;
+                return false;
             }
-            let target = fs_err::read_link(root.join(&candidate)).ok()?;
+            let Ok(target) = fs_err::read_link(root.join(&candidate)) else {
+                return false;
+            };
             let target = target.to_string_lossy().into_owned();
             if target.starts_with('/') {
                 current = PathBuf::new();
@@ -51,7 +49,7 @@ pub fn resolve_in_rootfs(root: &Path, rel: &str) -> Option<PathBuf> {
             current = candidate;
         }
     }
-    Some(root.join(current))
+    true
 }
 
 #[cfg(test)]

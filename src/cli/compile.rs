@@ -246,13 +246,10 @@ pub fn compile_releases(
         let result = compiler.compile(&plan, cancel, &mut metrics, &mut |p| display.show(p));
         (result, stemcell)
     } else {
-        let result = fissile_oci::compile::import_only(
-            &plan,
-            &wd,
-            &store,
-            &settings.options,
-            &mut |p| display.show(p),
-        );
+        let result =
+            fissile_oci::compile::import_only(&plan, &wd, &store, &settings.options, &mut |p| {
+                display.show(p)
+            });
         (result, None)
     };
     display.finish();

@@ -99,7 +99,11 @@ fn parse_stemcell(s: &str) -> Result<Stemcell, String> {
     Stemcell::parse(s)
 }
 
-pub fn run(args: ExportArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow::Result<ExitCode> {
+pub fn run(
+    args: ExportArgs,
+    work_dir: Option<&Path>,
+    printer: Printer,
+) -> anyhow::Result<ExitCode> {
     let settings = Settings {
         base: args.base.as_deref(),
         prerequisites: &args.prerequisites,

@@ -140,7 +140,7 @@ fn print_table(plan: &Plan) {
             println!("  {name:width$}  {fp:64}  {deps}");
         }
     }
-    let order = compile_order(&plan);
+    let order = compile_order(plan);
     let shared: usize = plan
         .nodes
         .iter()

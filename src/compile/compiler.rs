@@ -54,7 +54,7 @@ pub enum CompileError {
         release: PathBuf,
         package: String,
         #[source]
-        source: ImportError,
+        source: Box<ImportError>,
     },
     #[error("package {package:?} must be compiled, and no compilation base was given")]
     NoBase { package: String },
@@ -334,8 +334,7 @@ fn prepare(
         &mut units,
         store,
         &run_dir,
-        &options.limits,
-        options.source_date_epoch,
+        options,
         &mut reports,
         progress,
     );

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use oci_spec::image::Descriptor;
 
-use super::compiler::{io, CompileError};
+use super::compiler::{io, CompileError, CompileOptions};
 use super::key::package_ref;
 use super::outcome::Progress;
 use super::package::{
@@ -52,8 +52,7 @@ pub(super) fn import_all(
     units: &mut [Unit],
     store: &OciStore,
     run_dir: &Path,
-    limits: &ExtractLimits,
-    mtime: u64,
+    options: &CompileOptions,
     reports: &mut [Option<PackageReport>],
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(), CompileError> {
@@ -89,8 +88,16 @@ pub(super) fn import_all(
                     ))
                 }
             };
-            let image = import_one(plan, units, i, &archive, &label, store, &dir, limits, mtime)
-                .map_err(|e| import_error(plan, &units[i], e))?;
+            let image = import_one(
+                plan,
+                units,
+                i,
+                (&archive, &label),
+                store,
+                &dir,
+                (&options.limits, options.source_date_epoch),
+            )
+            .map_err(|e| import_error(plan, &units[i], e))?;
             named.push(image);
             seconds.insert(i, started.elapsed().as_secs_f64());
         }
@@ -143,22 +150,20 @@ fn import_error(plan: &Plan, unit: &Unit, source: ImportError) -> CompileError {
     CompileError::Import {
         release: plan.releases[rid].path.clone(),
         package: unit.name.clone(),
-        source,
+        source: Box::new(source),
     }
 }
 
-/// Extracts one archive into a staging dir, stores it and publishes it; returns its ref.
-#[allow(clippy::too_many_arguments)]
+/// Extracts one archive (its file, and its name in messages) into a staging dir, stores it
+/// and publishes it; returns its ref.
 fn import_one(
     plan: &Plan,
     units: &[Unit],
     index: usize,
-    archive: &Path,
-    label: &Path,
+    (archive, label): (&Path, &Path),
     store: &OciStore,
     dir: &Path,
-    limits: &ExtractLimits,
-    mtime: u64,
+    (limits, mtime): (&ExtractLimits, u64),
 ) -> Result<(String, Descriptor), ImportError> {
     let unit = &units[index];
     let stemcell = plan.nodes[index]

@@ -129,8 +129,14 @@ mod tests {
         let jammy = |v: &str| Stemcell::parse(&format!("ubuntu-jammy/{v}")).unwrap();
         let deps = vec![("a".to_string(), "k1".to_string())];
         let import = import_key("p", "fp", &jammy("1.329"), "sha1", &deps);
-        assert_ne!(import, import_key("p", "fp", &jammy("1.400"), "sha1", &deps));
-        assert_ne!(import, import_key("p", "fp", &jammy("1.329"), "sha2", &deps));
+        assert_ne!(
+            import,
+            import_key("p", "fp", &jammy("1.400"), "sha1", &deps)
+        );
+        assert_ne!(
+            import,
+            import_key("p", "fp", &jammy("1.329"), "sha2", &deps)
+        );
         assert_ne!(import, cache_key("p", "fp", "sha1", &deps));
         let reuse = reuse_key("p", "fp", &jammy("1.329"), &deps);
         assert_eq!(reuse, reuse_key("p", "fp", &jammy("1.400"), &deps));

@@ -22,10 +22,19 @@ pub enum Progress<'a> {
         cached: usize,
         imported: usize,
     },
-    Cached { name: &'a str },
-    Started { name: &'a str, log: &'a Path },
-    Finished { report: &'a PackageReport },
-    Stopping { reason: String },
+    Cached {
+        name: &'a str,
+    },
+    Started {
+        name: &'a str,
+        log: &'a Path,
+    },
+    Finished {
+        report: &'a PackageReport,
+    },
+    Stopping {
+        reason: String,
+    },
 }
 
 /// Why one package did not compile.

@@ -120,7 +120,13 @@ pub fn write_package_image(
 ) -> Result<PackageImage, OciError> {
     let mut notes = package_annotations(&input.name, &input.fingerprint, &input.key, dependencies);
     notes.insert(BASE_ANNOTATION.to_string(), base_digest.to_string());
-    write_tree_image(store, &input.name, published, input.source_date_epoch, notes)
+    write_tree_image(
+        store,
+        &input.name,
+        published,
+        input.source_date_epoch,
+        notes,
+    )
 }
 
 /// The annotations every package image has.

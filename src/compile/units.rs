@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use oci_spec::image::Descriptor;
 
 use super::key::{cache_key, import_key, package_ref, reuse_key};
-use super::package::{restore_from_store, CACHE_KEY_ANNOTATION, REUSE_KEY_ANNOTATION, STEMCELL_ANNOTATION};
+use super::package::{
+    restore_from_store, CACHE_KEY_ANNOTATION, REUSE_KEY_ANNOTATION, STEMCELL_ANNOTATION,
+};
 use crate::oci::store::annotations;
 use crate::oci::{image, OciStore};
 use crate::plan::Plan;
@@ -127,10 +129,13 @@ pub(super) fn units(
         let key = import_key(&node.name, &node.fingerprint, stemcell, &archive, &keys);
         let reuse_deps = deps_of(&slots, id, |u| u.reuse_key.as_ref()).unwrap_or_default();
         let reuse = reuse_key(&node.name, &node.fingerprint, stemcell, &reuse_deps);
-        candidates.entry(reuse.clone()).or_default().push(Candidate {
-            stemcell: stemcell.clone(),
-            key: key.clone(),
-        });
+        candidates
+            .entry(reuse.clone())
+            .or_default()
+            .push(Candidate {
+                stemcell: stemcell.clone(),
+                key: key.clone(),
+            });
         slots[id] = Some(new_unit(id, key, Origin::Import, Some(reuse)));
     }
 
@@ -203,7 +208,11 @@ fn best_candidate(found: &[Candidate], stemcell: &Stemcell) -> Option<String> {
 
 /// Marks the units the store already has (and restores their published dirs when missing).
 /// A reused unit whose import is in this run is found later, once imported.
-pub(super) fn find_cached(units: &mut [Unit], store: &OciStore, refs: &HashMap<String, Descriptor>) {
+pub(super) fn find_cached(
+    units: &mut [Unit],
+    store: &OciStore,
+    refs: &HashMap<String, Descriptor>,
+) {
     for unit in units {
         unit.cached = cached(unit, store, refs);
     }

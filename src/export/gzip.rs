@@ -97,7 +97,9 @@ mod tests {
 
     #[test]
     fn round_trips_and_is_deterministic() {
-        let data: Vec<u8> = (0..3_000_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..3_000_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         let compress = |step: usize| {
             let mut pipe = GzipPipe::new(Vec::new(), 6).unwrap();
             for chunk in data.chunks(step) {

@@ -110,9 +110,7 @@ fn list(out: &mut String, indent: &str, key: &str, values: &[String]) {
 /// with a letter, only name-like characters, not a boolean or null word), else a double-quoted
 /// string with JSON escapes, which YAML's double-quoted style accepts.
 pub fn scalar(value: &str) -> String {
-    const WORDS: &[&str] = &[
-        "y", "yes", "n", "no", "true", "false", "on", "off", "null",
-    ];
+    const WORDS: &[&str] = &["y", "yes", "n", "no", "true", "false", "on", "off", "null"];
     let plain = value
         .bytes()
         .next()
@@ -138,7 +136,9 @@ mod tests {
         assert_eq!(scalar("golang-1.21"), "golang-1.21");
         assert_eq!(scalar("sha256:abc"), "sha256:abc");
         assert_eq!(scalar("ubuntu-jammy/1.329"), "ubuntu-jammy/1.329");
-        for quoted in ["1.10", "2e46642", "yes", "No", "null", "", "a b", "x:", "~", "0+dev"] {
+        for quoted in [
+            "1.10", "2e46642", "yes", "No", "null", "", "a b", "x:", "~", "0+dev",
+        ] {
             assert!(scalar(quoted).starts_with('"'), "{quoted:?}");
         }
         assert_eq!(scalar("say \"hi\"\n"), r#""say \"hi\"\n""#);

@@ -173,7 +173,11 @@ pub fn plan_exports<'a>(
         let mut jobs = Vec::new();
         let mut dropped_jobs = Vec::new();
         for job in &release.jobs {
-            if !job.packages.iter().all(|p| present.contains_key(p.as_str())) {
+            if !job
+                .packages
+                .iter()
+                .all(|p| present.contains_key(p.as_str()))
+            {
                 dropped_jobs.push(job.name.as_str());
                 continue;
             }
@@ -182,7 +186,9 @@ pub fn plan_exports<'a>(
                     path: release.path.clone(),
                     job: job.name.clone(),
                     kind: match release.kind {
-                        ReleaseKind::Source => "a release source directory has job specs, not archives",
+                        ReleaseKind::Source => {
+                            "a release source directory has job specs, not archives"
+                        }
                         _ => "the release lists none",
                     },
                 });

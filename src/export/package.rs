@@ -58,7 +58,10 @@ pub fn write_compiled_package(
     for entry in archive.entries().map_err(|e| fail(e.to_string()))? {
         let mut entry = entry.map_err(|e| fail(e.to_string()))?;
         let kind = entry.header().entry_type();
-        if matches!(kind, tar::EntryType::XGlobalHeader | tar::EntryType::XHeader) {
+        if matches!(
+            kind,
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
+        ) {
             continue;
         }
         let raw = entry.path_bytes().into_owned();
@@ -103,7 +106,9 @@ pub fn write_compiled_package(
                     .ok_or_else(|| fail(format!("{path}: a link without a target")))?;
                 let target = String::from_utf8_lossy(&target).into_owned();
                 let target = inside(&target, &prefix).ok_or_else(|| {
-                    fail(format!("{path}: hard link to {target:?}, outside the package"))
+                    fail(format!(
+                        "{path}: hard link to {target:?}, outside the package"
+                    ))
                 })?;
                 tar.hardlink(&name_in_tgz, format!("./{target}").as_bytes(), mode)
                     .map_err(io)?;

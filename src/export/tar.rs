@@ -147,7 +147,8 @@ mod tests {
         let bytes = w.finish().unwrap();
         assert_eq!(bytes.len() % 512, 0);
         let mut archive = tar::Archive::new(&bytes[..]);
-        let entries: Vec<(Vec<u8>, tar::EntryType, Option<Vec<u8>>, u64, u32)> = archive
+        type Seen = (Vec<u8>, tar::EntryType, Option<Vec<u8>>, u64, u32);
+        let entries: Vec<Seen> = archive
             .entries()
             .unwrap()
             .map(|e| {

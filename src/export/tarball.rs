@@ -41,7 +41,10 @@ pub fn write_release(
     // The compiled packages, each hashed as it is written.
     let mut written: Vec<(usize, WrittenPackage)> = Vec::new();
     for (i, p) in export.packages.iter().enumerate() {
-        progress(&format!("{}: compiled package {}", release.name, p.package.name));
+        progress(&format!(
+            "{}: compiled package {}",
+            release.name, p.package.name
+        ));
         let dest = staging.path().join(format!("package-{i}.tgz"));
         written.push((
             i,

@@ -10,8 +10,7 @@ use super::final_tarball::{
 use super::listed;
 use super::manifest::{ReleaseConfig, ReleaseManifest};
 use super::{
-    index, version, ArchiveLocation, LoadOptions, PackageSource, Release, ReleaseError,
-    ReleaseKind,
+    index, version, ArchiveLocation, LoadOptions, PackageSource, Release, ReleaseError, ReleaseKind,
 };
 use crate::release::digest::MultiDigest;
 
@@ -103,7 +102,15 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
         .iter()
         .filter_map(|d| {
             let raw = manifest.license.as_ref()?.sha1.as_deref()?;
-            let file = archive_path(path, options, "license", "license", license_fingerprint, d, raw)?;
+            let file = archive_path(
+                path,
+                options,
+                "license",
+                "license",
+                license_fingerprint,
+                d,
+                raw,
+            )?;
             Some((file, d))
         })
         .collect();

@@ -27,12 +27,15 @@ pub fn check_manifest(manifest: &ReleaseManifest, path: &Path) -> Result<(), Rel
     Ok(())
 }
 
+/// The compiled packages of a release, and the one stemcell they were compiled for.
+type Compiled<'a> = (Vec<Listed<'a, CompiledPackageEntry>>, Stemcell);
+
 /// A compiled release's packages, their digests, and the one stemcell they were compiled for.
 /// `None` for a source release (no `compiled_packages`).
 pub fn compiled_packages<'a>(
     manifest: &'a ReleaseManifest,
     path: &Path,
-) -> Result<Option<(Vec<Listed<'a, CompiledPackageEntry>>, Stemcell)>, ReleaseError> {
+) -> Result<Option<Compiled<'a>>, ReleaseError> {
     if manifest.compiled_packages.is_empty() {
         return Ok(None);
     }

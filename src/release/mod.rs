@@ -97,7 +97,10 @@ pub struct Job {
 pub enum ArchiveLocation {
     File(PathBuf),
     /// A member of a release tarball (`jobs/x.tgz`, `license.tgz`, `LICENSE`).
-    TarballMember { tarball: PathBuf, member: String },
+    TarballMember {
+        tarball: PathBuf,
+        member: String,
+    },
 }
 
 /// A job archive and its `jobs[]` entry as the release manifest wrote it, so that a compiled

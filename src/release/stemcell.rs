@@ -120,7 +120,10 @@ mod tests {
     #[test]
     fn parses_and_applies_the_directors_rule() {
         let a = Stemcell::parse("ubuntu-jammy/1.329").unwrap();
-        assert_eq!((a.os.as_str(), a.version.as_str()), ("ubuntu-jammy", "1.329"));
+        assert_eq!(
+            (a.os.as_str(), a.version.as_str()),
+            ("ubuntu-jammy", "1.329")
+        );
         assert_eq!(a.major(), "1");
         assert!(a.serves(&Stemcell::parse("ubuntu-jammy/1.400").unwrap()));
         assert!(!a.serves(&Stemcell::parse("ubuntu-jammy/2.1").unwrap()));
@@ -133,7 +136,14 @@ mod tests {
             a.compare_versions(&Stemcell::parse("ubuntu-jammy/1.40").unwrap()),
             Ordering::Greater
         );
-        for bad in ["ubuntu-jammy", "/1.2", "ubuntu/", "a b/1", "ubuntu/../x", "u/1/2"] {
+        for bad in [
+            "ubuntu-jammy",
+            "/1.2",
+            "ubuntu/",
+            "a b/1",
+            "ubuntu/../x",
+            "u/1/2",
+        ] {
             assert!(Stemcell::parse(bad).is_err(), "{bad:?}");
         }
     }
