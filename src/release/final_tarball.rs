@@ -50,10 +50,15 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
     let package_dir = packages_dir(stemcell.is_some());
 
     let mut expected: HashMap<String, (&MultiDigest, Kind)> = HashMap::new();
+    let what = if stemcell.is_some() {
+        "compiled package"
+    } else {
+        "package"
+    };
     for p in &packages {
         expected.insert(
             format!("{package_dir}/{}.tgz", p.name),
-            (&p.digest, Kind::Package),
+            (&p.digest, Kind::Package(p.name.clone())),
         );
     }
     for j in &jobs {
@@ -103,7 +108,13 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
         let member = member_path(path, &name);
         let algorithm = want.strongest().algorithm;
         match kind {
-            Kind::Package | Kind::License => {
+            Kind::Package(package) => {
+                let actual = digest::digest_reader(algorithm, &mut entry).map_err(corrupt)?;
+                want.check(&member, &actual).map_err(|e| {
+                    ReleaseError::invalid(path, format!("{what} {package:?}: field sha1: {e}"))
+                })?;
+            }
+            Kind::License => {
                 let actual = digest::digest_reader(algorithm, &mut entry).map_err(corrupt)?;
                 want.check(&member, &actual)?;
             }
@@ -180,7 +191,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
 }
 
 enum Kind {
-    Package,
+    Package(String),
     Job(String),
     License,
 }
