@@ -1065,3 +1065,193 @@ fn installed(work: &Path, name: &str) -> PathBuf {
         .to_string();
     work.join("packages").join(key)
 }
+
+#[test]
+fn a_source_directory_exports_with_the_job_and_license_archives_bosh_would_make() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = fixture();
+    let rel = f.dir.join("src-release");
+    let write = |path: &str, content: &str, mode: u32| {
+        common::write(&rel.join(path), content.as_bytes(), mode);
+    };
+    write("config/final.yml", "name: srcrel\n", 0o644);
+    write(
+        "packages/tool/spec",
+        "name: tool\nfiles:\n- tool/**/*\n",
+        0o644,
+    );
+    write(
+        "packages/tool/packaging",
+        "cp tool/run.sh $BOSH_INSTALL_TARGET/run\n",
+        0o644,
+    );
+    write("src/tool/run.sh", "#!/bin/sh\necho run\n", 0o755);
+    let spec = "---\nname: web\ntemplates:\n  ctl.erb: bin/ctl\n  config.yml.erb: config/config.yml\npackages:\n- tool\n";
+    write("jobs/web/spec", spec, 0o644);
+    write("jobs/web/monit", "check process web\n", 0o644);
+    write(
+        "jobs/web/templates/ctl.erb",
+        "#!/bin/bash\nexec web\n",
+        0o755,
+    );
+    write(
+        "jobs/web/templates/config.yml.erb",
+        "port: <%= p('port') %>\n",
+        0o644,
+    );
+    write("LICENSE", "MIT\n", 0o644);
+    write("NOTICE", "Copyright srcrel\n", 0o644);
+
+    let out = f.dir.join("out");
+    let path = export(
+        &f.work,
+        &[
+            rel.as_os_str(),
+            os("--base"),
+            os("busybox"),
+            os("--stemcell"),
+            os("ubuntu-jammy/1.329"),
+            os("-o"),
+            out.as_os_str(),
+        ],
+    );
+    assert!(
+        path.ends_with("srcrel-0+dev-ubuntu-jammy-1.329.tgz"),
+        "{}",
+        path.display()
+    );
+    let read = common_bosh_reader::read(&path, None, EPOCH);
+    assert_eq!(
+        read["names"],
+        serde_json::json!([
+            "./release.MF",
+            "./LICENSE",
+            "./NOTICE",
+            "./license.tgz",
+            "./jobs",
+            "./jobs/web.tgz",
+            "./compiled_packages",
+            "./compiled_packages/tool.tgz"
+        ])
+    );
+    // Fingerprints as bosh-cli computes them (release/job/dir_reader.go: the spec as job.MF,
+    // monit, the templates, each with its mode; the license files without), spelled out here.
+    let chunk = |rel: &str, content: &str, mode: &str| {
+        format!("{rel}{}{mode}", sha1_hex(content.as_bytes()))
+    };
+    let job_fp = sha1_hex(
+        format!(
+            "v2{}{}{}{}",
+            chunk("job.MF", spec, "100644"),
+            chunk("monit", "check process web\n", "100644"),
+            chunk(
+                "templates/config.yml.erb",
+                "port: <%= p('port') %>\n",
+                "100644"
+            ),
+            chunk("templates/ctl.erb", "#!/bin/bash\nexec web\n", "100755"),
+        )
+        .as_bytes(),
+    );
+    let job = &read["manifest"]["jobs"][0];
+    assert_eq!(job["name"], "web");
+    assert_eq!(job["fingerprint"], job_fp.as_str());
+    assert_eq!(job["version"], job_fp.as_str());
+    assert_eq!(job["packages"], serde_json::json!(["tool"]));
+    let license_fp = sha1_hex(
+        format!(
+            "v2{}{}",
+            chunk("LICENSE", "MIT\n", ""),
+            chunk("NOTICE", "Copyright srcrel\n", "")
+        )
+        .as_bytes(),
+    );
+    assert_eq!(
+        read["manifest"]["license"]["fingerprint"],
+        license_fp.as_str()
+    );
+
+    // The job archive holds what bosh puts in one, modes by the exec bit.
+    let job_tgz = f.dir.join("web.tgz");
+    std::fs::write(
+        &job_tgz,
+        run(Command::new("tar")
+            .arg("-xzOf")
+            .arg(&path)
+            .arg("./jobs/web.tgz"))
+        .stdout,
+    )
+    .unwrap();
+    let listing = stdout(Command::new("tar").arg("-tvzf").arg(&job_tgz));
+    let lines: Vec<(&str, &str)> = listing
+        .lines()
+        .map(|l| {
+            (
+                l.split_whitespace().next().unwrap(),
+                l.split_whitespace().last().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("drwxr-xr-x", "./"),
+            ("-rw-r--r--", "./job.MF"),
+            ("-rw-r--r--", "./monit"),
+            ("drwxr-xr-x", "./templates/"),
+            ("-rw-r--r--", "./templates/config.yml.erb"),
+            ("-rwxr-xr-x", "./templates/ctl.erb"),
+        ]
+    );
+    let job_mf = run(Command::new("tar")
+        .arg("-xzOf")
+        .arg(&job_tgz)
+        .arg("./job.MF"))
+    .stdout;
+    assert_eq!(job_mf, spec.as_bytes(), "job.MF is the spec");
+
+    // Determinism holds for made archives too: another work dir, the same bytes.
+    let other = f.dir.join("other");
+    succeed(fissile(&other).args(["-q", "base", "build", "--from", "busybox"]));
+    let again = export(
+        &other,
+        &[
+            rel.as_os_str(),
+            os("--base"),
+            os("busybox"),
+            os("--stemcell"),
+            os("ubuntu-jammy/1.329"),
+            os("-o"),
+            f.dir.join("out2").as_os_str(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+
+    // A job whose template is missing still compiles, but cannot be exported.
+    std::fs::remove_file(rel.join("jobs/web/templates/ctl.erb")).unwrap();
+    let compiled = run(fissile(&f.work)
+        .arg("compile")
+        .arg(&rel)
+        .args(["--base", "busybox"]));
+    assert!(compiled.status.success());
+    assert!(String::from_utf8_lossy(&compiled.stderr).contains("lists template \"ctl.erb\""));
+    let err = fails(
+        fissile(&f.work)
+            .arg("export")
+            .arg(&rel)
+            .args([
+                "--base",
+                "busybox",
+                "--stemcell",
+                "ubuntu-jammy/1.329",
+                "-o",
+            ])
+            .arg(f.dir.join("out3")),
+    );
+    assert!(err.contains("job \"web\" cannot be archived"), "{err}");
+}

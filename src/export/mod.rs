@@ -14,6 +14,7 @@
 mod gzip;
 mod manifest;
 mod package;
+mod source_archive;
 mod tar;
 mod tarball;
 
@@ -53,11 +54,11 @@ pub enum ExportError {
     NotCompiled { release: String, package: String },
     #[error("release {release:?}: the compilation base records no stemcell, so the compiled release cannot say which one it is for; pass --stemcell OS/VERSION (e.g. --stemcell ubuntu-jammy/1.329), or compile on a base built from a stemcell (base build --from stemcell:STEMCELL.tgz)")]
     NoStemcell { release: String },
-    #[error("{path}: job {job:?} has no job archive ({kind}); build the release with `bosh create-release --tarball` and export the tarball")]
+    #[error("{path}: job {job:?} cannot be archived: {reason}")]
     NoJobArchive {
         path: PathBuf,
         job: String,
-        kind: &'static str,
+        reason: &'static str,
     },
     #[error("{path} exists and differs from the compiled release just written; remove it or export elsewhere with -o DIR")]
     Exists { path: PathBuf },
@@ -181,15 +182,15 @@ pub fn plan_exports<'a>(
                 dropped_jobs.push(job.name.as_str());
                 continue;
             }
-            if job.archive.is_none() {
+            if job.archive.is_none() && (job.files.is_empty() || job.fingerprint.is_none()) {
                 return Err(ExportError::NoJobArchive {
                     path: release.path.clone(),
                     job: job.name.clone(),
-                    kind: match release.kind {
+                    reason: match release.kind {
                         ReleaseKind::Source => {
-                            "a release source directory has job specs, not archives"
+                            "its files are not all there (the warning above says which)"
                         }
-                        _ => "the release lists none",
+                        _ => "the release lists no archive for it",
                     },
                 });
             }
@@ -216,7 +217,12 @@ fn source_era(package: &Package) -> Algorithm {
     {
         return digest.strongest().algorithm;
     }
-    match Era::of(&package.fingerprint) {
+    fingerprint_era(&package.fingerprint)
+}
+
+/// The digest algorithm of a fingerprint's era: sha256 for 64 hex characters, else sha1.
+pub(crate) fn fingerprint_era(fingerprint: &str) -> Algorithm {
+    match Era::of(fingerprint) {
         Some(Era::Sha256) => Algorithm::Sha256,
         _ => Algorithm::Sha1,
     }

@@ -155,9 +155,9 @@ fn inside<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// Passes bytes through, hashing them.
-struct HashingWriter<W: Write> {
-    inner: W,
-    hasher: Hasher,
+pub(super) struct HashingWriter<W: Write> {
+    pub inner: W,
+    pub hasher: Hasher,
 }
 
 impl<W: Write> Write for HashingWriter<W> {

@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use super::gzip::GzipPipe;
 use super::manifest::{CompiledEntry, ReleaseManifest};
 use super::package::{write_compiled_package, WrittenPackage};
+use super::source_archive::build_archive;
 use super::tar::TarWriter;
-use super::{ExportError, ExportOptions, ReleaseExport};
+use super::{fingerprint_era, ExportError, ExportOptions, ReleaseExport};
 use crate::oci::OciStore;
 use crate::release::digest::MultiDigest;
-use crate::release::ArchiveLocation;
+use crate::release::{ArchiveLocation, JobArchive, SourceFile};
 
 /// The outer tarball holds compressed archives, which no level shrinks; the fastest level
 /// keeps the bytes fixed and the time small.
@@ -59,41 +60,84 @@ pub fn write_release(
         ));
     }
 
-    // Job and license archives, out of their release.
+    // Job and license archives: copied out of their release, or made from a source directory.
     let mut wanted: Vec<(String, &ArchiveLocation, Option<MultiDigest>)> = Vec::new();
+    let mut built: Vec<(String, PathBuf)> = Vec::new();
+    let mut jobs: Vec<(&str, JobArchive)> = Vec::new();
     for job in &export.jobs {
-        let archive = job.archive.as_ref().expect("exported jobs have archives");
-        let digest = MultiDigest::parse(&archive.sha1)?;
-        wanted.push((
-            format!("jobs/{}.tgz", job.name),
-            &archive.location,
-            Some(digest),
-        ));
+        let member = format!("jobs/{}.tgz", job.name);
+        match &job.archive {
+            Some(archive) => {
+                let digest = MultiDigest::parse(&archive.sha1)?;
+                wanted.push((member, &archive.location, Some(digest)));
+                jobs.push((&job.name, archive.clone()));
+            }
+            None => {
+                progress(&format!("{}: job {}", release.name, job.name));
+                let fingerprint = job.fingerprint.clone().expect("checked by plan_exports");
+                let dest = staging.path().join(format!("job-{}.tgz", job.name));
+                let algorithm = options.digest.unwrap_or(fingerprint_era(&fingerprint));
+                let digest = build_archive(&job.files, &dest, algorithm, options.mtime)?;
+                jobs.push((
+                    &job.name,
+                    JobArchive {
+                        location: ArchiveLocation::File(dest.clone()),
+                        version: Some(fingerprint.clone()),
+                        fingerprint: Some(fingerprint),
+                        sha1: digest.to_string(),
+                        packages: Some(job.packages.clone()),
+                    },
+                ));
+                built.push((member, dest));
+            }
+        }
     }
-    if let Some(license) = &release.license {
-        if let Some(location) = &license.archive {
+    let mut license = release.license.clone();
+    if let Some(license) = &mut license {
+        if let Some(location) = &release.license.as_ref().and_then(|l| l.archive.as_ref()) {
             let digest = license
                 .sha1
                 .as_deref()
                 .map(MultiDigest::parse)
                 .transpose()?;
             wanted.push(("license.tgz".to_string(), location, digest));
+        } else if license.sha1.is_none() && !license.files.is_empty() {
+            // A source directory's LICENSE* and NOTICE*: license.tgz is made of them.
+            let files: Vec<SourceFile> = license
+                .files
+                .iter()
+                .filter_map(|(name, location)| match location {
+                    ArchiveLocation::File(path) => Some(SourceFile {
+                        relative_path: name.clone(),
+                        disk_path: Some(path.clone()),
+                    }),
+                    ArchiveLocation::TarballMember { .. } => None,
+                })
+                .collect();
+            let fingerprint = license.fingerprint.clone().unwrap_or_default();
+            let dest = staging.path().join("license.tgz");
+            let algorithm = options.digest.unwrap_or(fingerprint_era(&fingerprint));
+            let digest = build_archive(&files, &dest, algorithm, options.mtime)?;
+            license.sha1 = Some(digest.to_string());
+            built.push(("license.tgz".to_string(), dest));
         }
-        for (name, location) in &license.files {
+    }
+    if let Some(l) = &release.license {
+        for (name, location) in &l.files {
             wanted.push((name.clone(), location, None));
         }
     }
-    let copied = copy_out(&wanted, &staging.path().join("archives"))?;
+    let mut copied = copy_out(&wanted, &staging.path().join("archives"))?;
+    copied.extend(built);
 
     let manifest = ReleaseManifest {
         name: &release.name,
         version: &release.version,
         commit_hash: release.commit_hash.as_deref(),
         uncommitted_changes: release.uncommitted_changes.as_deref(),
-        jobs: export
-            .jobs
+        jobs: jobs
             .iter()
-            .map(|j| (j.name.as_str(), j.archive.as_ref().expect("checked")))
+            .map(|(name, archive)| (*name, archive))
             .collect(),
         packages: written
             .iter()
@@ -108,7 +152,7 @@ pub fn write_release(
             })
             .collect(),
         stemcell: &export.stemcell,
-        license: release.license.as_ref(),
+        license: license.as_ref(),
     }
     .to_yaml();
 

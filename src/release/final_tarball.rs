@@ -397,6 +397,7 @@ pub(super) fn to_jobs(
                 sha1: j.entry.sha1.clone().unwrap_or_default(),
                 packages: j.entry.packages.clone(),
             }),
+            files: Vec::new(),
         })
         .collect()
 }

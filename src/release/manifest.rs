@@ -102,6 +102,9 @@ pub struct JobSpec {
     pub name: String,
     #[serde(default, deserialize_with = "null_as_default")]
     pub packages: Vec<String>,
+    /// `source: destination` of each template under `templates/`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub templates: std::collections::BTreeMap<String, Option<String>>,
 }
 
 /// `packages/<n>/spec` in a source directory.

@@ -90,6 +90,9 @@ pub struct Job {
     pub packages: Vec<String>,
     /// The verified job archive and its manifest entry, when the release has archives.
     pub archive: Option<JobArchive>,
+    /// A source directory's job: the files of its archive (`job.MF`, `monit`,
+    /// `templates/...`), as `bosh create-release` would put them in.
+    pub files: Vec<SourceFile>,
 }
 
 /// Where a verified archive of a release is.
@@ -124,7 +127,8 @@ pub struct License {
     pub sha1: Option<String>,
     /// `None` when the manifest lists a license the release does not carry (old tarballs).
     pub archive: Option<ArchiveLocation>,
-    /// Top-level `LICENSE*` and `NOTICE*` files, by name.
+    /// Top-level `LICENSE*` and `NOTICE*` files, by name. In a source directory, with no
+    /// archive and no digest, they are what `license.tgz` is made of.
     pub files: Vec<(String, ArchiveLocation)>,
 }
 
