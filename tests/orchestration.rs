@@ -787,3 +787,37 @@ fn statuses_and_keys(report: &CompileReport) -> BTreeMap<String, (PackageStatus,
         .map(|p| (p.name.clone(), (p.status, p.cache_key.clone())))
         .collect()
 }
+
+#[test]
+fn two_compiled_releases_with_different_files_for_one_package_keep_their_own() {
+    let bench = Bench::new(&[("a", &[])]);
+    let first = compiled_release_of(&bench, "cr-one", "ubuntu-jammy/1.329", &["a"], "first");
+    let second = compiled_release_of(&bench, "cr-two", "ubuntu-jammy/1.329", &["a"], "second");
+    let options = CompileOptions {
+        workers: 1,
+        keep_going: false,
+        keep_sandbox: false,
+        network: Network::None,
+        timeout: None,
+        memory_limit: None,
+        limits: ExtractLimits::default(),
+        source_date_epoch: 0,
+    };
+    let report = fissile_oci::compile::import_only(
+        &bench.plan_of(&[first, second]),
+        &bench.wd,
+        &bench.store,
+        &options,
+        &mut |_| {},
+    )
+    .unwrap();
+    let key = |release: &str| of_release(&report, release)["a"].1.clone();
+    assert_ne!(key("cr-one"), key("cr-two"));
+    for (release, tag) in [("cr-one", "first"), ("cr-two", "second")] {
+        let published = bench.wd.packages().join(key(release));
+        assert_eq!(
+            std::fs::read_to_string(published.join("built-by-fake")).unwrap(),
+            format!("{tag} a")
+        );
+    }
+}

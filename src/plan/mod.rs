@@ -169,7 +169,9 @@ impl Plan {
             .iter()
             .map(|r| vec![None; r.packages.len()])
             .collect();
-        type Identity = (String, String, Vec<NodeId>, Option<Stemcell>);
+        // A compiled package is also told apart by its archive: two compiled releases with
+        // different files for one package must each re-export their own.
+        type Identity = (String, String, Vec<NodeId>, Option<(Stemcell, String)>);
         let mut by_identity: HashMap<Identity, NodeId> = HashMap::new();
         for (rid, release) in releases.iter().enumerate() {
             let index: HashMap<&str, usize> = release
@@ -198,7 +200,10 @@ impl Plan {
                     package.name.clone(),
                     package.fingerprint.clone(),
                     identity_deps,
-                    release.stemcell.clone(),
+                    release
+                        .stemcell
+                        .clone()
+                        .map(|s| (s, package.sha1.clone().unwrap_or_default())),
                 );
                 let id = *by_identity.entry(identity).or_insert_with(|| {
                     nodes.push(Node {
