@@ -51,7 +51,8 @@ pub enum Command {
     /// `inspect` is also a quick integrity check. No sandbox or work dir is needed.
     ///
     /// RELEASE is a path: a release tarball, a directory with an extracted tarball, a release
-    /// directory with dev_releases/ (archives from the bosh cache), or a release source directory.
+    /// directory with dev_releases/ (archives from the bosh cache), a release source directory,
+    /// or a compiled release (tarball or extracted; its packages are listed with its stemcell).
     Inspect(inspect::InspectArgs),
     /// Compile the packages of BOSH releases, each in a sandbox, into OCI layers (the main job).
     ///
