@@ -258,7 +258,7 @@ impl Compiler<'_> {
         }
         timings.save(&self.wd.logs());
         failures.sort_by(|a, b| a.name.cmp(&b.name));
-        let _ = crate::workdir::remove_tree(&run_dir);
+        remove_run_dir(&run_dir);
         Ok(CompileReport {
             packages: reports
                 .into_iter()
@@ -269,6 +269,21 @@ impl Compiler<'_> {
             wall: started.elapsed(),
         })
     }
+}
+
+/// Removes the run's scratch dir, keeping the scratch dirs of failed packages that
+/// `--keep-sandbox` kept in it: only the copied archives and the import staging go.
+fn remove_run_dir(run_dir: &std::path::Path) {
+    if let Ok(entries) = fs_err::read_dir(run_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name == "imports" || name.starts_with("archives-") {
+                let _ = crate::workdir::remove_tree(&entry.path());
+            }
+        }
+    }
+    let _ = fs_err::remove_dir(run_dir);
 }
 
 /// A run's units with everything that needs no sandbox done: keys, cache hits, imports.
