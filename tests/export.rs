@@ -760,9 +760,69 @@ fn hostile_compiled_releases_are_refused_naming_the_package_and_field() {
     let err = compile_fails(&[through_link]);
     assert!(err.contains("compiled package \"linky\""), "{err}");
     assert!(!Path::new("/tmp/planted").exists());
-    // Nothing of a refused release reached the store.
-    let refs = std::fs::read_to_string(work.join("oci/index.json")).unwrap_or_default();
-    assert!(!refs.contains("pkg-"), "{refs}");
+    // A version that would put the tarball outside -o DIR.
+    let rel = compiled_release(
+        tmp.path(),
+        &[CompiledPackage::new("fine", &[], &[("f", b"x", 0o644)])],
+        true,
+    );
+    let text = {
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
+            std::fs::File::open(&rel).unwrap(),
+        ));
+        let mut members: Vec<(String, Vec<u8>)> = Vec::new();
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            members.push((e.path().unwrap().to_string_lossy().into_owned(), data));
+        }
+        members
+    };
+    let hostile: Vec<(String, Vec<u8>)> = text
+        .into_iter()
+        .map(|(n, d)| {
+            if n.ends_with("release.MF") {
+                (
+                    n,
+                    String::from_utf8(d)
+                        .unwrap()
+                        .replace("version: 7", "version: ../../escaped")
+                        .into_bytes(),
+                )
+            } else {
+                (n, d)
+            }
+        })
+        .collect();
+    let refs: Vec<(&str, &[u8], u32)> = hostile
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice(), 0o644))
+        .collect();
+    let versioned = tmp.path().join("versioned.tgz");
+    std::fs::write(&versioned, tar_of(&refs, true)).unwrap();
+    let out = tmp.path().join("deep/er/out");
+    let err = fails(
+        fissile(&work)
+            .arg("export")
+            .arg(&versioned)
+            .arg("-o")
+            .arg(&out),
+    );
+    assert!(
+        err.contains("release version") && err.contains("../../escaped"),
+        "{err}"
+    );
+    assert!(!tmp
+        .path()
+        .join("deep/escaped-ubuntu-jammy-1.200.tgz")
+        .exists());
+    std::fs::remove_dir_all(work.join("packages")).ok();
+
+    // Nothing of a refused release reached the store, but the one refused for its version.
+    let index = std::fs::read_to_string(work.join("oci/index.json")).unwrap_or_default();
+    assert_eq!(index.matches("\"pkg-").count(), 1, "{index}");
+    assert!(index.contains("\"pkg-fine-"), "{index}");
 }
 
 /// The busybox base's unpacked rootfs, copied, made to look like a stemcell: os-release and

@@ -60,6 +60,8 @@ pub enum ExportError {
         job: String,
         reason: &'static str,
     },
+    #[error("cannot name the compiled release after its version")]
+    Version(#[source] Box<crate::release::ReleaseError>),
     #[error("{path} exists and differs from the compiled release just written; remove it or export elsewhere with -o DIR")]
     Exists { path: PathBuf },
     #[error(transparent)]
@@ -138,6 +140,9 @@ pub fn plan_exports<'a>(
         if selected.is_empty() {
             continue;
         }
+        // The version becomes part of a file name: a hostile one must not leave DIR.
+        crate::release::validate_name(&release.path, "release version", &release.version)
+            .map_err(|e| ExportError::Version(Box::new(e)))?;
         let stemcell = match &release.stemcell {
             Some(own) => own.clone(),
             None => options
