@@ -1315,3 +1315,63 @@ fn a_source_directory_exports_with_the_job_and_license_archives_bosh_would_make(
     );
     assert!(err.contains("job \"web\" cannot be archived"), "{err}");
 }
+
+#[test]
+fn a_dev_release_exports_with_its_job_archives_from_the_bosh_cache() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = fixture();
+    let packages = vec![
+        common::ArchivePackage::new("base", &[]),
+        common::ArchivePackage::new("app", &["base"]),
+    ];
+    let jobs = vec![common::ArchiveJob::new("web", &["app"])];
+    let (release, cache) = common::dev_release(&f.dir, "devrel", &[("0+dev.1", &packages)], &jobs);
+    let path = export(
+        &f.work,
+        &[
+            release.as_os_str(),
+            os("--bosh-cache"),
+            cache.as_os_str(),
+            os("--base"),
+            os("busybox"),
+            os("--stemcell"),
+            os("ubuntu-jammy/1.329"),
+            os("-o"),
+            f.dir.join("out").as_os_str(),
+        ],
+    );
+    assert!(
+        path.ends_with("devrel-0+dev.1-ubuntu-jammy-1.329.tgz"),
+        "{}",
+        path.display()
+    );
+    let read = common_bosh_reader::read(&path, None, EPOCH);
+    assert_eq!(
+        read["manifest"]["jobs"][0]["sha1"],
+        sha1_hex(&jobs[0].archive)
+    );
+    let copied = run(Command::new("tar")
+        .arg("-xzOf")
+        .arg(&path)
+        .arg("./jobs/web.tgz"))
+    .stdout;
+    assert_eq!(
+        copied, jobs[0].archive,
+        "copied byte for byte from the bosh cache"
+    );
+    let deps: Vec<(&str, &serde_json::Value)> = read["manifest"]["compiled_packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), &p["dependencies"]))
+        .collect();
+    assert_eq!(
+        deps,
+        [
+            ("base", &serde_json::json!([])),
+            ("app", &serde_json::json!(["base"]))
+        ]
+    );
+}
