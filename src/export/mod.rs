@@ -18,7 +18,7 @@ mod source_archive;
 mod tar;
 mod tarball;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use oci_spec::image::Descriptor;
@@ -172,18 +172,11 @@ pub fn plan_exports<'a>(
                 algorithm: options.digest.unwrap_or_else(|| source_era(package)),
             });
         }
-        let present: HashMap<&str, ()> = packages
-            .iter()
-            .map(|p| (p.package.name.as_str(), ()))
-            .collect();
+        let present: HashSet<&str> = packages.iter().map(|p| p.package.name.as_str()).collect();
         let mut jobs = Vec::new();
         let mut dropped_jobs = Vec::new();
         for job in &release.jobs {
-            if !job
-                .packages
-                .iter()
-                .all(|p| present.contains_key(p.as_str()))
-            {
+            if !job.packages.iter().all(|p| present.contains(p.as_str())) {
                 dropped_jobs.push(job.name.as_str());
                 continue;
             }
