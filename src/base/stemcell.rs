@@ -149,6 +149,9 @@ pub fn annotate_manifest(
     let mut notes = manifest.annotations().clone().unwrap_or_default();
     notes.extend(stemcell_annotations(stemcell));
     manifest.set_annotations(Some(notes));
+    // The new manifest is an OCI one, whatever its source's type was: content and descriptor
+    // must agree.
+    manifest.set_media_type(Some(MediaType::ImageManifest));
     Ok(store.put_json(MediaType::ImageManifest, &manifest)?)
 }
 
