@@ -10,8 +10,9 @@ use crate::base::BaseError;
 use crate::cache::CollectError;
 use crate::compile::scheduler::GraphError;
 use crate::compile::shell::ShellError;
-use crate::compile::CompileError;
 use crate::compile::StageError;
+use crate::compile::{CompileError, ImportError};
+use crate::export::ExportError;
 use crate::extract::ExtractError;
 use crate::oci::OciError;
 use crate::plan::role_manifest::RoleManifestError;
@@ -87,6 +88,7 @@ fn class_of(e: &(dyn Error + 'static)) -> Option<ErrorClass> {
             BaseError::NoBash { .. }
             | BaseError::PrerequisitesFailed { .. }
             | BaseError::UnknownBase { .. }
+            | BaseError::Invalid { .. }
             | BaseError::NoStore { .. } => Some(Input),
         };
     }
@@ -113,8 +115,29 @@ fn class_of(e: &(dyn Error + 'static)) -> Option<ErrorClass> {
     if let Some(e) = e.downcast_ref::<CompileError>() {
         return match e {
             CompileError::Io { .. } => Some(Environment),
-            CompileError::Graph(_) => Some(Input),
+            CompileError::Graph(_) | CompileError::Import { .. } | CompileError::NoBase { .. } => {
+                Some(Input)
+            }
             CompileError::Oci(_) | CompileError::Stage(_) => None,
+        };
+    }
+    if let Some(e) = e.downcast_ref::<ExportError>() {
+        return match e {
+            ExportError::Io { .. } => Some(Environment),
+            ExportError::Store(_) | ExportError::Digest(_) | ExportError::Stage(_) => None,
+            ExportError::Layer { .. }
+            | ExportError::NotCompiled { .. }
+            | ExportError::NoStemcell { .. }
+            | ExportError::NoJobArchive { .. }
+            | ExportError::Version(_)
+            | ExportError::Exists { .. } => Some(Input),
+        };
+    }
+    if let Some(e) = e.downcast_ref::<ImportError>() {
+        return match e {
+            ImportError::Publish { .. } => Some(Environment),
+            ImportError::Extract(_) | ImportError::Stage(_) | ImportError::Store(_) => None,
+            ImportError::Missing(_) => Some(Input),
         };
     }
     if let Some(e) = e.downcast_ref::<StageError>() {
@@ -127,6 +150,7 @@ fn class_of(e: &(dyn Error + 'static)) -> Option<ErrorClass> {
     if let Some(e) = e.downcast_ref::<ShellError>() {
         return match e {
             ShellError::Dependency { .. } => Some(PackageFailed),
+            ShellError::Compiled { .. } => Some(Input),
             ShellError::Io { .. } => Some(Environment),
             ShellError::Compile(_) | ShellError::Stage(_) => None,
         };

@@ -8,7 +8,8 @@
 //! - [`base`]: base images and the compilation base every package compiles on;
 //! - [`compile`]: cache keys, the DAG scheduler and the orchestration of a whole compile;
 //! - [`sandbox`]: one command in a libcontainer sandbox, rootful or rootless;
-//! - [`oci`]: the OCI image layout store, deterministic layers, images, imports, verify and gc.
+//! - [`oci`]: the OCI image layout store, deterministic layers, images, imports, verify and gc;
+//! - [`export`]: BOSH compiled release tarballs from what a compile stored.
 //!
 //! Beside the flow: [`extract`] unpacks untrusted archives safely, [`workdir`] owns the work dir
 //! (its layout, its lock, run dirs, removing trees in it), [`cache`] keeps it within bounds and [`cancel`] is the cancellation shared by the
@@ -24,6 +25,7 @@ pub mod clock;
 pub mod compile;
 pub mod doctor;
 pub mod error;
+pub mod export;
 pub mod extract;
 pub mod oci;
 pub mod plan;

@@ -68,8 +68,9 @@ pub fn build_base(
             progress("packing the rootfs into a layer");
             layer_image(store, &tree, &[])?
         }
+        BaseSource::Stemcell(path) => super::stemcell::import_stemcell(wd, store, path, progress)?,
     };
-    let mut named = descriptor;
+    let mut named = super::stemcell::record_identity(store, descriptor)?;
     let mut notes = annotations(&named);
     notes.insert(KIND_ANNOTATION.into(), "base".into());
     named.set_annotations(Some(notes.into_iter().collect()));

@@ -145,6 +145,10 @@ pub fn ensure_compilation_base(
         VERSION_ANNOTATION.to_string(),
         env!("CARGO_PKG_VERSION").to_string(),
     );
+    // The compilation base is the stemcell its base is: export writes it into releases.
+    if let Some(stemcell) = super::stemcell_of(request.base) {
+        notes.extend(super::stemcell::stemcell_annotations(&stemcell));
+    }
     let manifest = oci::write_image(
         store,
         &ImageSpec {

@@ -12,6 +12,7 @@ mod compilation;
 mod resolve;
 mod rootfs_lookup;
 mod source;
+pub mod stemcell;
 
 use std::path::PathBuf;
 
@@ -27,6 +28,7 @@ pub use resolve::{
 };
 pub use rootfs_lookup::exists_in_rootfs;
 pub use source::BaseSource;
+pub use stemcell::stemcell_of;
 
 use crate::extract;
 use crate::oci::store::{annotations, OciStore};
@@ -77,6 +79,8 @@ pub enum BaseError {
     },
     #[error("no store in {}: build a base first (fissile-oci base build)", .store.display())]
     NoStore { store: PathBuf },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
     #[error("{path}: i/o error")]
     Io {
         path: PathBuf,

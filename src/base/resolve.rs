@@ -24,6 +24,13 @@ pub struct CompilationBase {
     pub bash: String,
 }
 
+impl CompilationBase {
+    /// The stemcell this base is, when it records one (see [`super::stemcell`]).
+    pub fn stemcell(&self) -> Option<crate::release::Stemcell> {
+        super::stemcell_of(&self.descriptor)
+    }
+}
+
 /// What the user asked for.
 #[derive(Clone, Debug)]
 pub struct BaseChoice<'a> {

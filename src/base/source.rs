@@ -18,6 +18,9 @@ pub enum BaseSource {
     DockerArchive(PathBuf),
     /// `busybox`: the host's static busybox (and bash), for tests and demos.
     Busybox,
+    /// `stemcell:TARBALL`: a BOSH stemcell whose root filesystem is its `image` member (warden,
+    /// bosh-lite); the base records the stemcell's OS and version.
+    Stemcell(PathBuf),
 }
 
 impl FromStr for BaseSource {
@@ -39,6 +42,7 @@ impl FromStr for BaseSource {
             "debian" => Ok(BaseSource::Debian { suite: need("a suite")? }),
             "rootfs" => Ok(BaseSource::Rootfs(need("a tarball or directory")?.into())),
             "docker-archive" => Ok(BaseSource::DockerArchive(need("an archive path")?.into())),
+            "stemcell" => Ok(BaseSource::Stemcell(need("a stemcell tarball")?.into())),
             "oci" => {
                 let rest = need("a layout path")?;
                 // A ref never contains '/', a path usually does: split on the last ':' only
@@ -56,7 +60,7 @@ impl FromStr for BaseSource {
             }
             "busybox" if rest.is_empty() => Ok(BaseSource::Busybox),
             _ => Err(format!(
-                "unknown base source {s:?}: use debian:SUITE, rootfs:TARBALL_OR_DIR, oci:LAYOUT[:REF], docker-archive:TAR or busybox"
+                "unknown base source {s:?}: use debian:SUITE, rootfs:TARBALL_OR_DIR, oci:LAYOUT[:REF], docker-archive:TAR, stemcell:TARBALL or busybox"
             )),
         }
     }
@@ -67,6 +71,7 @@ fn example(kind: &str) -> &'static str {
         "debian" => "bookworm",
         "rootfs" => "rootfs.tar",
         "oci" => "./layout:latest",
+        "stemcell" => "bosh-warden-boshlite-ubuntu-jammy-go_agent.tgz",
         _ => "image.tar",
     }
 }
@@ -107,6 +112,7 @@ impl BaseSource {
                 )
             }
             BaseSource::DockerArchive(p) => format!("docker-{}", clean(&stem(p))),
+            BaseSource::Stemcell(p) => format!("stemcell-{}", clean(&stem(p))),
         }
     }
 }

@@ -14,7 +14,7 @@ use fissile_oci::sandbox::Network;
 /// Where releases come from and how they are read; shared by every command that takes releases.
 #[derive(Args, Debug)]
 pub struct ReleaseArgs {
-    /// Release paths (tarball, dev release dir, or source dir)
+    /// Release paths (tarball, dev release dir, source dir, or compiled release)
     #[arg(value_name = "RELEASE")]
     pub releases: Vec<PathBuf>,
     /// Release paths, comma-separated (fissile's spelling; adds to the positional ones)

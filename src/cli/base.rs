@@ -23,7 +23,13 @@ pub enum BaseCommand {
     ///
     /// SOURCE is one of: debian:SUITE (mmdebstrap from the host's apt mirror), rootfs:TARBALL_OR_DIR
     /// (e.g. a `docker export`), oci:LAYOUT[:REF] (an OCI layout or oci-archive), docker-archive:TAR
-    /// (a `docker save`), busybox (the host's static busybox and bash; for tests and demos).
+    /// (a `docker save`), stemcell:TARBALL (a BOSH warden/bosh-lite stemcell), busybox (the host's
+    /// static busybox and bash; for tests and demos).
+    ///
+    /// Every base records the stemcell it is (OS and version, shown by `base list`): from a
+    /// stemcell's stemcell.MF, else from its /etc/os-release (ID-VERSION_CODENAME) and
+    /// /var/vcap/bosh/etc/stemcell_version as bosh-agent reads them; `export` writes it into
+    /// compiled releases.
     ///
     /// The compilation base is the base plus what the prerequisites script changed, run in a
     /// sandbox. Its name is printed on stdout; `compile --base NAME` uses it.
@@ -32,8 +38,9 @@ pub enum BaseCommand {
     ///   fissile-oci base build --from debian:bookworm
     ///   fissile-oci base build --from busybox --tag tiny
     ///   fissile-oci base build --from docker-archive:ubuntu.tar --prerequisites prep.sh --network host
+    ///   fissile-oci base build --from stemcell:bosh-warden-boshlite-ubuntu-jammy-go_agent.tgz --tag jammy
     Build(BuildArgs),
-    /// List bases and compilation bases with sizes and dates
+    /// List bases and compilation bases with their stemcell, sizes and dates
     List(ListArgs),
     /// Print the compilation base name for a base and prerequisites script
     Name(NameArgs),
@@ -144,6 +151,7 @@ fn describe(source: &BaseSource) -> String {
                 .unwrap_or_default()
         ),
         BaseSource::DockerArchive(p) => format!("docker archive {}", p.display()),
+        BaseSource::Stemcell(p) => format!("BOSH stemcell {}", p.display()),
     }
 }
 
@@ -177,6 +185,7 @@ fn list(wd: &WorkDir, args: &ListArgs, printer: Printer) -> anyhow::Result<ExitC
             println!(
                 "{}",
                 serde_json::json!({"name": name, "kind": kind, "bytes": size,
+                    "stemcell": base::stemcell_of(descriptor).map(|s| s.to_string()),
                     "created": created(descriptor), "manifest": descriptor.digest().to_string()})
             );
         }
@@ -186,13 +195,22 @@ fn list(wd: &WorkDir, args: &ListArgs, printer: Printer) -> anyhow::Result<ExitC
         return Ok(ExitCode::SUCCESS);
     }
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(4).max(4);
+    let stemcells: Vec<String> = rows
+        .iter()
+        .map(|(_, _, d, _)| {
+            base::stemcell_of(d)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into())
+        })
+        .collect();
+    let swidth = stemcells.iter().map(String::len).max().unwrap_or(8).max(8);
     println!(
-        "{:width$}  {:16}  {:>9}  {:20}  MANIFEST",
-        "NAME", "KIND", "SIZE", "CREATED"
+        "{:width$}  {:16}  {:swidth$}  {:>9}  {:20}  MANIFEST",
+        "NAME", "KIND", "STEMCELL", "SIZE", "CREATED"
     );
-    for (name, kind, descriptor, size) in &rows {
+    for ((name, kind, descriptor, size), stemcell) in rows.iter().zip(stemcells) {
         println!(
-            "{name:width$}  {kind:16}  {:>9}  {:20}  {}",
+            "{name:width$}  {kind:16}  {stemcell:swidth$}  {:>9}  {:20}  {}",
             human_size(*size),
             created(descriptor).unwrap_or_else(|| "-".into()),
             descriptor.digest()

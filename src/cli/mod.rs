@@ -8,6 +8,7 @@ mod cache;
 mod compile;
 mod completions;
 mod doctor;
+mod export;
 mod helper;
 mod inspect;
 mod interrupt;
@@ -68,7 +69,8 @@ pub enum Command {
     /// `inspect` is also a quick integrity check. No sandbox or work dir is needed.
     ///
     /// RELEASE is a path: a release tarball, a directory with an extracted tarball, a release
-    /// directory with dev_releases/ (archives from the bosh cache), or a release source directory.
+    /// directory with dev_releases/ (archives from the bosh cache), a release source directory,
+    /// or a compiled release (tarball or extracted; its packages are listed with its stemcell).
     Inspect(inspect::InspectArgs),
     #[command(verbatim_doc_comment)]
     /// Compile the packages of BOSH releases, each in a sandbox, into OCI layers (the main job).
@@ -81,6 +83,9 @@ pub enum Command {
     ///   fissile-oci compile -r rel1.tgz,rel2/ -m role-manifest.yml -j 4 --summary out.json
     ///   fissile-oci compile release/ --base busybox --keep-going --keep-sandbox
     Compile(compile::CompileArgs),
+    /// Compile releases, then write each as a BOSH compiled release tarball.
+    #[command(long_about = export::EXPORT_ABOUT)]
+    Export(export::ExportArgs),
     /// Open a shell in a package's compile sandbox (dependencies compiled and mounted).
     ///
     /// Reopens the scratch dir a `compile --keep-sandbox` kept for a failed package, or stages
@@ -126,6 +131,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Inspect(args) => inspect::run(args, printer),
         Command::Base(command) => base::run(command, cli.work_dir.as_deref(), printer),
         Command::Compile(args) => compile::run(args, cli.work_dir.as_deref(), printer),
+        Command::Export(args) => export::run(args, cli.work_dir.as_deref(), printer),
         Command::Shell(args) => shell::run(args, cli.work_dir.as_deref(), printer),
         Command::Cache(command) => cache::run(command, cli.work_dir.as_deref(), printer),
         Command::Run(args) => run::run(args, cli.work_dir.as_deref(), printer),

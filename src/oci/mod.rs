@@ -6,7 +6,7 @@ pub mod gc;
 pub mod image;
 pub mod import;
 pub mod layer;
-mod pgzip;
+pub(crate) mod pgzip;
 pub mod store;
 pub mod unpack;
 mod xattr;

@@ -1,7 +1,9 @@
 //! The compilation plan: the package graph across all given releases, checked (missing
 //! dependencies, cycles), narrowed (role manifest, `--only-releases`), de-duplicated (a package
 //! with the same name, fingerprint and dependencies in several releases is compiled once) and
-//! put in a deterministic topological order.
+//! put in a deterministic topological order. The packages of a compiled release are nodes too,
+//! marked with their stemcell: they are imported, never compiled, and never merged with a
+//! source package of the same name and fingerprint.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -11,7 +13,7 @@ pub mod role_manifest;
 
 pub use load::{load_plan, LoadPlanError, PlanRequest};
 
-use crate::release::Release;
+use crate::release::{Release, Stemcell};
 use role_manifest::RoleManifest;
 
 /// Index of a release in [`Plan::releases`].
@@ -27,6 +29,15 @@ pub struct Node {
     pub dependencies: Vec<NodeId>,
     /// Every (release, package index) this unit stands for; the first one is used to stage it.
     pub members: Vec<(ReleaseId, usize)>,
+    /// For a package of a compiled release: the stemcell it was compiled for. Such a node is
+    /// imported from its archive, not compiled.
+    pub compiled_for: Option<Stemcell>,
+}
+
+impl Node {
+    pub fn is_compiled(&self) -> bool {
+        self.compiled_for.is_some()
+    }
 }
 
 #[derive(Debug)]
@@ -47,7 +58,7 @@ pub enum PlanError {
         package: String,
         dependency: String,
     },
-    #[error("{path}: release {release:?} has a dependency cycle: {}", cycle.join(" -> "))]
+    #[error("{path}: release {release:?} has a cycle in its packages' dependencies: {}", cycle.join(" -> "))]
     Cycle {
         path: PathBuf,
         release: String,
@@ -158,7 +169,10 @@ impl Plan {
             .iter()
             .map(|r| vec![None; r.packages.len()])
             .collect();
-        let mut by_identity: HashMap<(String, String, Vec<NodeId>), NodeId> = HashMap::new();
+        // A compiled package is also told apart by its archive: two compiled releases with
+        // different files for one package must each re-export their own.
+        type Identity = (String, String, Vec<NodeId>, Option<(Stemcell, String)>);
+        let mut by_identity: HashMap<Identity, NodeId> = HashMap::new();
         for (rid, release) in releases.iter().enumerate() {
             let index: HashMap<&str, usize> = release
                 .packages
@@ -186,6 +200,10 @@ impl Plan {
                     package.name.clone(),
                     package.fingerprint.clone(),
                     identity_deps,
+                    release
+                        .stemcell
+                        .clone()
+                        .map(|s| (s, package.sha1.clone().unwrap_or_default())),
                 );
                 let id = *by_identity.entry(identity).or_insert_with(|| {
                     nodes.push(Node {
@@ -193,6 +211,7 @@ impl Plan {
                         fingerprint: package.fingerprint.clone(),
                         dependencies,
                         members: Vec::new(),
+                        compiled_for: release.stemcell.clone(),
                     });
                     nodes.len() - 1
                 });
@@ -272,6 +291,11 @@ impl Plan {
                 *id = new_id[*id];
             }
         }
+    }
+
+    /// Whether any node must be compiled (rather than imported from a compiled release).
+    pub fn needs_compiling(&self) -> bool {
+        self.nodes.iter().any(|n| !n.is_compiled())
     }
 
     /// A display name per node: the package name, qualified with its release where two
@@ -480,6 +504,7 @@ impl Plan {
                         })
                         .collect(),
                     members: node.members.clone(),
+                    compiled_for: node.compiled_for.clone(),
                 }
             })
             .collect();
