@@ -24,6 +24,7 @@ pub mod compile;
 pub mod extract;
 pub mod oci;
 pub mod plan;
+pub mod registry;
 pub mod release;
 pub mod sandbox;
 pub mod workdir;
