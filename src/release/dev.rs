@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use super::final_tarball::{read_job_specs, to_jobs, to_packages, verify_files};
 use super::listed;
 use super::manifest::{ReleaseConfig, ReleaseManifest};
-use super::{index, version, LoadOptions, PackageSource, Release, ReleaseError, ReleaseKind};
+use super::{
+    index, version, JobSource, LoadOptions, PackageSource, Release, ReleaseError, ReleaseKind,
+};
 use crate::release::digest::MultiDigest;
 
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError> {
@@ -102,7 +104,16 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
         kind: ReleaseKind::Dev,
         path: path.to_path_buf(),
         packages: model_packages,
-        jobs: to_jobs(&jobs, &mut specs),
+        jobs: {
+            let files: std::collections::HashMap<&str, &PathBuf> = jobs
+                .iter()
+                .map(|j| j.entry.name.as_str())
+                .zip(job_files.iter().map(|f| &f.0))
+                .collect();
+            to_jobs(&jobs, &mut specs, |name| {
+                JobSource::Archive(files.get(name).map(|p| (*p).clone()).unwrap_or_default())
+            })
+        },
         warnings: Vec::new(),
     })
 }

@@ -12,7 +12,9 @@ use rayon::prelude::*;
 
 use super::listed::{self, Listed};
 use super::manifest::ReleaseManifest;
-use super::{job, Job, LoadOptions, Package, PackageSource, Release, ReleaseError, ReleaseKind};
+use super::{
+    job, Job, JobSource, LoadOptions, Package, PackageSource, Release, ReleaseError, ReleaseKind,
+};
 use crate::extract;
 use crate::release::digest::{self, MultiDigest};
 
@@ -148,7 +150,10 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
             tarball: path.to_path_buf(),
             member: format!("packages/{name}.tgz"),
         }),
-        jobs: to_jobs(&jobs, &mut job_specs),
+        jobs: to_jobs(&jobs, &mut job_specs, |name| JobSource::TarballMember {
+            tarball: path.to_path_buf(),
+            member: format!("jobs/{name}.tgz"),
+        }),
         warnings,
     })
 }
@@ -197,7 +202,9 @@ pub fn load_extracted(path: &Path, _options: &LoadOptions) -> Result<Release, Re
         packages: to_packages(&packages, |name| {
             PackageSource::Archive(path.join("packages").join(format!("{name}.tgz")))
         }),
-        jobs: to_jobs(&jobs, &mut job_specs),
+        jobs: to_jobs(&jobs, &mut job_specs, |name| {
+            JobSource::Archive(path.join("jobs").join(format!("{name}.tgz")))
+        }),
         warnings: Vec::new(),
     })
 }
@@ -256,6 +263,7 @@ pub(super) fn to_packages(
 pub(super) fn to_jobs(
     jobs: &[Listed<'_, super::manifest::JobEntry>],
     specs: &mut HashMap<String, Vec<String>>,
+    source: impl Fn(&str) -> JobSource,
 ) -> Vec<Job> {
     jobs.iter()
         .map(|j| Job {
@@ -266,6 +274,7 @@ pub(super) fn to_jobs(
                 .clone()
                 .or_else(|| j.entry.version.clone()),
             packages: specs.remove(&j.entry.name).unwrap_or_default(),
+            source: source(&j.entry.name),
         })
         .collect()
 }

@@ -85,6 +85,19 @@ pub struct Job {
     pub fingerprint: Option<String>,
     /// Packages this job lists in its `job.MF` (or `spec` in a source directory).
     pub packages: Vec<String>,
+    pub source: JobSource,
+}
+
+/// Where a job's files (`job.MF`, `monit`, `templates/`) are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobSource {
+    /// A verified job archive on disk (bosh cache, extracted release).
+    Archive(PathBuf),
+    /// The member `jobs/<name>.tgz` of a release tarball.
+    TarballMember { tarball: PathBuf, member: String },
+    /// `jobs/<dir>/` of a release source directory: `spec` (the archive's `job.MF`), `monit`
+    /// and the `templates/` its spec lists.
+    Dir(PathBuf),
 }
 
 #[derive(Clone, Debug)]

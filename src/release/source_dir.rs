@@ -12,8 +12,8 @@ use rayon::prelude::*;
 use super::fingerprint::{self, Chunk, ChunkMode, Era};
 use super::manifest::{BlobEntry, JobSpec, PackageSpec, PackageSpecLock, ReleaseManifest};
 use super::{
-    dev, index, validate_name, version, Job, Package, PackageSource, Release, ReleaseError,
-    ReleaseKind, SourceFile,
+    dev, index, validate_name, version, Job, JobSource, Package, PackageSource, Release,
+    ReleaseError, ReleaseKind, SourceFile,
 };
 use crate::release::digest::{Algorithm, MultiDigest};
 
@@ -93,6 +93,7 @@ fn load_job(dir: &Path) -> Result<Job, ReleaseError> {
         name,
         fingerprint: None,
         packages: spec.packages,
+        source: JobSource::Dir(dir.to_path_buf()),
     })
 }
 
