@@ -22,6 +22,7 @@ pub mod cancel;
 pub mod clock;
 pub mod compile;
 pub mod extract;
+pub mod image;
 pub mod oci;
 pub mod plan;
 pub mod registry;

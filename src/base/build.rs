@@ -68,6 +68,13 @@ pub fn build_base(
             progress("packing the rootfs into a layer");
             layer_image(store, &tree, &[])?
         }
+        BaseSource::Registry(reference) => {
+            // podman's credentials and TLS defaults; `fissile-oci base build` calls
+            // `pull_base` itself, with the command line's settings and a progress display.
+            progress(&format!("pulling docker://{reference}"));
+            let client = crate::registry::Client::new(Default::default())?;
+            return super::pull_base(store, &client, reference, tag, &crate::registry::NoReporter);
+        }
     };
     let mut named = descriptor;
     let mut notes = annotations(&named);

@@ -127,6 +127,25 @@ pub fn run(
     work_dir: Option<&Path>,
     printer: Printer,
 ) -> anyhow::Result<ExitCode> {
+    Ok(compile(&args, work_dir, printer)?.exit_code)
+}
+
+/// A finished compile: the session it ran in, its report, and the exit code it calls for.
+pub struct Compiled {
+    pub session: Session,
+    pub report: CompileReport,
+    /// 0 when every package is compiled or cached, 1 when some failed, 130 when interrupted.
+    pub exit_code: ExitCode,
+    pub succeeded: bool,
+}
+
+/// `compile`'s whole job, up to the report (printed, and written where asked); the commands
+/// that go on from compiled packages (`image`) start here.
+pub fn compile(
+    args: &CompileArgs,
+    work_dir: Option<&Path>,
+    printer: Printer,
+) -> anyhow::Result<Compiled> {
     let session = Session::open(
         &args.releases,
         args.base.as_deref(),
@@ -191,14 +210,19 @@ pub fn run(
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     print_outcome(&report, &args.releases, printer);
-    if report.interrupted || interrupted.load(Ordering::SeqCst) {
+    let (exit_code, succeeded) = if report.interrupted || interrupted.load(Ordering::SeqCst) {
         eprintln!("interrupted: running compiles were stopped and their scratch dirs removed");
-        return Ok(ExitCode::from(130));
-    }
-    Ok(if report.failures.is_empty() {
-        ExitCode::SUCCESS
+        (ExitCode::from(130), false)
+    } else if report.failures.is_empty() {
+        (ExitCode::SUCCESS, true)
     } else {
-        ExitCode::from(1)
+        (ExitCode::from(1), false)
+    };
+    Ok(Compiled {
+        session,
+        report,
+        exit_code,
+        succeeded,
     })
 }
 

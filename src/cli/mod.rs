@@ -7,12 +7,14 @@ mod base;
 mod cache;
 mod compile;
 mod helper;
+mod image;
 mod inspect;
 mod interrupt;
 mod printer;
 mod progress;
 mod run;
 mod shell;
+mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +64,28 @@ pub enum Command {
     ///   fissile-oci compile -r rel1.tgz,rel2/ -m role-manifest.yml -j 4 --summary out.json
     ///   fissile-oci compile release/ --base busybox --keep-going --keep-sandbox
     Compile(compile::CompileArgs),
+    /// Compile, then write runnable images: the base, a layer per package, the jobs.
+    ///
+    /// The image holds the runtime base's layers (by default the base the packages were compiled
+    /// on, without the prerequisites layer), one layer per compiled package (the very blob in the
+    /// store, shared by every image that has it) under /var/vcap/packages/, and one layer with
+    /// each release's release.MF under /var/vcap/releases/<name>/ and its jobs under
+    /// /var/vcap/jobs-src/<job>/. With -m, one image per instance group holding only what its
+    /// jobs need, named NAME-GROUP. Labels name the releases, packages (with fingerprints) and
+    /// jobs; `created` comes from SOURCE_DATE_EPOCH, so the same inputs give the same digest.
+    ///
+    /// Registries are reached as skopeo and podman reach them: credentials from --authfile,
+    /// $REGISTRY_AUTH_FILE, containers' auth.json or docker's config.json (and their credential
+    /// helpers), TLS verified against the system's CAs and --cert-dir. Only missing blobs are
+    /// sent. Exit codes: 2 for bad input or refused credentials, 125 when the registry or the
+    /// host fails (unreachable, TLS, corrupt data).
+    ///
+    /// Examples:
+    ///   fissile-oci image examples/hello-release
+    ///   fissile-oci image rel/ -m roles.yml --tag 1.0 -o docker://registry.example.com/team/rel
+    ///   fissile-oci image rel/ -o docker-archive:rel.tar:rel:1.0 && podman load -i rel.tar
+    ///   fissile-oci image rel/ -o oci:out/ --runtime-base debian-bookworm
+    Image(image::ImageArgs),
     /// Open a shell in a package's compile sandbox (dependencies compiled and mounted).
     ///
     /// Reopens the scratch dir a `compile --keep-sandbox` kept for a failed package, or stages
@@ -81,7 +105,8 @@ pub enum Command {
     SandboxHelper(helper::HelperArgs),
 }
 
-/// Exit codes of the contract: 0 success, 1 packages failed, 2 bad usage or input, 130 interrupted.
+/// Exit codes of the contract: 0 success, 1 packages failed, 2 bad usage or input, 125 the
+/// environment failed (a registry unreachable or misbehaving), 130 interrupted.
 pub fn run(cli: Cli) -> ExitCode {
     let printer = Printer {
         verbose: cli.verbose,
@@ -92,6 +117,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Inspect(args) => inspect::run(args, printer),
         Command::Base(command) => base::run(command, cli.work_dir.as_deref(), printer),
         Command::Compile(args) => compile::run(args, cli.work_dir.as_deref(), printer),
+        Command::Image(args) => image::run(args, cli.work_dir.as_deref(), printer),
         Command::Shell(args) => shell::run(args, cli.work_dir.as_deref(), printer),
         Command::Cache(command) => cache::run(command, cli.work_dir.as_deref(), printer),
         Command::Run(args) => run::run(args, cli.work_dir.as_deref(), printer),
@@ -104,9 +130,34 @@ pub fn run(cli: Cli) -> ExitCode {
             for cause in err.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::from(2)
+            ExitCode::from(exit_code(&err))
         }
     }
+}
+
+/// 125 when a registry (or the way to it) failed, 2 for everything else: bad input.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    use fissile_oci::registry::RegistryError;
+    for cause in err.chain() {
+        let registry: Option<&RegistryError> = cause
+            .downcast_ref::<RegistryError>()
+            .or_else(
+                || match cause.downcast_ref::<fissile_oci::image::ImageError>() {
+                    Some(fissile_oci::image::ImageError::Registry(e)) => Some(e),
+                    _ => None,
+                },
+            )
+            .or_else(
+                || match cause.downcast_ref::<fissile_oci::base::BaseError>() {
+                    Some(fissile_oci::base::BaseError::Registry(e)) => Some(e),
+                    _ => None,
+                },
+            );
+        if let Some(e) = registry {
+            return if e.is_environment() { 125 } else { 2 };
+        }
+    }
+    2
 }
 
 #[cfg(test)]
