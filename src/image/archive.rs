@@ -6,7 +6,7 @@
 //! same bytes.
 
 use std::collections::BTreeSet;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, ImageIndexBuilder, MediaType};
@@ -159,24 +159,10 @@ pub fn write_docker_archive(
     for (name, layer) in &layers {
         let path = store.blob_path(layer.digest())?;
         let expected = name.trim_end_matches("/layer.tar");
-        // A first pass learns the size a tar header needs, and checks the diff_id.
-        let (size, found) = {
-            let mut reader = uncompressed(store, layer, &path)?;
-            let mut hasher = sha2::Sha256::new();
-            let mut buf = vec![0u8; 256 * 1024];
-            let mut size = 0u64;
-            loop {
-                let n = reader
-                    .read(&mut buf)
-                    .map_err(|e| OciError::from_read(&path, e))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                size += n as u64;
-            }
-            (size, hex::encode(hasher.finalize()))
-        };
+        tar.dir(expected)?;
+        // One pass: decompressed into the archive, its size patched into the header after,
+        // its digest checked against the config's diff_id.
+        let found = tar.stream_unsized(name, uncompressed(store, layer, &path)?, &path)?;
         if found != expected {
             return Err(ImageError::Oci(OciError::DigestMismatch {
                 path,
@@ -184,8 +170,6 @@ pub fn write_docker_archive(
                 found: format!("sha256:{found}"),
             }));
         }
-        tar.dir(expected)?;
-        tar.stream(name, size, uncompressed(store, layer, &path)?, &path)?;
     }
     let manifest = serde_json::to_vec(&entries).map_err(|e| ImageError::Invalid {
         what: "manifest.json".into(),
@@ -245,12 +229,15 @@ fn ref_of(d: &Descriptor) -> &str {
         .unwrap_or_default()
 }
 
-/// A deterministic tar written to a temp file beside its destination.
+/// A deterministic tar written to a temp file beside its destination, renamed into place by
+/// `finish` (and removed if dropped before).
 struct ArchiveWriter {
     file: PathBuf,
     mtime: u64,
-    builder: tar::Builder<std::io::BufWriter<tempfile::NamedTempFile>>,
-    seen: BTreeSet<String>,
+    out: std::io::BufWriter<tempfile::NamedTempFile>,
+    /// Bytes written so far (the offset of the next header).
+    offset: u64,
+    dirs: BTreeSet<String>,
 }
 
 impl ArchiveWriter {
@@ -275,121 +262,145 @@ impl ArchiveWriter {
         Ok(ArchiveWriter {
             file: file.to_path_buf(),
             mtime,
-            builder: tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, tmp)),
-            seen: BTreeSet::new(),
+            out: std::io::BufWriter::with_capacity(1 << 20, tmp),
+            offset: 0,
+            dirs: BTreeSet::new(),
         })
     }
 
-    fn header(&self, size: u64, mode: u32, kind: tar::EntryType) -> tar::Header {
+    fn io(&self, source: std::io::Error) -> ImageError {
+        ImageError::Io {
+            path: self.file.clone(),
+            source,
+        }
+    }
+
+    fn header(
+        &self,
+        name: &str,
+        size: u64,
+        mode: u32,
+        kind: tar::EntryType,
+    ) -> Result<tar::Header, ImageError> {
         let mut header = tar::Header::new_ustar();
+        header.set_path(name).map_err(|e| self.io(e))?;
         header.set_size(size);
         header.set_mode(mode);
         header.set_mtime(self.mtime);
         header.set_uid(0);
         header.set_gid(0);
         header.set_entry_type(kind);
-        header
+        header.set_cksum();
+        Ok(header)
     }
 
-    fn io(&self) -> impl Fn(std::io::Error) -> ImageError + '_ {
-        move |source| ImageError::Io {
-            path: self.file.clone(),
-            source,
-        }
+    fn put(&mut self, bytes: &[u8]) -> Result<(), ImageError> {
+        self.out.write_all(bytes).map_err(|e| self.io(e))?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Zeros up to the next 512-byte block.
+    fn pad(&mut self) -> Result<(), ImageError> {
+        let rest = (512 - self.offset % 512) % 512;
+        self.put(&vec![0u8; rest as usize])
     }
 
     fn dir(&mut self, name: &str) -> Result<(), ImageError> {
-        if !self.seen.insert(format!("{name}/")) {
+        if !self.dirs.insert(name.to_string()) {
             return Ok(());
         }
-        let mut header = self.header(0, 0o755, tar::EntryType::Directory);
-        let path = format!("{name}/");
-        self.builder
-            .append_data(&mut header, path, std::io::empty())
-            .map_err(|source| ImageError::Io {
-                path: self.file.clone(),
-                source,
-            })
+        let header = self.header(&format!("{name}/"), 0, 0o755, tar::EntryType::Directory)?;
+        self.put(header.as_bytes())
     }
 
     fn bytes(&mut self, name: &str, data: &[u8]) -> Result<(), ImageError> {
-        let mut header = self.header(data.len() as u64, 0o644, tar::EntryType::Regular);
-        self.builder
-            .append_data(&mut header, name, data)
-            .map_err(|source| ImageError::Io {
-                path: self.file.clone(),
-                source,
-            })
+        let header = self.header(name, data.len() as u64, 0o644, tar::EntryType::Regular)?;
+        self.put(header.as_bytes())?;
+        self.put(data)?;
+        self.pad()
     }
 
-    /// An entry of exactly `size` bytes from `reader`; a short or failing reader (a corrupt
-    /// blob) fails the archive.
+    /// Copies `reader` into the archive; returns the bytes and their sha256. A failing reader
+    /// (a corrupt blob) fails the archive.
+    fn copy(&mut self, reader: &mut dyn Read, source: &Path) -> Result<(u64, String), ImageError> {
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| ImageError::Oci(OciError::from_read(source, e)))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            self.put(&buf[..n])?;
+            size += n as u64;
+        }
+        Ok((size, hex::encode(hasher.finalize())))
+    }
+
+    /// An entry of exactly `size` bytes from `reader`, read to its end (so that a verifying
+    /// reader checks its digest).
     fn stream(
         &mut self,
         name: &str,
         size: u64,
-        reader: impl Read,
+        mut reader: impl Read,
         source: &Path,
     ) -> Result<(), ImageError> {
-        let mut header = self.header(size, 0o644, tar::EntryType::Regular);
-        let mut counted = Counted {
-            inner: reader,
-            read: 0,
-            limit: size,
-        };
-        let result = self.builder.append_data(&mut header, name, &mut counted);
-        match result {
-            Ok(()) if counted.read == size => {
-                // The blob's digest is checked when its last byte is read: make sure it is.
-                let mut rest = [0u8; 1];
-                match counted.inner.read(&mut rest) {
-                    Ok(0) => Ok(()),
-                    Ok(_) => Err(ImageError::Oci(OciError::invalid(
-                        source,
-                        format!("longer than the {size} bytes expected"),
-                    ))),
-                    Err(e) => Err(ImageError::Oci(OciError::from_read(source, e))),
-                }
-            }
-            Ok(()) => Err(ImageError::Oci(OciError::invalid(
+        let header = self.header(name, size, 0o644, tar::EntryType::Regular)?;
+        self.put(header.as_bytes())?;
+        let (written, _) = self.copy(&mut reader, source)?;
+        if written != size {
+            return Err(ImageError::Oci(OciError::invalid(
                 source,
-                format!("{} bytes, not the {size} expected", counted.read),
-            ))),
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                Err(ImageError::Oci(OciError::from_read(source, e)))
-            }
-            Err(e) => Err((self.io())(e)),
+                format!("{written} bytes, not the {size} expected"),
+            )));
         }
+        self.pad()
     }
 
-    fn finish(self) -> Result<(), ImageError> {
+    /// An entry whose size is known only once `reader` is read: its header is written again,
+    /// with the size, once the data is in. Returns the data's sha256.
+    fn stream_unsized(
+        &mut self,
+        name: &str,
+        mut reader: impl Read,
+        source: &Path,
+    ) -> Result<String, ImageError> {
+        let at = self.offset;
+        let placeholder = self.header(name, 0, 0o644, tar::EntryType::Regular)?;
+        self.put(placeholder.as_bytes())?;
+        let (size, digest) = self.copy(&mut reader, source)?;
+        self.pad()?;
+        let header = self.header(name, size, 0o644, tar::EntryType::Regular)?;
+        self.out.flush().map_err(|e| self.io(e))?;
+        let file = self.out.get_mut().as_file_mut();
+        let patched = file
+            .seek(SeekFrom::Start(at))
+            .and_then(|_| file.write_all(header.as_bytes()))
+            .and_then(|_| file.seek(SeekFrom::End(0)).map(|_| ()));
+        patched.map_err(|e| self.io(e))?;
+        Ok(digest)
+    }
+
+    fn finish(mut self) -> Result<(), ImageError> {
+        // The end of a tar: two zero blocks.
+        self.put(&[0u8; 1024])?;
+        let file = self.file.clone();
         let io = |source| ImageError::Io {
-            path: self.file.clone(),
+            path: file.clone(),
             source,
         };
-        let buffered = self.builder.into_inner().map_err(io)?;
-        let tmp = buffered.into_inner().map_err(|e| io(e.into_error()))?;
+        let tmp = self.out.into_inner().map_err(|e| io(e.into_error()))?;
+        // Archives are for others to read: the usual mode, not the temp file's 0600.
+        tmp.as_file()
+            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .map_err(io)?;
         tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(&self.file).map_err(|e| io(e.error))?;
+        tmp.persist(&file).map_err(|e| io(e.error))?;
         Ok(())
-    }
-}
-
-/// Passes at most `limit` bytes (the tar entry's size) and counts them.
-struct Counted<R> {
-    inner: R,
-    read: u64,
-    limit: u64,
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let room = (self.limit - self.read).min(buf.len() as u64) as usize;
-        if room == 0 {
-            return Ok(0);
-        }
-        let n = self.inner.read(&mut buf[..room])?;
-        self.read += n as u64;
-        Ok(n)
     }
 }
