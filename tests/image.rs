@@ -399,6 +399,7 @@ fn registry_failures_have_clear_errors_and_exit_codes() {
     let registry = Registry::start(Options {
         tls: true,
         htpasswd: true,
+        ..Options::default()
     });
     let cert_dir = registry.cert_dir.clone().unwrap();
     let good = registry.auth_file("good.json", USER, PASSWORD);
@@ -665,6 +666,7 @@ fn the_example_release_image_goes_through_a_registry_and_runs_in_podman() {
     let registry = Registry::start(Options {
         tls: true,
         htpasswd: true,
+        ..Options::default()
     });
     let cert_dir = registry.cert_dir.clone().unwrap();
     let auth = registry.auth_file("auth.json", USER, PASSWORD);

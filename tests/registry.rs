@@ -307,6 +307,7 @@ fn tls_and_htpasswd_credentials_as_podman_keeps_them() {
     let registry = Registry::start(Options {
         tls: true,
         htpasswd: true,
+        ..Options::default()
     });
     let dir = tempfile::tempdir().unwrap();
     let (store, manifest) = image(dir.path(), 1, 1 << 20);
@@ -481,4 +482,86 @@ fn a_registry_killed_mid_push_is_an_environment_failure_and_no_tag_appears() {
         .get_manifest(&destination.repository, "1")
         .unwrap_err();
     assert!(matches!(err, RegistryError::NotFound { .. }), "{err}");
+}
+
+#[test]
+fn bearer_tokens_from_a_token_service_for_passwords_and_refresh_tokens() {
+    if !common_registry::available() {
+        return;
+    }
+    let registry = Registry::start(Options {
+        token: true,
+        ..Options::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (store, manifest) = image(dir.path(), 1, 1 << 20);
+    let destination = reference(&registry.host(), "bearer/app:1");
+    let client = |auth: Option<PathBuf>| {
+        Client::new(ClientOptions {
+            tls_verify: false,
+            backoff: Duration::from_millis(50),
+            ..ClientOptions::default()
+        })
+        .unwrap()
+        .with_auth_files(AuthFiles::from_paths(auth.as_slice()))
+    };
+
+    // A password, sent to the token service (never to the registry): a token for the scopes.
+    let good = registry.auth_file("good.json", USER, PASSWORD);
+    let report = push_image(
+        &client(Some(good.clone())),
+        &store,
+        &manifest,
+        &destination,
+        &NoReporter,
+    )
+    .unwrap();
+    assert_eq!(report.uploaded, 2);
+    let asked = registry
+        .tokens
+        .as_ref()
+        .unwrap()
+        .asked
+        .lock()
+        .unwrap()
+        .clone();
+    assert!(
+        asked.contains(&"repository:bearer/app:pull,push".to_string()),
+        "{asked:?}"
+    );
+    assert_eq!(
+        skopeo_inspect(&registry, &destination.to_string())["Digest"],
+        manifest.digest().to_string()
+    );
+
+    // A refresh token (docker's identitytoken), exchanged with a POST.
+    let refresh = dir.path().join("refresh.json");
+    std::fs::write(
+        &refresh,
+        serde_json::json!({"auths": {registry.host(): {"identitytoken": common_registry::REFRESH_TOKEN}}})
+            .to_string(),
+    )
+    .unwrap();
+    let other = OciStore::open_or_create(&dir.path().join("other")).unwrap();
+    let pulled = pull_image(&client(Some(refresh)), &other, &destination, &NoReporter).unwrap();
+    assert_eq!(pulled.manifest.digest(), manifest.digest());
+
+    // A wrong password: the token service says no.
+    let bad = registry.auth_file("bad.json", USER, "nope");
+    let err = client(Some(bad))
+        .get_manifest(&destination.repository, "1")
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::CredentialsRefused { .. }),
+        "{err}"
+    );
+
+    // Nothing: an anonymous token that grants nothing, and a message that says to log in.
+    let err = client(None)
+        .get_manifest(&destination.repository, "1")
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::CredentialsMissing { .. }),
+        "{err}"
+    );
 }

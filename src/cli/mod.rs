@@ -85,6 +85,7 @@ pub enum Command {
     ///   fissile-oci image rel/ -m roles.yml --tag 1.0 -o docker://registry.example.com/team/rel
     ///   fissile-oci image rel/ -o docker-archive:rel.tar:rel:1.0 && podman load -i rel.tar
     ///   fissile-oci image rel/ -o oci:out/ --runtime-base debian-bookworm
+    #[command(verbatim_doc_comment)]
     Image(image::ImageArgs),
     /// Open a shell in a package's compile sandbox (dependencies compiled and mounted).
     ///

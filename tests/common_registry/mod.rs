@@ -20,6 +20,8 @@ pub const PASSWORD: &str = "s3cret-pass";
 pub struct Options {
     pub tls: bool,
     pub htpasswd: bool,
+    /// Bearer tokens from a token service run by the test (instead of htpasswd).
+    pub token: bool,
 }
 
 pub struct Registry {
@@ -29,6 +31,8 @@ pub struct Registry {
     /// A directory with the CA as `ca.crt` (for `--cert-dir`), when TLS is on.
     pub cert_dir: Option<PathBuf>,
     pub options: Options,
+    /// The token service, with `token`.
+    pub tokens: Option<TokenServer>,
     child: Option<Child>,
     _tmp: tempfile::TempDir,
 }
@@ -110,6 +114,16 @@ impl Registry {
                 file.display()
             ));
         }
+        let mut tokens = None;
+        if options.token {
+            let server = TokenServer::start(&dir.join("token"));
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                server.port,
+                server.certificate.display()
+            ));
+            tokens = Some(server);
+        }
         std::fs::write(dir.join("config.yml"), config).unwrap();
         let mut registry = Registry {
             port,
@@ -117,6 +131,7 @@ impl Registry {
             dir,
             cert_dir,
             options,
+            tokens,
             child: None,
             _tmp: tmp,
         };
@@ -214,7 +229,7 @@ impl Registry {
             Some(dir) => flags.push(format!("--cert-dir={}", dir.display())),
             None => flags.push("--tls-verify=false".into()),
         }
-        if self.options.htpasswd {
+        if self.options.htpasswd || self.options.token {
             flags.push(format!("--creds={USER}:{PASSWORD}"));
         }
         flags
@@ -466,4 +481,221 @@ fn serve(
         client_out.write_all(&body)?;
     }
     Ok(())
+}
+
+pub const TOKEN_SERVICE: &str = "fissile-test-registry";
+pub const TOKEN_ISSUER: &str = "fissile-test-issuer";
+/// The refresh token the token service takes in place of a password (docker's identitytoken).
+pub const REFRESH_TOKEN: &str = "refresh-me";
+
+/// A token service as registries use (Docker Hub's auth.docker.io, Harbor, GitLab): it checks
+/// Basic credentials (or a refresh token, POSTed) and answers with a JWT that grants the asked
+/// scopes, signed (RS256, with openssl) by a key whose certificate the registry trusts.
+pub struct TokenServer {
+    pub port: u16,
+    pub certificate: PathBuf,
+    /// Every scope asked for, in order (`repository:NAME:ACTIONS`).
+    pub asked: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl TokenServer {
+    fn start(dir: &Path) -> TokenServer {
+        std::fs::create_dir_all(dir).unwrap();
+        run(Command::new("openssl").current_dir(dir).args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "token.key",
+            "-out",
+            "token.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=fissile-oci test token signer",
+        ]));
+        let der = Command::new("openssl")
+            .current_dir(dir)
+            .args(["x509", "-in", "token.crt", "-outform", "DER"])
+            .output()
+            .unwrap()
+            .stdout;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop2, asked2, key) = (stop.clone(), asked.clone(), dir.join("token.key"));
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        stream.set_nonblocking(false).unwrap();
+                        let _ = answer_token(stream, &key, &der, &asked2);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        TokenServer {
+            port,
+            certificate: dir.join("token.crt"),
+            asked,
+            stop,
+        }
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn answer_token(
+    stream: TcpStream,
+    key: &Path,
+    certificate_der: &[u8],
+    asked: &std::sync::Mutex<Vec<String>>,
+) -> std::io::Result<()> {
+    use base64::Engine as _;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut out = stream;
+    let Some(head) = read_head(&mut reader)? else {
+        return Ok(());
+    };
+    let mut body = vec![0u8; head.content_length];
+    reader.read_exact(&mut body)?;
+    let text = String::from_utf8_lossy(&head.raw).to_string();
+    let target = head.first_line.split_whitespace().nth(1).unwrap_or("/");
+    let query = if head.first_line.starts_with("POST") {
+        String::from_utf8_lossy(&body).to_string()
+    } else {
+        target
+            .split_once('?')
+            .map(|(_, q)| q.to_string())
+            .unwrap_or_default()
+    };
+    let params: Vec<(String, String)> = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), percent_decode(v)))
+        .collect();
+    let param = |k: &str| -> Vec<String> {
+        params
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let expected = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let basic = text.lines().find_map(|l| {
+        let lower = l.to_ascii_lowercase();
+        lower
+            .starts_with("authorization: basic ")
+            .then(|| l["authorization: basic ".len()..].trim().to_string())
+    });
+    let refresh = param("refresh_token").into_iter().next();
+    let authenticated = match (&basic, &refresh) {
+        (Some(b), _) => {
+            if b != &expected {
+                let reply =
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                return out.write_all(reply.as_bytes());
+            }
+            true
+        }
+        (None, Some(r)) => {
+            if r != REFRESH_TOKEN {
+                let reply =
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                return out.write_all(reply.as_bytes());
+            }
+            true
+        }
+        (None, None) => false,
+    };
+    // A POSTed form carries its scopes space-separated in one parameter.
+    let scopes: Vec<String> = param("scope")
+        .into_iter()
+        .flat_map(|s| s.split(' ').map(str::to_string).collect::<Vec<_>>())
+        .filter(|s| !s.is_empty())
+        .collect();
+    asked.lock().unwrap().extend(scopes.iter().cloned());
+    let access: Vec<serde_json::Value> = if authenticated {
+        scopes
+            .iter()
+            .filter_map(|s| {
+                let mut parts = s.splitn(3, ':');
+                let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+                Some(serde_json::json!({"type": kind, "name": name,
+                    "actions": actions.split(',').collect::<Vec<_>>()}))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = serde_json::json!({"typ": "JWT", "alg": "RS256",
+        "x5c": [base64::engine::general_purpose::STANDARD.encode(certificate_der)]});
+    let claims = serde_json::json!({"iss": TOKEN_ISSUER, "sub": if authenticated { USER } else { "" },
+        "aud": TOKEN_SERVICE, "exp": now + 300, "nbf": now - 10, "iat": now,
+        "jti": format!("{now}-{}", scopes.len()), "access": access});
+    let signing_input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let mut signer = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    signer
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(signing_input.as_bytes())?;
+    let signature = signer.wait_with_output()?.stdout;
+    let token = format!("{signing_input}.{}", b64(&signature));
+    let body =
+        serde_json::json!({"token": token, "access_token": token, "expires_in": 300}).to_string();
+    out.write_all(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
 }
