@@ -525,7 +525,7 @@ fn registry_failures_have_clear_errors_and_exit_codes() {
 }
 
 #[test]
-fn a_registry_killed_mid_push_fails_with_125_and_leaves_the_store_as_it_was() {
+fn a_push_interrupted_or_killed_mid_way_fails_with_130_or_125_and_leaves_no_trace() {
     if !root_or_skip() || !common_registry::available() {
         return;
     }
@@ -536,26 +536,43 @@ fn a_registry_killed_mid_push_fails_with_125_and_leaves_the_store_as_it_was() {
     succeed(&mut image(&work, &release));
     let before = refs(&work.join("oci"));
     let mut registry = Registry::start(Options::default());
-    let dest = format!("docker://{}/demo/big:1", registry.host());
-    let child = image(&work, &release)
-        .args(["-o", &dest, "--tls-verify=false"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Killed once a good part of the big layer has arrived.
     let uploads = registry
         .dir
         .join("data/docker/registry/v2/repositories/demo/big/_uploads");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let received: u64 = walk_size(&uploads);
-        if received > 16_000_000 {
-            break;
+    let push = |dest: &str| {
+        image(&work, &release)
+            .args(["-o", dest, "--tls-verify=false"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let wait_for_upload = || {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while walk_size(&uploads) <= 16_000_000 {
+            assert!(Instant::now() < deadline, "the push never got going");
+            std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(Instant::now() < deadline, "the push never got going");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    };
+
+    // ^C in the middle: it stops at once, with 130.
+    let dest = format!("docker://{}/demo/big:1", registry.host());
+    let child = push(&dest);
+    wait_for_upload();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let interrupted = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(interrupted.elapsed() < Duration::from_secs(10));
+    std::fs::remove_dir_all(&uploads).unwrap();
+
+    // The registry killed once a good part of the big layer has arrived.
+    let child = push(&dest);
+    wait_for_upload();
     registry.kill();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));

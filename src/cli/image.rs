@@ -9,6 +9,7 @@ use clap::Args;
 use oci_spec::image::Descriptor;
 
 use fissile_oci::base::KIND_ANNOTATION;
+use fissile_oci::cancel::CancelToken;
 use fissile_oci::image::{
     build_image, default_name, docker_archive_name, write_docker_archive, write_layout,
     write_oci_archive, Destination, ImageRequest, RuntimeBase,
@@ -23,7 +24,7 @@ use super::args::RegistryArgs;
 use super::compile::{self, CompileArgs, Compiled};
 use super::printer::human_size;
 use super::transfer::TransferDisplay;
-use super::{LogFormat, Printer};
+use super::{interrupt, LogFormat, Printer};
 
 #[derive(Args, Debug)]
 pub struct ImageArgs {
@@ -183,7 +184,9 @@ pub fn run(args: ImageArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow
         images.push((p.name.clone(), manifest));
     }
 
-    // Then where they go.
+    // Then where they go; ^C from here on stops the transfer (what it wrote is removed).
+    let cancel = CancelToken::new();
+    let _ = interrupt::install(cancel.clone());
     let written = write(
         &destination,
         store,
@@ -191,6 +194,7 @@ pub fn run(args: ImageArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow
         &args.registry,
         &session.wd,
         printer,
+        &cancel,
     )?;
     for (reference, digest) in written {
         println!("{reference} {digest}");
@@ -212,6 +216,7 @@ fn write(
     registry: &RegistryArgs,
     wd: &fissile_oci::workdir::WorkDir,
     printer: Printer,
+    cancel: &CancelToken,
 ) -> anyhow::Result<Vec<(String, String)>> {
     let created = fissile_oci::clock::source_date_epoch();
     let digests = images.iter().map(|(_, d)| d.digest().to_string());
@@ -225,7 +230,7 @@ fn write(
                 .collect())
         }
         Destination::Layout { dir, .. } => {
-            write_layout(store, images, dir)
+            write_layout(store, images, dir, cancel)
                 .with_context(|| format!("cannot write the layout {}", dir.display()))?;
             Ok(images
                 .iter()
@@ -234,7 +239,7 @@ fn write(
                 .collect())
         }
         Destination::OciArchive { file, .. } => {
-            write_oci_archive(store, images, file, created)
+            write_oci_archive(store, images, file, created, cancel)
                 .with_context(|| format!("cannot write {}", file.display()))?;
             Ok(images
                 .iter()
@@ -247,7 +252,7 @@ fn write(
                 .iter()
                 .map(|(n, d)| (docker_archive_name(n), d.clone()))
                 .collect();
-            write_docker_archive(store, &named, file, created)
+            write_docker_archive(store, &named, file, created, cancel)
                 .with_context(|| format!("cannot write {}", file.display()))?;
             Ok(named
                 .iter()
@@ -256,7 +261,7 @@ fn write(
                 .collect())
         }
         Destination::Registry(reference) => {
-            let client = registry.client(wd, printer)?;
+            let client = registry.client(wd, printer)?.with_cancel(cancel.clone());
             let display = TransferDisplay::new(printer, "push");
             let mut out = Vec::new();
             for (name, manifest) in images {

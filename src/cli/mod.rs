@@ -136,10 +136,16 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// 125 when a registry (or the way to it) failed, 2 for everything else: bad input.
+/// 125 when a registry (or the way to it) failed, 130 when interrupted, 2 for everything
+/// else: bad input.
 fn exit_code(err: &anyhow::Error) -> u8 {
     use fissile_oci::registry::RegistryError;
     for cause in err.chain() {
+        if let Some(fissile_oci::image::ImageError::Interrupted) =
+            cause.downcast_ref::<fissile_oci::image::ImageError>()
+        {
+            return 130;
+        }
         let registry: Option<&RegistryError> = cause
             .downcast_ref::<RegistryError>()
             .or_else(
@@ -155,7 +161,11 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 },
             );
         if let Some(e) = registry {
-            return if e.is_environment() { 125 } else { 2 };
+            return match e {
+                RegistryError::Interrupted => 130,
+                e if e.is_environment() => 125,
+                _ => 2,
+            };
         }
     }
     2

@@ -13,6 +13,7 @@ use oci_spec::image::{Descriptor, ImageIndexBuilder, MediaType};
 use sha2::Digest as _;
 
 use super::ImageError;
+use crate::cancel::CancelToken;
 use crate::oci::gc::walk_references;
 use crate::oci::image::{read_config, read_manifest};
 use crate::oci::store::{canonical_json, sha256_hex, REF_NAME};
@@ -25,6 +26,7 @@ pub fn write_layout(
     store: &OciStore,
     images: &[(String, Descriptor)],
     dir: &Path,
+    cancel: &CancelToken,
 ) -> Result<(), ImageError> {
     if dir.is_dir()
         && !dir.join("oci-layout").exists()
@@ -41,6 +43,9 @@ pub fn write_layout(
     let layout = OciStore::open_or_create(dir)?;
     for (_, manifest) in images {
         for blob in blobs_of(store, manifest)? {
+            if cancel.is_cancelled() {
+                return Err(ImageError::Interrupted);
+            }
             copy_blob(store, &layout, &blob)?;
         }
     }
@@ -58,6 +63,7 @@ pub fn write_oci_archive(
     images: &[(String, Descriptor)],
     file: &Path,
     mtime: u64,
+    cancel: &CancelToken,
 ) -> Result<(), ImageError> {
     let mut blobs: Vec<Descriptor> = Vec::new();
     for (_, manifest) in images {
@@ -86,7 +92,7 @@ pub fn write_oci_archive(
             what: file.display().to_string(),
             message: e.to_string(),
         })?;
-    let mut tar = ArchiveWriter::create(file, mtime)?;
+    let mut tar = ArchiveWriter::create(file, mtime, cancel)?;
     tar.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     tar.bytes("index.json", &canonical_json(&index)?)?;
     tar.dir("blobs")?;
@@ -118,6 +124,7 @@ pub fn write_docker_archive(
     images: &[(String, Descriptor)],
     file: &Path,
     mtime: u64,
+    cancel: &CancelToken,
 ) -> Result<(), ImageError> {
     let mut entries = Vec::new();
     let mut configs: Vec<(String, Descriptor)> = Vec::new();
@@ -151,7 +158,7 @@ pub fn write_docker_archive(
             layers: layer_names,
         });
     }
-    let mut tar = ArchiveWriter::create(file, mtime)?;
+    let mut tar = ArchiveWriter::create(file, mtime, cancel)?;
     for (name, descriptor) in &configs {
         let path = store.blob_path(descriptor.digest())?;
         tar.stream(name, descriptor.size(), store.open_blob(descriptor)?, &path)?;
@@ -238,10 +245,11 @@ struct ArchiveWriter {
     /// Bytes written so far (the offset of the next header).
     offset: u64,
     dirs: BTreeSet<String>,
+    cancel: CancelToken,
 }
 
 impl ArchiveWriter {
-    fn create(file: &Path, mtime: u64) -> Result<ArchiveWriter, ImageError> {
+    fn create(file: &Path, mtime: u64, cancel: &CancelToken) -> Result<ArchiveWriter, ImageError> {
         let dir = match file.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -265,6 +273,7 @@ impl ArchiveWriter {
             out: std::io::BufWriter::with_capacity(1 << 20, tmp),
             offset: 0,
             dirs: BTreeSet::new(),
+            cancel: cancel.clone(),
         })
     }
 
@@ -328,6 +337,9 @@ impl ArchiveWriter {
         let mut buf = vec![0u8; 256 * 1024];
         let mut size = 0u64;
         loop {
+            if self.cancel.is_cancelled() {
+                return Err(ImageError::Interrupted);
+            }
             let n = reader
                 .read(&mut buf)
                 .map_err(|e| ImageError::Oci(OciError::from_read(source, e)))?;

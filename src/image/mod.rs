@@ -56,6 +56,8 @@ pub enum ImageError {
     UnknownBase { name: String, known: String },
     #[error("{what}: {message}")]
     Invalid { what: String, message: String },
+    #[error("interrupted")]
+    Interrupted,
     #[error("{}: i/o error", .path.display())]
     Io {
         path: PathBuf,

@@ -22,6 +22,7 @@ use super::credentials::{AuthFiles, Credential, Found};
 use super::locations::BlobLocations;
 use super::reference::{api_host, Repository};
 use super::{retry, tls, RegistryError};
+use crate::cancel::CancelToken;
 
 /// Manifest media types we read, best first.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
@@ -84,6 +85,7 @@ pub struct Client {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     pub(crate) locations: BlobLocations,
     notifier: Option<Notifier>,
+    pub(crate) cancel: CancelToken,
 }
 
 impl Client {
@@ -96,7 +98,23 @@ impl Client {
             options,
             sessions: Mutex::new(HashMap::new()),
             notifier: None,
+            cancel: CancelToken::new(),
         })
+    }
+
+    /// Stops transfers (between chunks and reads, and during backoff waits) with
+    /// [`RegistryError::Interrupted`] once `cancel` is cancelled.
+    pub fn with_cancel(mut self, cancel: CancelToken) -> Client {
+        self.cancel = cancel;
+        self
+    }
+
+    pub(crate) fn check_cancel(&self) -> Result<(), RegistryError> {
+        if self.cancel.is_cancelled() {
+            Err(RegistryError::Interrupted)
+        } else {
+            Ok(())
+        }
     }
 
     /// Where notices (retries) go; silent otherwise.
@@ -336,6 +354,7 @@ pub(crate) struct Session {
     retries: u32,
     backoff: Duration,
     notifier: Option<Notifier>,
+    cancel: CancelToken,
 }
 
 impl Session {
@@ -367,6 +386,7 @@ impl Session {
             retries: client.options.retries,
             backoff: client.options.backoff,
             notifier: client.notifier.clone(),
+            cancel: client.cancel.clone(),
         };
         let ping = Request::new(Method::GET, format!("{}/v2/", session.base));
         let response = if verify {
@@ -470,6 +490,9 @@ impl Session {
         failure: Failure,
         attempt: u32,
     ) -> Result<(), RegistryError> {
+        if self.cancel.is_cancelled() {
+            return Err(RegistryError::Interrupted);
+        }
         let retry_after = match &failure {
             Failure::Status(r) => header(r, "retry-after"),
             Failure::Transport(_) => None,
@@ -493,7 +516,9 @@ impl Session {
             attempt + 1,
             self.retries + 1
         ));
-        std::thread::sleep(delay);
+        if self.cancel.wait_timeout(delay) {
+            return Err(RegistryError::Interrupted);
+        }
         Ok(())
     }
 
@@ -511,6 +536,9 @@ impl Session {
         request: &Request,
         payload: Payload<'_>,
     ) -> Result<Response<Body>, RegistryError> {
+        if self.cancel.is_cancelled() {
+            return Err(RegistryError::Interrupted);
+        }
         let mut attempt = 0;
         let mut renewed = false;
         loop {
@@ -560,6 +588,9 @@ impl Session {
                 Err(StreamFailure::Transient(Failure::Status(r)))
             }
             Ok(r) => Ok(r),
+            Err(_) if self.cancel.is_cancelled() => {
+                Err(StreamFailure::Fatal(RegistryError::Interrupted))
+            }
             Err(e) if retry::transient_transport(&e) => {
                 Err(StreamFailure::Transient(Failure::Transport(e)))
             }

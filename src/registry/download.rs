@@ -75,6 +75,7 @@ impl Client {
             }
             let mut body = response.into_body().into_reader();
             let failure = loop {
+                self.check_cancel()?;
                 let n = match body.read(&mut buf) {
                     Ok(0) => break None,
                     Ok(n) => n,

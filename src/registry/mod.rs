@@ -108,6 +108,8 @@ pub enum RegistryError {
     CertDir { path: PathBuf, message: String },
     #[error(transparent)]
     Store(#[from] crate::oci::OciError),
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl RegistryError {
@@ -121,6 +123,7 @@ impl RegistryError {
             | RegistryError::DigestMismatch { .. }
             | RegistryError::CredentialHelper { .. } => true,
             RegistryError::Store(e) => matches!(e, crate::oci::OciError::Io { .. }),
+            RegistryError::Interrupted => false,
             RegistryError::Reference { .. }
             | RegistryError::CredentialsRefused { .. }
             | RegistryError::CredentialsMissing { .. }

@@ -125,6 +125,7 @@ fn push_manifest_blobs(
         }
     }
     let outcomes = in_parallel(&blobs, client.options.parallel, |(blob, kind)| {
+        client.check_cancel()?;
         push_blob(client, store, blob, *kind, repository, reporter)
     })?;
     let mut report = PushReport::default();
@@ -278,6 +279,7 @@ pub fn pull_image(
         }
     }
     in_parallel(&blobs, client.options.parallel, |(blob, kind)| {
+        client.check_cancel()?;
         pull_blob(client, store, repository, blob, *kind, reporter)
     })?;
     let stored = store.put_bytes(media_type(&manifest), &manifest.bytes)?;

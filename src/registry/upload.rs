@@ -37,6 +37,7 @@ impl Client {
         let session = self.session(&repository.registry)?;
         let mut upload = Upload {
             session: &session,
+            cancel: &self.cancel,
             repository,
             path,
             size,
@@ -127,6 +128,7 @@ enum Sent {
 
 struct Upload<'a> {
     session: &'a Session,
+    cancel: &'a crate::cancel::CancelToken,
     repository: &'a Repository,
     path: &'a Path,
     size: u64,
@@ -193,6 +195,7 @@ impl Upload<'_> {
             hashed: &mut self.hashed,
             sent: offset,
             progress,
+            cancel: self.cancel,
         };
         let response = self.session.send_stream(&request, &mut reader, len)?;
         match response.status().as_u16() {
@@ -364,16 +367,20 @@ impl Hashed {
     }
 }
 
-/// The chunk's bytes on their way out: hashed, counted, reported.
+/// The chunk's bytes on their way out: hashed, counted, reported; cut short on cancellation.
 struct Tee<'a, R> {
     inner: R,
     hashed: &'a mut Hashed,
     sent: u64,
     progress: &'a mut dyn FnMut(u64),
+    cancel: &'a crate::cancel::CancelToken,
 }
 
 impl<R: Read> Read for Tee<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            return Err(std::io::Error::other("interrupted"));
+        }
         let n = self.inner.read(buf)?;
         self.hashed.update(self.sent, &buf[..n]);
         self.sent += n as u64;
