@@ -149,6 +149,18 @@ fn a_push_sends_only_what_is_missing_and_a_pull_brings_the_same_image_back() {
         .iter()
         .all(|(_, o)| *o == BlobOutcome::Existed));
 
+    // Resolved without a download: the pushed digest, or nothing for a tag that is not there.
+    let resolved = client
+        .resolve(&destination.repository, "1.0")
+        .unwrap()
+        .unwrap();
+    assert_eq!(resolved.digest(), manifest.digest());
+    assert_eq!(resolved.size(), manifest.size());
+    assert!(client
+        .resolve(&destination.repository, "nope")
+        .unwrap()
+        .is_none());
+
     // Back into an empty store, by tag, then by digest.
     let other = OciStore::open_or_create(&dir.path().join("other")).unwrap();
     let pulled = pull_image(&client, &other, &destination, &NoReporter).unwrap();

@@ -12,7 +12,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::str::FromStr;
+
 use base64::Engine as _;
+use oci_spec::image::{Descriptor, Digest, MediaType};
 use sha2::Digest as _;
 use ureq::http::{Method, Response};
 use ureq::Body;
@@ -192,6 +195,62 @@ impl Client {
             digest,
             bytes,
         })
+    }
+
+    /// What manifest `reference` (a tag or a digest) names, without fetching it (`HEAD`), or
+    /// `None` when the repository has no such manifest.
+    pub fn resolve(
+        &self,
+        repository: &Repository,
+        reference: &str,
+    ) -> Result<Option<Descriptor>, RegistryError> {
+        let session = self.session(&repository.registry)?;
+        let url = format!(
+            "{}/v2/{}/manifests/{reference}",
+            session.base, repository.name
+        );
+        let request = Request::new(Method::HEAD, url)
+            .header("Accept", MANIFEST_ACCEPT)
+            .scope(repository, "pull");
+        let response = session.send(&request, Payload::None)?;
+        match response.status().as_u16() {
+            200 => {}
+            404 => return Ok(None),
+            _ => {
+                return Err(session.status_error(
+                    &request,
+                    response,
+                    &format!("manifest {repository}:{reference}"),
+                ))
+            }
+        }
+        let announced = header(&response, "docker-content-digest");
+        let size = header(&response, "content-length").and_then(|v| v.parse::<u64>().ok());
+        let content_type = header(&response, "content-type");
+        let (digest, media_type, size) = match (announced, size) {
+            (Some(digest), Some(size)) if digest.starts_with("sha256:") => {
+                let media_type = media_type_of(content_type.as_deref(), b"");
+                (digest, media_type, size)
+            }
+            // Not every registry says which digest it serves: fetch and hash it.
+            _ => {
+                let m = self.get_manifest(repository, reference)?;
+                let size = m.bytes.len() as u64;
+                (m.digest, m.media_type, size)
+            }
+        };
+        let parsed = Digest::from_str(&digest).map_err(|e| RegistryError::Protocol {
+            registry: repository.registry.clone(),
+            method: "HEAD".into(),
+            path: request.path(),
+            status: 200,
+            message: format!("the digest {digest:?} is not valid: {e}"),
+        })?;
+        Ok(Some(Descriptor::new(
+            MediaType::from(media_type.as_str()),
+            size,
+            parsed,
+        )))
     }
 
     /// Stores a manifest under `reference` (a tag, or its digest); returns its digest.
