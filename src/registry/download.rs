@@ -9,8 +9,9 @@ use std::io::{Read, Write};
 use sha2::Digest as _;
 use ureq::http::Method;
 
-use super::client::{header, Client, Failure, Payload, Request};
+use super::client::Client;
 use super::reference::Repository;
+use super::request::{header, Failure, Payload, Request};
 use super::{retry, RegistryError};
 
 impl Client {

@@ -2,14 +2,16 @@
 //! pulling bases, and the shared cache of compiled packages.
 //!
 //! - [`Reference`] and [`Repository`] parse `HOST[:PORT]/NAME[:TAG][@DIGEST]` (`reference`);
-//! - [`Client`] talks to registries (`client`): one session per registry, which finds the scheme
-//!   (https, or http with `--tls-verify=false`), answers `Basic` or `Bearer` challenges with the
-//!   credentials podman and docker would use (`credentials`, `challenge`), trusts the system's
-//!   roots and a certificate directory (`tls`), and retries with backoff when a connection is
-//!   refused or reset or the registry answers 5xx/429 (`retry`). Its operations work by digest:
-//!   resolve, get and put manifests; check, mount, pull and push blobs;
+//! - [`Client`] talks to registries (`client`); its operations work by digest: resolve, get and
+//!   put manifests; check, mount, pull and push blobs. It keeps a session per registry
+//!   (`session`), which finds the scheme (https, or http with `--tls-verify=false`), answers
+//!   `Basic` or `Bearer` challenges (`challenge`, `auth`) with the credentials podman and docker
+//!   would use (`credentials`), trusts the system's roots and a certificate directory (`tls`),
+//!   and retries with backoff when a connection is refused or reset or the registry answers
+//!   5xx/429 (`retry`); `request` is one API request as data;
 //! - blob uploads (`upload`) stream a file in ranged chunks, with bounded memory, and resume
-//!   from the offset the registry confirms after a failure;
+//!   from the offset the registry confirms after a failure; downloads (`download`) resume with
+//!   a `Range` request and are verified before they are kept;
 //! - whole images go between the store and a registry with [`push_image`] and [`pull_image`]
 //!   (`transfer`): several blobs at once, only those missing (HEAD first, then a cross-repository
 //!   mount from a repository known to hold the blob, recorded in a [`BlobLocations`] file), every
@@ -19,13 +21,16 @@
 //! The client is blocking (`ureq`, rustls with ring): the project is thread-based, and a
 //! transfer needs no more than a thread per blob in flight.
 
+mod auth;
 mod challenge;
 mod client;
 pub mod credentials;
 mod download;
 mod locations;
 pub mod reference;
+mod request;
 mod retry;
+mod session;
 mod tls;
 mod transfer;
 mod upload;

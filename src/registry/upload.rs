@@ -13,8 +13,10 @@ use std::path::Path;
 use sha2::Digest as _;
 use ureq::http::Method;
 
-use super::client::{encode, error_message, header, Client, Request, Session, StreamFailure};
+use super::client::Client;
 use super::reference::Repository;
+use super::request::{encode, error_message, header, Request, StreamFailure};
+use super::session::Session;
 use super::RegistryError;
 use crate::oci::OciError;
 
@@ -105,7 +107,7 @@ impl Client {
             // The store's file changed under us: never let the registry have it.
             let _ = session.send(
                 &Request::new(Method::DELETE, location),
-                super::client::Payload::None,
+                super::request::Payload::None,
             );
             return Err(RegistryError::Store(OciError::DigestMismatch {
                 path: path.to_path_buf(),
@@ -151,7 +153,7 @@ impl Upload<'_> {
         let request = self.request(Method::POST, url);
         let response = self
             .session
-            .send(&request, super::client::Payload::Bytes(&[]))?;
+            .send(&request, super::request::Payload::Bytes(&[]))?;
         if response.status().as_u16() != 202 {
             return Err(self.session.status_error(
                 &request,
@@ -223,7 +225,7 @@ impl Upload<'_> {
     /// Where the registry's copy of the upload ends, or `None` if the upload is gone.
     fn status(&self, location: &str) -> Result<Option<u64>, RegistryError> {
         let request = self.request(Method::GET, location.to_string());
-        let response = self.session.send(&request, super::client::Payload::None)?;
+        let response = self.session.send(&request, super::request::Payload::None)?;
         match response.status().as_u16() {
             204 | 200 => Ok(header(&response, "range")
                 .and_then(|r| range_end(&r))
@@ -250,7 +252,7 @@ impl Upload<'_> {
         );
         let response = match self
             .session
-            .send(&request, super::client::Payload::Bytes(&[]))
+            .send(&request, super::request::Payload::Bytes(&[]))
         {
             Ok(r) => r,
             Err(e @ RegistryError::Unreachable { .. }) => {
