@@ -577,3 +577,86 @@ fn bearer_tokens_from_a_token_service_for_passwords_and_refresh_tokens() {
         "{err}"
     );
 }
+
+#[test]
+fn docker_schema2_images_and_multi_platform_indexes_are_pulled_for_this_host() {
+    if !common_registry::available() {
+        return;
+    }
+    let registry = Registry::start(Options::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (store, manifest) = image(dir.path(), 1, 1 << 20);
+    store.set_ref("img", &manifest).unwrap();
+    let client = plain_client();
+
+    // skopeo converts it to docker's schema 2 on the way: pulled as it is, same digest.
+    let docker = format!("{}/docker/app:1", registry.host());
+    let out = Command::new("skopeo")
+        .args(["copy", "--format", "v2s2", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:img", store.root().display()))
+        .arg(format!("docker://{docker}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let digest = skopeo_inspect(&registry, &docker)["Digest"].clone();
+    let target = OciStore::open_or_create(&dir.path().join("docker")).unwrap();
+    let pulled = pull_image(
+        &client,
+        &target,
+        &Reference::parse(&docker).unwrap(),
+        &NoReporter,
+    )
+    .unwrap();
+    assert_eq!(
+        pulled.manifest.digest().to_string(),
+        digest.as_str().unwrap()
+    );
+    assert_eq!(
+        pulled.manifest.media_type().to_string(),
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert!(fissile_oci::oci::gc::verify(&target)
+        .unwrap()
+        .problems
+        .is_empty());
+
+    // An index listing another platform first: the entry for this host is the one pulled, and
+    // the index itself, pushed as such, comes back as the platform's manifest.
+    let host = fissile_oci::oci::image::host_arch();
+    let other = if host == oci_spec::image::Arch::Amd64 {
+        oci_spec::image::Arch::ARM64
+    } else {
+        oci_spec::image::Arch::Amd64
+    };
+    let entry = |arch: oci_spec::image::Arch| {
+        let mut d = manifest.clone();
+        d.set_annotations(None);
+        d.set_platform(Some(
+            oci_spec::image::PlatformBuilder::default()
+                .architecture(arch)
+                .os(oci_spec::image::Os::Linux)
+                .build()
+                .unwrap(),
+        ));
+        d
+    };
+    let index = oci_spec::image::ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(oci_spec::image::MediaType::ImageIndex)
+        .manifests(vec![entry(other), entry(host)])
+        .build()
+        .unwrap();
+    let index_descriptor = store
+        .put_json(oci_spec::image::MediaType::ImageIndex, &index)
+        .unwrap();
+    let multi = reference(&registry.host(), "multi/app:1");
+    let report = push_image(&client, &store, &index_descriptor, &multi, &NoReporter).unwrap();
+    assert_eq!(report.digest, index_descriptor.digest().to_string());
+    let target = OciStore::open_or_create(&dir.path().join("multi")).unwrap();
+    let pulled = pull_image(&client, &target, &multi, &NoReporter).unwrap();
+    assert_eq!(pulled.manifest.digest(), manifest.digest());
+}

@@ -203,7 +203,12 @@ pub fn build_image(
     let mut diff_ids: Vec<String> = request.base.layers.iter().map(|(_, d)| d.clone()).collect();
     diff_ids.extend(packages.iter().map(|(_, d)| d.clone()));
     diff_ids.push(release_layer.diff_id.to_string());
-    let mut layers: Vec<Descriptor> = request.base.layers.iter().map(|(l, _)| l.clone()).collect();
+    let mut layers: Vec<Descriptor> = request
+        .base
+        .layers
+        .iter()
+        .map(|(l, _)| oci_layer(l))
+        .collect();
     layers.extend(packages.into_iter().map(|(l, _)| l));
     layers.push(release_layer.descriptor.clone());
 
@@ -279,6 +284,20 @@ fn package_layer(
     }
 }
 
+/// A base layer as an OCI manifest lists it: a base pulled from a docker registry has docker's
+/// media types for the same bytes.
+fn oci_layer(layer: &Descriptor) -> Descriptor {
+    let media_type = match layer.media_type().to_string().as_str() {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => MediaType::ImageLayerGzip,
+        "application/vnd.docker.image.rootfs.diff.tar" => MediaType::ImageLayer,
+        "application/vnd.docker.image.rootfs.diff.tar.zstd" => MediaType::ImageLayerZstd,
+        _ => return layer.clone(),
+    };
+    let mut layer = layer.clone();
+    layer.set_media_type(media_type);
+    layer
+}
+
 fn non_empty(history: &[oci_spec::image::History]) -> usize {
     history
         .iter()
@@ -290,5 +309,27 @@ fn invalid(e: impl std::fmt::Display) -> ImageError {
     ImageError::Invalid {
         what: "the image config".into(),
         message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn docker_layer_media_types_become_oci_ones() {
+        let digest =
+            oci_spec::image::Digest::from_str(&format!("sha256:{}", "a".repeat(64))).unwrap();
+        let docker = Descriptor::new(
+            MediaType::Other("application/vnd.docker.image.rootfs.diff.tar.gzip".into()),
+            7,
+            digest.clone(),
+        );
+        let layer = oci_layer(&docker);
+        assert_eq!(*layer.media_type(), MediaType::ImageLayerGzip);
+        assert_eq!((layer.size(), layer.digest()), (7, &digest));
+        let oci = Descriptor::new(MediaType::ImageLayerZstd, 7, digest);
+        assert_eq!(oci_layer(&oci), oci);
     }
 }

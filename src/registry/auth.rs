@@ -97,7 +97,8 @@ impl Session {
                 token_request.method = Method::POST;
                 token_request =
                     token_request.header("Content-Type", "application/x-www-form-urlencoded");
-                self.send_plain(&token_request, None, Some(form.as_bytes()))?
+                self.send_plain(&token_request, None, Some(form.as_bytes()))
+                    .map_err(|e| token_service(e, realm))?
             }
             other => {
                 let mut url = realm.to_string();
@@ -117,7 +118,8 @@ impl Session {
                     }
                     _ => None,
                 };
-                self.send_plain(&token_request, auth.as_deref(), None)?
+                self.send_plain(&token_request, auth.as_deref(), None)
+                    .map_err(|e| token_service(e, realm))?
             }
         };
         let status = response.status().as_u16();
@@ -217,6 +219,22 @@ impl Session {
                 message,
             },
         }
+    }
+}
+
+/// An unreachable token service is named as such (it is often another host than the registry).
+fn token_service(error: RegistryError, realm: &str) -> RegistryError {
+    match error {
+        RegistryError::Unreachable {
+            registry,
+            message,
+            attempts,
+        } => RegistryError::Unreachable {
+            registry,
+            message: format!("its token service {realm}: {message}"),
+            attempts,
+        },
+        other => other,
     }
 }
 
