@@ -32,4 +32,5 @@ ensure_cargo() {
 }
 
 # The Debian packages the build and the whole test suite need.
-PROJECT_APT_PACKAGES=(ca-certificates python3 python3-yaml groff-base gcc libc6-dev make pkg-config tar gzip zstd libseccomp-dev busybox-static uidmap skopeo umoci procps util-linux mmdebstrap)
+PROJECT_APT_PACKAGES=(ca-certificates python3 python3-yaml groff-base gcc libc6-dev make pkg-config tar gzip zstd libseccomp-dev busybox-static uidmap skopeo umoci procps util-linux mmdebstrap
+  docker-registry apache2-utils openssl podman runc time)

@@ -69,6 +69,13 @@ pub fn build_base(
             layer_image(store, &tree, &[])?
         }
         BaseSource::Stemcell(path) => super::stemcell::import_stemcell(wd, store, path, progress)?,
+        BaseSource::Registry(reference) => {
+            // podman's credentials and TLS defaults; `fissile-oci base build` calls
+            // `pull_base` itself, with the command line's settings and a progress display.
+            progress(&format!("pulling docker://{reference}"));
+            let client = crate::registry::Client::new(Default::default())?;
+            return super::pull_base(store, &client, reference, tag, &crate::registry::NoReporter);
+        }
     };
     let mut named = super::stemcell::record_identity(store, descriptor)?;
     let mut notes = annotations(&named);

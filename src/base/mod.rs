@@ -9,6 +9,7 @@
 
 mod build;
 mod compilation;
+mod pull;
 mod resolve;
 mod rootfs_lookup;
 mod source;
@@ -23,6 +24,7 @@ pub use compilation::{
     compilation_base_name, ensure_compilation_base, is_compilation_base, CompilationBaseRequest,
     DEFAULT_PREREQUISITES,
 };
+pub use pull::pull_base;
 pub use resolve::{
     default_base_tag, resolve_compilation_base, unpack_named, BaseChoice, CompilationBase,
 };
@@ -50,6 +52,8 @@ pub enum BaseError {
     Build(#[from] rootfs_builder::BuildError),
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
     #[error("base {name:?} has no bash (looked for /bin/bash and /usr/bin/bash): BOSH packaging scripts run under bash; build the base from a source that has it (debian:SUITE) or add it to the rootfs")]
     NoBash { name: String },
     #[error(

@@ -21,12 +21,19 @@ pub enum BaseSource {
     /// `stemcell:TARBALL`: a BOSH stemcell whose root filesystem is its `image` member (warden,
     /// bosh-lite); the base records the stemcell's OS and version.
     Stemcell(PathBuf),
+    /// `docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`: an image on a registry.
+    Registry(crate::registry::Reference),
 }
 
 impl FromStr for BaseSource {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(reference) = s.strip_prefix("docker://") {
+            return crate::registry::Reference::parse(reference)
+                .map(BaseSource::Registry)
+                .map_err(|e| e.to_string());
+        }
         let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
         let need = |what: &str| -> Result<String, String> {
             if rest.is_empty() {
@@ -60,7 +67,7 @@ impl FromStr for BaseSource {
             }
             "busybox" if rest.is_empty() => Ok(BaseSource::Busybox),
             _ => Err(format!(
-                "unknown base source {s:?}: use debian:SUITE, rootfs:TARBALL_OR_DIR, oci:LAYOUT[:REF], docker-archive:TAR, stemcell:TARBALL or busybox"
+                "unknown base source {s:?}: use debian:SUITE, rootfs:TARBALL_OR_DIR, oci:LAYOUT[:REF], docker-archive:TAR, stemcell:TARBALL, docker://HOST/REPO[:TAG] or busybox"
             )),
         }
     }
@@ -113,6 +120,14 @@ impl BaseSource {
             }
             BaseSource::DockerArchive(p) => format!("docker-{}", clean(&stem(p))),
             BaseSource::Stemcell(p) => format!("stemcell-{}", clean(&stem(p))),
+            BaseSource::Registry(r) => format!(
+                "registry-{}{}",
+                clean(&r.repository.name),
+                r.tag
+                    .as_deref()
+                    .map(|t| format!("-{}", clean(t)))
+                    .unwrap_or_default()
+            ),
         }
     }
 }
@@ -152,6 +167,11 @@ mod tests {
             .unwrap_err()
             .contains("debian:bookworm"));
         assert!("ubuntu:jammy".parse::<BaseSource>().is_err());
+        let registry = "docker://127.0.0.1:5000/team/base:v1"
+            .parse::<BaseSource>()
+            .unwrap();
+        assert_eq!(registry.default_tag(), "registry-team-base-v1");
+        assert!("docker://Bad/Name".parse::<BaseSource>().is_err());
         assert_eq!(
             "rootfs:/tmp/my root.tar"
                 .parse::<BaseSource>()

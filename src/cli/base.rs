@@ -12,8 +12,9 @@ use fissile_oci::oci::OciStore;
 use fissile_oci::sandbox::LibcontainerSandbox;
 use fissile_oci::workdir::WorkDir;
 
-use super::args::{NetworkArg, PrerequisitesArgs};
+use super::args::{NetworkArg, PrerequisitesArgs, RegistryArgs};
 use super::printer::human_size;
+use super::transfer::TransferDisplay;
 use super::Printer;
 
 #[derive(Subcommand, Debug)]
@@ -23,8 +24,10 @@ pub enum BaseCommand {
     ///
     /// SOURCE is one of: debian:SUITE (mmdebstrap from the host's apt mirror), rootfs:TARBALL_OR_DIR
     /// (e.g. a `docker export`), oci:LAYOUT[:REF] (an OCI layout or oci-archive), docker-archive:TAR
-    /// (a `docker save`), stemcell:TARBALL (a BOSH warden/bosh-lite stemcell), busybox (the host's
-    /// static busybox and bash; for tests and demos).
+    /// (a `docker save`), stemcell:TARBALL (a BOSH warden/bosh-lite stemcell),
+    /// docker://HOST[:PORT]/REPO[:TAG|@DIGEST] (pulled from a registry, e.g. an internal mirror;
+    /// the same manifest digest as there), busybox (the host's static busybox and bash; for
+    /// tests and demos).
     ///
     /// Every base records the stemcell it is (OS and version, shown by `base list`): from a
     /// stemcell's stemcell.MF, else from its /etc/os-release (ID-VERSION_CODENAME) and
@@ -39,6 +42,7 @@ pub enum BaseCommand {
     ///   fissile-oci base build --from busybox --tag tiny
     ///   fissile-oci base build --from docker-archive:ubuntu.tar --prerequisites prep.sh --network host
     ///   fissile-oci base build --from stemcell:bosh-warden-boshlite-ubuntu-jammy-go_agent.tgz --tag jammy
+    ///   fissile-oci base build --from docker://mirror.internal:5000/debian:bookworm --cert-dir certs/
     Build(BuildArgs),
     /// List bases and compilation bases with their stemcell, sizes and dates
     List(ListArgs),
@@ -62,6 +66,8 @@ pub struct BuildArgs {
     /// Network for the prerequisites script: none (loopback only) or host
     #[arg(long, value_enum, default_value_t = NetworkArg::None)]
     pub network: NetworkArg,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Args, Debug)]
@@ -113,8 +119,21 @@ fn build(wd: &WorkDir, args: BuildArgs, printer: Printer) -> anyhow::Result<Exit
         "building base {tag} from {}",
         describe(&args.from)
     ));
-    let base = base::build_base(wd, &store, &args.from, &packages, &tag, &mut progress)
-        .with_context(|| format!("cannot build base {tag}"))?;
+    let base = match &args.from {
+        BaseSource::Registry(reference) => {
+            let client = args.registry.client(wd, printer)?;
+            base::pull_base(
+                &store,
+                &client,
+                reference,
+                &tag,
+                &TransferDisplay::new(printer, "pull"),
+            )
+            .with_context(|| format!("cannot pull base {tag} from docker://{reference}"))?
+        }
+        source => base::build_base(wd, &store, source, &packages, &tag, &mut progress)
+            .with_context(|| format!("cannot build base {tag}"))?,
+    };
     let sandbox = LibcontainerSandbox::from_current_exe()?;
     let (name, _) = base::ensure_compilation_base(
         wd,
@@ -152,6 +171,7 @@ fn describe(source: &BaseSource) -> String {
         ),
         BaseSource::DockerArchive(p) => format!("docker archive {}", p.display()),
         BaseSource::Stemcell(p) => format!("BOSH stemcell {}", p.display()),
+        BaseSource::Registry(r) => format!("docker://{r}"),
     }
 }
 

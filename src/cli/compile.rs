@@ -173,7 +173,7 @@ pub struct Settings<'a> {
 }
 
 impl CompileArgs {
-    fn settings(&self) -> Settings<'_> {
+    pub fn settings(&self) -> Settings<'_> {
         Settings {
             base: self.base.as_deref(),
             prerequisites: &self.prerequisites,
@@ -212,6 +212,8 @@ pub struct Compiled {
     pub plan: Plan,
     pub report: CompileReport,
     pub store: OciStore,
+    /// The compilation base, when the plan needed one (not for compiled releases only).
+    pub base: Option<CompilationBase>,
     /// The compilation base's stemcell identity, when there was a base and it has one.
     pub stemcell: Option<fissile_oci::release::Stemcell>,
     /// Whether an interrupt stopped the run.
@@ -236,7 +238,7 @@ pub fn compile_releases(
     let mut display = Display::new(printer);
     // Installed once the base is ready: until then a ^C ends the process as usual.
     let mut interrupted = None;
-    let (result, stemcell) = if plan.needs_compiling() {
+    let (result, stemcell, base) = if plan.needs_compiling() {
         let sandbox = LibcontainerSandbox::from_current_exe()?;
         let script = settings.prerequisites.script()?;
         let base = base::resolve_compilation_base(
@@ -270,13 +272,13 @@ pub fn compile_releases(
         let cancel = CancelToken::new();
         interrupted = Some(interrupt::install(cancel.clone()));
         let result = compiler.compile(&plan, cancel, &mut metrics, &mut |p| display.show(p));
-        (result, stemcell)
+        (result, stemcell, Some(base))
     } else {
         let result =
             fissile_oci::compile::import_only(&plan, &wd, &store, &settings.options, &mut |p| {
                 display.show(p)
             });
-        (result, None)
+        (result, None, None)
     };
     display.finish();
     metrics.stamp("compile-packages", "done");
@@ -305,6 +307,7 @@ pub fn compile_releases(
         plan,
         report,
         store,
+        base,
         stemcell,
         interrupted,
         _lock: lock,

@@ -10,12 +10,14 @@ mod completions;
 mod doctor;
 mod export;
 mod helper;
+mod image;
 mod inspect;
 mod interrupt;
 mod printer;
 mod progress;
 mod run;
 mod shell;
+mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,6 +88,29 @@ pub enum Command {
     /// Compile releases, then write each as a BOSH compiled release tarball.
     #[command(long_about = export::EXPORT_ABOUT)]
     Export(export::ExportArgs),
+    /// Compile, then write runnable images: the base, a layer per package, the jobs.
+    ///
+    /// The image holds the runtime base's layers (by default the base the packages were compiled
+    /// on, without the prerequisites layer), one layer per compiled package (the very blob in the
+    /// store, shared by every image that has it) under /var/vcap/packages/, and one layer with
+    /// each release's release.MF under /var/vcap/releases/<name>/ and its jobs under
+    /// /var/vcap/jobs-src/<job>/. With -m, one image per instance group holding only what its
+    /// jobs need, named NAME-GROUP. Labels name the releases, packages (with fingerprints) and
+    /// jobs; `created` comes from SOURCE_DATE_EPOCH, so the same inputs give the same digest.
+    ///
+    /// Registries are reached as skopeo and podman reach them: credentials from --authfile,
+    /// $REGISTRY_AUTH_FILE, containers' auth.json or docker's config.json (and their credential
+    /// helpers), TLS verified against the system's CAs and --cert-dir. Only missing blobs are
+    /// sent. Exit codes: 2 for bad input or refused credentials, 125 when the registry or the
+    /// host fails (unreachable, TLS, corrupt data).
+    ///
+    /// Examples:
+    ///   fissile-oci image examples/hello-release
+    ///   fissile-oci image rel/ -m roles.yml --tag 1.0 -o docker://registry.example.com/team/rel
+    ///   fissile-oci image rel/ -o docker-archive:rel.tar:rel:1.0 && podman load -i rel.tar
+    ///   fissile-oci image rel/ -o oci:out/ --runtime-base debian-bookworm
+    #[command(verbatim_doc_comment)]
+    Image(image::ImageArgs),
     /// Open a shell in a package's compile sandbox (dependencies compiled and mounted).
     ///
     /// Reopens the scratch dir a `compile --keep-sandbox` kept for a failed package, or stages
@@ -132,6 +157,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Base(command) => base::run(command, cli.work_dir.as_deref(), printer),
         Command::Compile(args) => compile::run(args, cli.work_dir.as_deref(), printer),
         Command::Export(args) => export::run(args, cli.work_dir.as_deref(), printer),
+        Command::Image(args) => image::run(args, cli.work_dir.as_deref(), printer),
         Command::Shell(args) => shell::run(args, cli.work_dir.as_deref(), printer),
         Command::Cache(command) => cache::run(command, cli.work_dir.as_deref(), printer),
         Command::Run(args) => run::run(args, cli.work_dir.as_deref(), printer),

@@ -8,9 +8,11 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
+mod groups;
 mod load;
 pub mod role_manifest;
 
+pub use groups::InstanceGroup;
 pub use load::{load_plan, LoadPlanError, PlanRequest};
 
 use crate::release::{Release, Stemcell};
