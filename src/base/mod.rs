@@ -47,6 +47,8 @@ pub enum BaseError {
     #[error(transparent)]
     Build(#[from] rootfs_builder::BuildError),
     #[error(transparent)]
+    Normalize(#[from] crate::rootless::NormalizeError),
+    #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("base {name:?} has no bash (looked for /bin/bash and /usr/bin/bash): BOSH packaging scripts run under bash; build the base from a source that has it (debian:SUITE) or add it to the rootfs")]
     NoBash { name: String },

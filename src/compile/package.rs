@@ -113,7 +113,9 @@ pub fn write_package_image(
     dependencies: &[String],
     base_digest: &str,
 ) -> Result<PackageImage, OciError> {
-    let layer = oci::write_layer(
+    // Owners are all 0:0, so only reading matters: a package is mostly the user's own files,
+    // and the tree helper (rootless) is started only for one that holds files it may not read.
+    let layer = crate::rootless::write_layer(
         store,
         published,
         &LayerOptions {
@@ -122,6 +124,7 @@ pub fn write_package_image(
             mtime: input.source_date_epoch,
             ..LayerOptions::default()
         },
+        crate::rootless::Reach::HereFirst,
     )?;
     let mut notes = BTreeMap::new();
     notes.insert(NAME_ANNOTATION.to_string(), input.name.clone());
