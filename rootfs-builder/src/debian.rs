@@ -145,10 +145,14 @@ pub fn unshare_id_ranges(
 
 /// Bootstraps `suite` into `target` (must not exist or be empty), not yet normalised (see
 /// [`crate::normalize`]); says who wrote it. `progress` gets each line the bootstrapper prints.
+/// `stop` is asked every few tenths of a second: once it says yes, the bootstrapper gets
+/// SIGTERM (mmdebstrap then unmounts what it mounted and exits) and this returns
+/// [`BuildError::Interrupted`] when it has.
 pub fn build(
     options: &DebianOptions,
     target: &Path,
     progress: &mut dyn FnMut(&str),
+    stop: &dyn Fn() -> bool,
 ) -> Result<Bootstrapped, BuildError> {
     let mirror = options
         .mirror
@@ -226,7 +230,21 @@ pub fn build(
     }
     drop(tx);
     let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
-    for line in rx {
+    let mut stopped = false;
+    loop {
+        let line = match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(line) => line,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if !stopped && stop() {
+                    stopped = true;
+                    // The child is not reaped before `wait` below: its pid is still its own.
+                    // SAFETY: kill takes no pointers.
+                    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                }
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         progress(&line);
         tail.push_back(line);
         if tail.len() > 30 {
@@ -237,6 +255,11 @@ pub fn build(
         let _ = r.join();
     }
     let status = child.wait().map_err(BuildError::io(target))?;
+    if stopped {
+        return Err(BuildError::Interrupted {
+            tool: cmd.get_program().to_string_lossy().into_owned(),
+        });
+    }
     if !status.success() {
         return Err(BuildError::CommandFailed {
             command: described,

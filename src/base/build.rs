@@ -7,6 +7,7 @@ use std::path::Path;
 use oci_spec::image::Descriptor;
 
 use super::{io, BaseError, BaseSource, KIND_ANNOTATION};
+use crate::cancel::CancelToken;
 use crate::extract::{self, ExtractLimits};
 use crate::oci::store::{annotations, OciStore};
 use crate::oci::{self, Compression, ImageSpec, LayerOptions, Owners};
@@ -14,15 +15,27 @@ use crate::rootless::{self, IdMaps, MapRange, Reach};
 use crate::sandbox::HostContext;
 use crate::workdir::WorkDir;
 
-/// Builds (or imports) a base and stores it under `tag`; returns its manifest descriptor.
+/// Builds (or imports) a base and stores it under `tag`; returns its manifest descriptor. A
+/// cancelled `cancel` stops a bootstrap at once and anything else at its next step, with
+/// [`BaseError::Interrupted`]; the staging dir is removed either way.
 pub fn build_base(
     wd: &WorkDir,
     store: &OciStore,
     source: &BaseSource,
     packages: &[String],
     tag: &str,
+    cancel: &CancelToken,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Descriptor, BaseError> {
+    let step = || {
+        if cancel.is_cancelled() {
+            Err(BaseError::Interrupted {
+                tag: tag.to_string(),
+            })
+        } else {
+            Ok(())
+        }
+    };
     let descriptor = match source {
         BaseSource::Oci { layout, reference } => {
             if layout.is_file() {
@@ -71,9 +84,18 @@ pub fn build_base(
                 packages: packages.to_vec(),
                 apt_options: Vec::new(),
             };
-            let written_by = rootfs_builder::debian::build(&options, &tree, progress)?;
+            let stop = || cancel.is_cancelled();
+            let written_by = rootfs_builder::debian::build(&options, &tree, progress, &stop)
+                .map_err(|e| match e {
+                    rootfs_builder::BuildError::Interrupted { .. } => BaseError::Interrupted {
+                        tag: tag.to_string(),
+                    },
+                    e => e.into(),
+                })?;
+            step()?;
             progress("normalising the rootfs");
             rootless::normalize(&tree)?;
+            step()?;
             progress("packing the rootfs into a layer");
             layer_image(
                 store,
@@ -84,6 +106,7 @@ pub fn build_base(
             )?
         }
     };
+    step()?;
     let mut named = descriptor;
     let mut notes = annotations(&named);
     notes.insert(KIND_ANNOTATION.into(), "base".into());
@@ -139,6 +162,9 @@ pub(super) fn layer_image(
     )?)
 }
 
+/// Staging dirs are `WORK/runs/base-*`.
+const STAGING_PREFIX: &str = "base-";
+
 /// A scratch dir under `WORK/runs/`, removed when dropped.
 pub(super) struct Staging(tempfile::TempDir);
 
@@ -147,7 +173,7 @@ impl Staging {
         let runs = wd.runs();
         fs_err::create_dir_all(&runs).map_err(io(&runs))?;
         let dir = tempfile::Builder::new()
-            .prefix("base-")
+            .prefix(STAGING_PREFIX)
             .tempdir_in(&runs)
             .map_err(io(&runs))?;
         Ok(Staging(dir))
@@ -165,4 +191,31 @@ impl Drop for Staging {
         // `cache gc`, which removes stale `runs/base-*` dirs.
         let _ = crate::workdir::remove_tree(self.0.path());
     }
+}
+
+/// Removes the staging dirs that base builds killed before they could clean up left behind
+/// (rootless, a bootstrap's files belong to subordinate ids: only the tree helper can remove
+/// them). The caller holds the work dir's lock, so no build is using one. Returns what it
+/// removed.
+pub fn remove_stale_staging(wd: &WorkDir) -> Result<Vec<std::path::PathBuf>, BaseError> {
+    let runs = wd.runs();
+    let entries = match fs_err::read_dir(&runs) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(&runs)(e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io(&runs))?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(STAGING_PREFIX)
+        {
+            let path = entry.path();
+            crate::workdir::remove_tree(&path).map_err(io(&path))?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
 }

@@ -59,6 +59,8 @@ pub struct CompilationBaseRequest<'a> {
     pub script: &'a str,
     pub network: Network,
     pub timeout: Option<std::time::Duration>,
+    /// Stops the prerequisites script's sandbox.
+    pub cancel: &'a CancelToken,
 }
 
 /// Returns the compilation base for `request`, building it if the store does not have it.
@@ -98,7 +100,7 @@ pub fn ensure_compilation_base(
     spec.stderr = crate::sandbox::Output::File(log.clone());
     spec.stdin = crate::sandbox::Input::Null;
     progress("running the prerequisites script in a sandbox");
-    let outcome: Outcome = sandbox.run(&spec, &CancelToken::new())?;
+    let outcome: Outcome = sandbox.run(&spec, request.cancel)?;
     if !outcome.success() {
         return Err(BaseError::PrerequisitesFailed {
             base: request.base_name.to_string(),

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use oci_spec::image::Descriptor;
 
-pub use build::build_base;
+pub use build::{build_base, remove_stale_staging};
 pub use compilation::{
     compilation_base_name, ensure_compilation_base, is_compilation_base, CompilationBaseRequest,
     DEFAULT_PREREQUISITES,
@@ -77,6 +77,8 @@ pub enum BaseError {
         #[source]
         source: Box<BaseError>,
     },
+    #[error("interrupted: base {tag} was not built (nothing of it is left in the work dir)")]
+    Interrupted { tag: String },
     #[error("no store in {}: build a base first (fissile-oci base build)", .store.display())]
     NoStore { store: PathBuf },
     #[error("{path}: i/o error")]

@@ -19,7 +19,8 @@ pub enum CacheCommand {
     List,
     /// Hash every blob and check every image's manifest, config and layers; exit 1 on problems
     Verify,
-    /// Delete blobs and unpacked directories that no image references
+    /// Delete blobs and unpacked directories that no image references, and what interrupted
+    /// base builds left
     Gc,
     /// Delete the whole work dir content (store, unpacked bases, compiled packages, logs)
     Clean,
@@ -119,6 +120,14 @@ fn collect(wd: &WorkDir, printer: Printer) -> anyhow::Result<ExitCode> {
             "waiting for the work dir lock held by {holder}"
         ))
     })?;
+    let staging = fissile_oci::base::remove_stale_staging(wd)?;
+    if !staging.is_empty() && !printer.quiet {
+        println!(
+            "removed {} dir(s) interrupted base builds left in {}",
+            staging.len(),
+            wd.runs().display()
+        );
+    }
     let Some(store) = open_existing(wd)? else {
         return Ok(ExitCode::SUCCESS);
     };

@@ -15,6 +15,7 @@ use fissile_oci::compile::report::{self, Metrics};
 use fissile_oci::compile::{CompileOptions, CompileReport, Compiler, PackageStatus};
 use fissile_oci::oci::OciStore;
 use fissile_oci::plan::Plan;
+use fissile_oci::rootless::check::{self, Needs};
 use fissile_oci::sandbox::{LibcontainerSandbox, Network};
 use fissile_oci::workdir::{WorkDir, WorkDirLock};
 
@@ -74,16 +75,31 @@ pub struct Session {
     pub base: CompilationBase,
 }
 
+/// What chooses (and, on first use, builds) the compilation base of a [`Session`].
+pub struct BaseOptions<'a> {
+    /// `--base`; `None` for the default.
+    pub base: Option<&'a str>,
+    pub prerequisites: &'a PrerequisitesArgs,
+    /// Network for the prerequisites script.
+    pub network: Network,
+    /// Stops building the bases.
+    pub cancel: &'a CancelToken,
+}
+
 impl Session {
     pub fn open(
         releases: &ReleaseArgs,
-        base: Option<&str>,
-        prerequisites: &PrerequisitesArgs,
-        network: Network,
+        base_options: BaseOptions<'_>,
         wait: bool,
         work_dir: Option<&Path>,
         printer: Printer,
     ) -> anyhow::Result<Session> {
+        let BaseOptions {
+            base,
+            prerequisites,
+            network,
+            cancel,
+        } = base_options;
         let plan = super::inspect::load_plan(releases, printer)?;
         let wd = WorkDir::resolve(work_dir)?;
         let lock = wd.lock(wait, |holder| {
@@ -93,6 +109,24 @@ impl Session {
             ))
         })?;
         let store = OciStore::open_or_create(&wd.oci())?;
+        // Rootless, the default base is bootstrapped here on first use: mmdebstrap's unshare
+        // mode needs subordinate ids. Checked before minutes of work, not after.
+        let bootstraps = base.is_none() && store.resolve(&base::default_base_tag())?.is_none();
+        let needs = Needs {
+            subordinate_ids: bootstraps,
+            mmdebstrap: bootstraps,
+        };
+        let work = if bootstraps {
+            format!(
+                "compile (the default base {} is built first)",
+                base::default_base_tag()
+            )
+        } else {
+            "compile".to_string()
+        };
+        if let Some(notice) = check::preflight(needs, &work)? {
+            printer.info(format_args!("{notice}"));
+        }
         let sandbox = LibcontainerSandbox::from_current_exe()?;
         let script = prerequisites.script()?;
         let base = base::resolve_compilation_base(
@@ -103,6 +137,7 @@ impl Session {
                 base,
                 script: &script,
                 network,
+                cancel,
             },
             &mut printer.progress(Instant::now()),
         )?;
@@ -127,17 +162,28 @@ pub fn run(
     work_dir: Option<&Path>,
     printer: Printer,
 ) -> anyhow::Result<ExitCode> {
-    let session = Session::open(
+    // Installed first: building the default base on first use takes minutes, and an
+    // interrupted build must remove what it wrote.
+    let cancel = CancelToken::new();
+    let interrupted = interrupt::install(cancel.clone());
+    let session = match Session::open(
         &args.releases,
-        args.base.as_deref(),
-        &args.prerequisites,
-        args.network.into(),
+        BaseOptions {
+            base: args.base.as_deref(),
+            prerequisites: &args.prerequisites,
+            network: args.network.into(),
+            cancel: &cancel,
+        },
         !args.no_wait,
         work_dir,
         printer,
-    )?;
-    let cancel = CancelToken::new();
-    let interrupted = interrupt::install(cancel.clone());
+    ) {
+        Err(e) if interrupted.load(Ordering::SeqCst) => {
+            eprintln!("interrupted before compiling: {e}");
+            return Ok(ExitCode::from(130));
+        }
+        session => session?,
+    };
     let mut metrics =
         Metrics::open(args.metrics.as_deref()).with_context(|| "cannot open the metrics file")?;
     metrics.stamp("compile-packages", "start");

@@ -59,6 +59,31 @@ pub fn require(host: &HostContext, needs: Needs, work: &str) -> Result<(), NotRe
     })
 }
 
+/// The check before rootless work: fails with every problem at once when the host lacks what
+/// `needs` says `work` needs; otherwise returns the notice to show when subordinate ids, which
+/// the work can do without, are missing. As root: `Ok(None)`, with no system call.
+pub fn preflight(needs: Needs, work: &str) -> Result<Option<String>, NotReady> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let host = HostContext::detect();
+    require(&host, needs, work)?;
+    if needs.subordinate_ids {
+        return Ok(None);
+    }
+    let missing = subordinate_ids(&host, false)
+        .into_iter()
+        .chain(id_map_tools())
+        .next();
+    Ok(missing.map(|p| {
+        format!(
+            "notice: {}: sandboxes map only your own id, so packaging that changes owners \
+             (tar as root does) fails; fix: {}",
+            p.what, p.fix
+        )
+    }))
+}
+
 /// Everything the host lacks for rootless work that needs `needs`; empty as root.
 pub fn problems(host: &HostContext, needs: Needs) -> Vec<Problem> {
     if host.is_root() {
@@ -209,20 +234,31 @@ fn subordinate_ids(host: &HostContext, by_name: bool) -> Vec<Problem> {
          (any {WANTED_SUBORDINATE_IDS} ids that no other user's ranges overlap)"
     );
     let mut found = Vec::new();
-    for (file, range) in [("/etc/subuid", host.subuid), ("/etc/subgid", host.subgid)] {
-        match range {
-            None => found.push(Problem {
-                what: format!("{file} has no range of subordinate ids for {who}"),
-                fix: fix.clone(),
-            }),
-            Some(r) if r.count < WANTED_SUBORDINATE_IDS => found.push(Problem {
+    let files = [("/etc/subuid", host.subuid), ("/etc/subgid", host.subgid)];
+    let missing: Vec<&str> = files
+        .iter()
+        .filter(|(_, range)| range.is_none())
+        .map(|(file, _)| *file)
+        .collect();
+    if !missing.is_empty() {
+        found.push(Problem {
+            what: format!(
+                "{} {} no range of subordinate ids for {who}",
+                missing.join(" and "),
+                if missing.len() == 1 { "has" } else { "have" }
+            ),
+            fix: fix.clone(),
+        });
+    }
+    for (file, range) in files {
+        if let Some(r) = range.filter(|r| r.count < WANTED_SUBORDINATE_IDS) {
+            found.push(Problem {
                 what: format!(
                     "{file} gives {who} {} subordinate ids; a Debian system uses ids up to 65534",
                     r.count
                 ),
                 fix: fix.clone(),
-            }),
-            Some(_) => {}
+            });
         }
     }
     if by_name && found.is_empty() {
@@ -329,8 +365,13 @@ mod tests {
     #[test]
     fn missing_and_short_ranges_are_named_with_the_fix() {
         let found = subordinate_ids(&host(None, true), false);
-        assert_eq!(found.len(), 2, "{found:?}");
-        assert!(found[0].what.contains("/etc/subuid") && found[1].what.contains("/etc/subgid"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0]
+                .what
+                .contains("/etc/subuid and /etc/subgid have no range"),
+            "{found:?}"
+        );
         assert!(found[0].fix.contains("usermod --add-subuids"), "{found:?}");
         let short = Some(IdRange {
             start: 100000,
