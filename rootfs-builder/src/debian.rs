@@ -7,6 +7,7 @@
 //! packs it where those ids are mapped.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -20,6 +21,9 @@ pub struct DebianOptions {
     pub packages: Vec<String>,
     /// Extra `--aptopt` settings; the host's `Acquire::` settings are added automatically.
     pub apt_options: Vec<String>,
+    /// A descriptor the bootstrapper and its children inherit: a lock held through it (the
+    /// work dir's) then lasts until the last of them has exited, even if the caller dies first.
+    pub hold_open: Option<std::os::fd::RawFd>,
 }
 
 /// The host's Debian codename (`VERSION_CODENAME` in /etc/os-release).
@@ -145,9 +149,11 @@ pub fn unshare_id_ranges(
 
 /// Bootstraps `suite` into `target` (must not exist or be empty), not yet normalised (see
 /// [`crate::normalize`]); says who wrote it. `progress` gets each line the bootstrapper prints.
-/// `stop` is asked every few tenths of a second: once it says yes, the bootstrapper gets
-/// SIGTERM (mmdebstrap then unmounts what it mounted and exits) and this returns
-/// [`BuildError::Interrupted`] when it has.
+/// `stop` is asked every few tenths of a second: once it says yes, the bootstrapper's process
+/// group is stopped and this returns [`BuildError::Interrupted`] when it has exited. In unshare
+/// mode that is SIGKILL (its mounts live in its own mount namespace, and SIGTERM would only make
+/// mmdebstrap wait for the apt or dpkg run in progress, a minute or more); as root, SIGTERM, so
+/// that mmdebstrap unmounts what it mounted in the tree.
 pub fn build(
     options: &DebianOptions,
     target: &Path,
@@ -199,6 +205,28 @@ pub fn build(
         });
     }
     let described = format!("{cmd:?}");
+    // A bootstrapper that outlived us would go on writing into a staging dir that a later
+    // `cache clean` is removing: it gets SIGTERM (and cleans up) when the thread that started
+    // it ends, which is when the process does, however it dies; and it holds `hold_open`
+    // (the work dir's lock) until it is gone. Its own process group lets `stop` reach its
+    // children too.
+    let hold_open = options.hold_open;
+    cmd.process_group(0);
+    // SAFETY: between fork and exec the child only calls prctl and fcntl, which are
+    // async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(fd) = hold_open {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -237,9 +265,11 @@ pub fn build(
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 if !stopped && stop() {
                     stopped = true;
-                    // The child is not reaped before `wait` below: its pid is still its own.
+                    let signal = if root { libc::SIGTERM } else { libc::SIGKILL };
+                    // The child is not reaped before `wait` below: its process group (its pid)
+                    // is still its own.
                     // SAFETY: kill takes no pointers.
-                    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                    unsafe { libc::kill(-(child.id() as libc::pid_t), signal) };
                 }
                 continue;
             }

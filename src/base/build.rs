@@ -83,6 +83,7 @@ pub fn build_base(
                 mirror: None,
                 packages: packages.to_vec(),
                 apt_options: Vec::new(),
+                hold_open: wd.held_lock(),
             };
             let stop = || cancel.is_cancelled();
             let written_by = rootfs_builder::debian::build(&options, &tree, progress, &stop)
