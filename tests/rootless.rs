@@ -245,7 +245,11 @@ fn rootless_bases_and_compilation_bases_are_byte_identical_to_roots() {
     std::fs::create_dir_all(&tree).unwrap();
     rootfs_builder::busybox::build(&tree, true).unwrap();
     std::fs::write(tree.join("etc/sealed"), "sealed\n").unwrap();
-    std::fs::set_permissions(tree.join("etc/sealed"), std::fs::Permissions::from_mode(0)).unwrap();
+    std::fs::set_permissions(
+        tree.join("etc/sealed"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
     let tarball = user.tmp.path().join("rootfs.tar");
     assert!(Command::new("tar")
         .arg("-C")
