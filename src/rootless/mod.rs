@@ -28,25 +28,30 @@ use crate::oci::{Layer, LayerOptions, OciError, OciStore};
 use crate::sandbox::HostContext;
 
 static HELPER_EXE: OnceLock<PathBuf> = OnceLock::new();
+static HELPER: OnceLock<TreeHelper> = OnceLock::new();
 
-/// Makes tree helpers start from `exe` instead of `/proc/self/exe`: for programs that are not
-/// the fissile-oci binary themselves (the integration tests). Only the first call counts.
+/// Makes the tree helper start from `exe` instead of `/proc/self/exe`: for programs that are
+/// not the fissile-oci binary themselves (the integration tests). Only a call before the first
+/// job counts.
 pub fn set_helper_exe(exe: PathBuf) {
     let _ = HELPER_EXE.set(exe);
 }
 
-/// The tree helper this process uses, or `None` when it needs none: root reaches every file
-/// itself (so does the helper, once in its namespace, and a sandbox helper in its own).
-pub fn tree_helper() -> Option<TreeHelper> {
+/// The tree helper this process uses (one for the whole process, started on its first job), or
+/// `None` when it needs none: root reaches every file itself (so does the helper, once in its
+/// namespace, and a sandbox helper in its own).
+pub fn tree_helper() -> Option<&'static TreeHelper> {
     if nix::unistd::geteuid().is_root() {
         return None;
     }
-    Some(TreeHelper::new(
-        HELPER_EXE
-            .get()
-            .cloned()
-            .unwrap_or_else(|| PathBuf::from("/proc/self/exe")),
-    ))
+    Some(HELPER.get_or_init(|| {
+        TreeHelper::new(
+            HELPER_EXE
+                .get()
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from("/proc/self/exe")),
+        )
+    }))
 }
 
 /// The id map of the sandboxes this process starts (see `sandbox::rootless_id_maps`): what

@@ -1,18 +1,20 @@
-//! The tree helper, `fissile-oci __tree-helper`: a short-lived process that moves into a user
-//! namespace where the caller is root and its whole subordinate id range is mapped, and does one
-//! job on a tree there. In that namespace it has `CAP_DAC_OVERRIDE` and `CAP_FOWNER` over every
-//! file the caller's sandboxes and mmdebstrap wrote, whatever their owner and mode (a
-//! `0640 root:shadow` file, a `0700` directory of `_apt`), which the bare user can neither read
-//! nor remove.
+//! The tree helper, `fissile-oci __tree-helper`: a process that moves into a user namespace
+//! where the caller is root and its whole subordinate id range is mapped, and does jobs on trees
+//! there. In that namespace it has `CAP_DAC_OVERRIDE` and `CAP_FOWNER` over every file the
+//! caller's sandboxes and mmdebstrap wrote, whatever their owner and mode (a `0640 root:shadow`
+//! file, a `0700` directory of `_apt`), which the bare user can neither read nor remove.
 //!
-//! The caller writes one [`TreeJob`] as JSON on the helper's stdin and reads one reply from its
-//! stdout. The helper gets SIGKILL when the thread that started it ends, so a dying caller
-//! leaves no helper behind; what it was writing is a temp file the next `cache gc` removes.
+//! One helper serves a whole run: it is started on the first job and answers one JSON line per
+//! JSON line of [`TreeJob`] on its stdin, so a compile whose every package needs it pays for the
+//! user namespace and `newuidmap` once, not per package. It exits when its stdin closes, which
+//! is when the caller exits, however it dies (a job in progress is finished first: every job is
+//! idempotent, and a half-written layer is a temp file `cache gc` removes). A helper that died
+//! (a stray signal) is started again once for the same job.
 
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Mutex;
 
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxIdMapping, LinuxIdMappingBuilder};
@@ -74,17 +76,13 @@ pub enum TreeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot talk to the tree helper (pid {pid})")]
-    Io {
-        pid: u32,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the tree helper (pid {pid}) ended ({status}) without an answer while {job}")]
+    #[error("the tree helper (pid {pid}) ended ({status}) without an answer, twice, while {job}")]
     Died {
         pid: u32,
         status: String,
         job: String,
+        #[source]
+        source: std::io::Error,
     },
     #[error("the tree helper (pid {pid}) gave an unreadable answer")]
     BadReply {
@@ -96,17 +94,37 @@ pub enum TreeError {
     Failed { job: String, message: String },
 }
 
-/// Starts tree helpers from one executable.
-#[derive(Clone, Debug)]
+/// The tree helper of this process: started from one executable on the first job, then reused.
+#[derive(Debug)]
 pub struct TreeHelper {
     exe: PathBuf,
+    running: Mutex<Option<Running>>,
+}
+
+/// A started helper and the two ends of its pipes.
+#[derive(Debug)]
+struct Running {
+    child: Child,
+    jobs: ChildStdin,
+    replies: BufReader<ChildStdout>,
+}
+
+/// Why a job got no answer.
+enum Lost {
+    /// Never sent or never answered: the helper is gone.
+    Helper(std::io::Error),
+    /// Answered with something that is not a reply.
+    Garbled(serde_json::Error),
 }
 
 impl TreeHelper {
     /// `exe` is the fissile-oci binary (`/proc/self/exe` in the CLI: it stays valid when the
     /// binary is replaced on disk mid-run).
     pub fn new(exe: PathBuf) -> TreeHelper {
-        TreeHelper { exe }
+        TreeHelper {
+            exe,
+            running: Mutex::new(None),
+        }
     }
 
     /// Removes `paths` in the helper's namespace.
@@ -146,56 +164,88 @@ impl TreeHelper {
         }
     }
 
+    /// Sends `job` to the helper (started if needed) and waits for its answer; one job at a
+    /// time, whatever the thread.
     fn run(&self, job: &TreeJob) -> Result<Option<Layer>, TreeError> {
-        let mut command = Command::new(&self.exe);
-        command
-            .arg(TREE_HELPER_SUBCOMMAND)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        // SAFETY: between fork and exec the child only calls prctl, which is async-signal-safe.
-        // The helper must not outlive the thread that waits for it.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut restarted = false;
+        let reply = loop {
+            let helper = match running.as_mut() {
+                Some(helper) => helper,
+                None => running.insert(self.start()?),
+            };
+            let pid = helper.child.id();
+            match helper.ask(job) {
+                Ok(reply) => break reply,
+                Err(lost) => {
+                    // Gone or garbled: never ask that process again.
+                    let mut gone = running.take().expect("a helper was running");
+                    drop(gone.jobs);
+                    let status = gone
+                        .child
+                        .wait()
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|e| e.to_string());
+                    match lost {
+                        Lost::Garbled(source) => return Err(TreeError::BadReply { pid, source }),
+                        Lost::Helper(_) if !restarted => restarted = true,
+                        Lost::Helper(source) => {
+                            return Err(TreeError::Died {
+                                pid,
+                                status,
+                                job: job.describe(),
+                                source,
+                            })
+                        }
+                    }
                 }
-                Ok(())
-            });
-        }
-        let mut child = command.spawn().map_err(|source| TreeError::Spawn {
-            exe: self.exe.clone(),
-            source,
-        })?;
-        let pid = child.id();
-        let io = |source| TreeError::Io { pid, source };
-        let json = serde_json::to_vec(job).expect("a tree job always serialises");
-        let sent = child.stdin.take().expect("stdin is piped").write_all(&json);
-        let mut answer = Vec::new();
-        let read = child
-            .stdout
-            .take()
-            .expect("stdout is piped")
-            .read_to_end(&mut answer);
-        let status = child.wait().map_err(io)?;
-        if answer.is_empty() {
-            return Err(TreeError::Died {
-                pid,
-                status: status.to_string(),
-                job: job.describe(),
-            });
-        }
-        sent.map_err(io)?;
-        read.map_err(io)?;
-        match serde_json::from_slice(&answer)
-            .map_err(|source| TreeError::BadReply { pid, source })?
-        {
+            }
+        };
+        match reply {
             TreeReply::Done => Ok(None),
             TreeReply::Layer(layer) => Ok(Some(*layer)),
             TreeReply::Failed { message } => Err(TreeError::Failed {
                 job: job.describe(),
                 message,
             }),
+        }
+    }
+
+    fn start(&self) -> Result<Running, TreeError> {
+        let mut child = Command::new(&self.exe)
+            .arg(TREE_HELPER_SUBCOMMAND)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|source| TreeError::Spawn {
+                exe: self.exe.clone(),
+                source,
+            })?;
+        Ok(Running {
+            jobs: child.stdin.take().expect("stdin is piped"),
+            replies: BufReader::new(child.stdout.take().expect("stdout is piped")),
+            child,
+        })
+    }
+}
+
+impl Running {
+    fn ask(&mut self, job: &TreeJob) -> Result<TreeReply, Lost> {
+        let mut line = serde_json::to_vec(job).expect("a tree job always serialises");
+        line.push(b'\n');
+        self.jobs
+            .write_all(&line)
+            .and_then(|()| self.jobs.flush())
+            .map_err(Lost::Helper)?;
+        let mut answer = String::new();
+        match self.replies.read_line(&mut answer) {
+            Ok(0) => Err(Lost::Helper(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => serde_json::from_str(&answer).map_err(Lost::Garbled),
+            Err(e) => Err(Lost::Helper(e)),
         }
     }
 }
@@ -214,31 +264,34 @@ pub fn helper_maps(host: &HostContext) -> IdMaps {
     IdMaps { uids, gids }
 }
 
-/// Entry point of the hidden subcommand: reads a job on stdin, does it in the helper's user
-/// namespace, answers on stdout. Returns the exit code.
+/// Entry point of the hidden subcommand: enters the helper's user namespace, then answers each
+/// job line on stdin with a reply line on stdout until stdin closes. Returns the exit code.
 pub fn tree_helper_main() -> i32 {
-    let mut input = Vec::new();
-    let reply = match std::io::stdin().read_to_end(&mut input) {
-        Err(e) => failed(format!("reading the job from stdin: {e}")),
-        Ok(_) => match serde_json::from_slice::<TreeJob>(&input) {
-            Err(e) => failed(format!("reading the job from stdin: {e}")),
-            Ok(job) => run_job(job),
-        },
-    };
-    let code = match reply {
-        TreeReply::Failed { .. } => 1,
-        _ => 0,
-    };
-    let json = serde_json::to_vec(&reply).unwrap_or_default();
+    let host = HostContext::detect();
+    let maps = helper_maps(&host);
+    // Entered once, before any job is read; if that fails, every job is told why.
+    let entered = enter(&maps).map_err(|e| chain(&e));
     let mut stdout = std::io::stdout().lock();
-    if stdout
-        .write_all(&json)
-        .and_then(|()| stdout.flush())
-        .is_err()
-    {
-        return 1;
+    for line in std::io::stdin().lock().lines() {
+        let reply = match (&entered, line) {
+            (_, Err(_)) => return 1,
+            (Err(message), _) => failed(format!("entering the user namespace: {message}")),
+            (Ok(()), Ok(line)) => match serde_json::from_str::<TreeJob>(&line) {
+                Err(e) => failed(format!("reading the job: {e}")),
+                Ok(job) => run_job(job, &maps),
+            },
+        };
+        let mut json = serde_json::to_vec(&reply).unwrap_or_default();
+        json.push(b'\n');
+        if stdout
+            .write_all(&json)
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            return 1;
+        }
     }
-    code
+    0
 }
 
 fn failed(message: String) -> TreeReply {
@@ -257,12 +310,7 @@ fn chain(err: &dyn std::error::Error) -> String {
     message
 }
 
-fn run_job(job: TreeJob) -> TreeReply {
-    let host = HostContext::detect();
-    let maps = helper_maps(&host);
-    if let Err(e) = enter(&maps) {
-        return failed(chain(&e));
-    }
+fn run_job(job: TreeJob, maps: &IdMaps) -> TreeReply {
     match job {
         TreeJob::Remove { paths } => {
             for path in paths {
@@ -281,7 +329,7 @@ fn run_job(job: TreeJob) -> TreeReply {
             tree,
             mut options,
         } => {
-            options.owners = options.owners.read_from(maps);
+            options.owners = options.owners.read_from(maps.clone());
             match OciStore::open(&store).and_then(|s| crate::oci::write_layer(&s, &tree, &options))
             {
                 Ok(layer) => TreeReply::Layer(Box::new(layer)),
