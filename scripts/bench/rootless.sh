@@ -17,10 +17,11 @@
 #      template, untimed copy), wall time of the whole process, median of 3:
 #        root  plain     as root
 #        user  plain     as the user (rootless sandboxes; the tree helper is never started)
-#        user  owned     as the user (the tree helper twice per package)
-#      and `fissile-oci __tree-helper` itself, as the user, removing a path that does not exist
-#      (a user namespace, newuidmap and newgidmap, one job), against `fissile-oci --version` as
-#      the user (the exec alone): hyperfine -N, or a median-of-20 loop without it.
+#        user  owned     as the user (two jobs per package for the one tree helper of the run)
+#      and `fissile-oci __tree-helper` itself, as the user, given 1 and 101 jobs removing a path
+#      that does not exist, against `fissile-oci --version` as the user (the exec alone): its
+#      start (a user namespace, newuidmap and newgidmap) and the cost of one job on a running
+#      helper (one helper serves a whole run). 25 interleaved rounds, medians.
 #   4. A table: ms per package, and the ratios user-plain / root-plain (what rootless costs a
 #      package whose files are the user's own: the rootless sandbox) and user-owned / user-plain
 #      (what the tree helper costs when it is needed). Root's path is the one it always was: a
@@ -34,7 +35,6 @@
 #   BENCH_USER      the unprivileged user (default fissile-oci-bench)
 #   BENCH_PACKAGES  packages per release (default 100)
 #   BENCH_JOBS      -j for the compiles (default 2)
-#   BENCH_NO_HYPERFINE=1  use the built-in median loops even if hyperfine is installed
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -54,8 +54,6 @@ JOBS=${BENCH_JOBS:-2}
 BENCH_USER=${BENCH_USER:-fissile-oci-bench}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/fissile-oci-bench}
 D="$BENCH_DIR/rootless"
-HAVE_HYPERFINE=0; command -v hyperfine >/dev/null 2>&1 && HAVE_HYPERFINE=1
-[[ ${BENCH_NO_HYPERFINE:-0} == 1 ]] && HAVE_HYPERFINE=0
 
 log() { printf '==> %s\n' "$*" >&2; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
@@ -140,24 +138,6 @@ clean_compile() {
   awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.4f\n", b - a}'
 }
 
-# median_loop KEY RUNS CMD...: writes $RESULTS/KEY (median seconds).
-median_loop() {
-  local key=$1 runs=$2; shift 2
-  if ((HAVE_HYPERFINE)); then
-    hyperfine -N --warmup 3 --runs "$runs" --style none --export-json "$RESULTS/$key.hf.json" \
-      "$(printf '%q ' "$@")" >/dev/null 2>"$RESULTS/$key.hf.log" || { cat "$RESULTS/$key.hf.log" >&2; exit 1; }
-    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["median"])' \
-      "$RESULTS/$key.hf.json" >"$RESULTS/$key"
-  else
-    local i t0 t1 times=()
-    for ((i = 0; i < runs; i++)); do
-      t0=$(now); "$@" >/dev/null 2>&1; t1=$(now)
-      times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')")
-    done
-    printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}' >"$RESULTS/$key"
-  fi
-}
-
 # --- measurements ----------------------------------------------------------------------------
 # Interleaved, so that drift in a shared machine's load hits every kind alike.
 for run in 1 2 3; do
@@ -167,12 +147,28 @@ for run in 1 2 3; do
     log "$kind run $run: ${t}s"
   done
 done
-log "the tree helper alone, as $BENCH_USER (and the exec alone)"
-JOB="$D/remove-nothing.json"
-echo "{\"Remove\":{\"paths\":[\"$D/nothing-here\"]}}" >"$JOB"
-chmod 644 "$JOB"
-median_loop helper 30 "${AS_USER[@]}" sh -c "exec '$BIN' __tree-helper < '$JOB'"
-median_loop version 30 "${AS_USER[@]}" sh -c "exec '$BIN' --version"
+log "the tree helper alone, as $BENCH_USER: started for 1 job and for 101, against the exec alone"
+for n in 1 101; do
+  for ((i = 0; i < n; i++)); do echo "{\"Remove\":{\"paths\":[\"$D/nothing-here\"]}}"; done >"$D/jobs-$n"
+done
+chmod 644 "$D"/jobs-*
+# Interleaved rounds, medians: the exec alone, a helper with 1 job, a helper with 101 jobs.
+python3 - "$RESULTS" "$BIN" "$D" "${AS_USER[@]}" <<'PY'
+import statistics, subprocess, sys, time
+res, binary, d, as_user = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+runs = {"version": [binary, "--version"], "helper-1": [binary, "__tree-helper"], "helper-101": [binary, "__tree-helper"]}
+times = {k: [] for k in runs}
+for _ in range(25):
+    for key, cmd in runs.items():
+        jobs = open(f"{d}/jobs-{key.split('-')[1]}") if key != "version" else subprocess.DEVNULL
+        t0 = time.perf_counter()
+        out = subprocess.run(as_user + cmd, stdin=jobs, capture_output=True, text=True)
+        times[key].append(time.perf_counter() - t0)
+        if out.returncode != 0 or (key != "version" and out.stdout.count('"Done"') != int(key.split("-")[1])):
+            sys.exit(f"{key} failed: {out.returncode} {out.stdout[-200:]} {out.stderr[-500:]}")
+for key, t in times.items():
+    open(f"{res}/{key}", "w").write(f"{statistics.median(t)}\n")
+PY
 
 LOAD_END=$(loadavg)
 echo
@@ -196,10 +192,11 @@ print()
 print(f"rootless / root (plain):                 {med['user-plain'] / med['root-plain']:.2f}x  "
       f"(+{per['user-plain'] - per['root-plain']:.1f} ms per package)")
 print(f"tree helper needed / not (rootless):     {med['user-owned'] / med['user-plain']:.2f}x  "
-      f"(+{per['user-owned'] - per['user-plain']:.1f} ms per package: a commit and a removal in the helper)")
-helper, version = (float(open(f"{res}/{k}").read()) for k in ("helper", "version"))
-print(f"one tree helper job (remove nothing):    {helper * 1e3:.1f} ms, against {version * 1e3:.1f} ms for "
-      f"the exec alone ({helper / version:.1f}x)")
+      f"(+{per['user-owned'] - per['user-plain']:.1f} ms per package: a failed commit here, then a commit and a removal in the helper)")
+version, one, many = (float(open(f"{res}/{k}").read()) for k in ("version", "helper-1", "helper-101"))
+print(f"tree helper start (user namespace, newuidmap, newgidmap): {(one - version) * 1e3:.1f} ms beyond the exec "
+      f"({version * 1e3:.1f} ms for `--version`)")
+print(f"tree helper job on a running helper (remove nothing):     {(many - one) / 100 * 1e3:.2f} ms")
 print()
 print(f"nproc: {nproc}    load average start: {load_start}    end: {load_end}")
 if max(float(load_start.split()[0]), float(load_end.split()[0])) > nproc:
