@@ -77,7 +77,7 @@ pub enum BaseError {
         #[source]
         source: Box<BaseError>,
     },
-    #[error("interrupted: base {tag} was not built (nothing of it is left in the work dir)")]
+    #[error("interrupted: base {tag} was not built (its staging dir is removed)")]
     Interrupted { tag: String },
     #[error("no store in {}: build a base first (fissile-oci base build)", .store.display())]
     NoStore { store: PathBuf },

@@ -143,7 +143,7 @@ fn build(wd: &WorkDir, args: BuildArgs, printer: Printer) -> anyhow::Result<Exit
         Ok((base, name))
     });
     if interrupted.load(Ordering::SeqCst) {
-        eprintln!("interrupted: base {tag} was not built; nothing of it is left in the work dir");
+        eprintln!("interrupted: base {tag} was not built; its staging dir is removed");
         return Ok(ExitCode::from(130));
     }
     let (base, name) = built?;
