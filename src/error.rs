@@ -90,6 +90,8 @@ fn class_of(e: &(dyn Error + 'static)) -> Option<ErrorClass> {
             BaseError::Oci(inner) => Some(classify(inner)),
             BaseError::Extract(inner) => Some(classify(inner)),
             BaseError::Registry(inner) => Some(classify(inner)),
+            BaseError::Interrupted { .. } => Some(Interrupted),
+            BaseError::Normalize(_) => Some(Environment),
             BaseError::DefaultBase { source, .. } => Some(classify(source.as_ref())),
             BaseError::Build(_) | BaseError::Sandbox(_) | BaseError::Io { .. } => Some(Environment),
             BaseError::NoBash { .. }
@@ -99,13 +101,18 @@ fn class_of(e: &(dyn Error + 'static)) -> Option<ErrorClass> {
             | BaseError::NoStore { .. } => Some(Input),
         };
     }
-    if e.is::<rootfs_builder::BuildError>() || e.is::<CollectError>() {
+    if e.is::<rootfs_builder::BuildError>()
+        || e.is::<CollectError>()
+        || e.is::<crate::rootless::check::NotReady>()
+        || e.is::<crate::rootless::TreeError>()
+    {
         return Some(Environment);
     }
     if let Some(e) = e.downcast_ref::<OciError>() {
         return match e {
             OciError::Io { .. } => Some(Environment),
             OciError::Extract(inner) => Some(classify(inner)),
+            OciError::TreeHelper(_) => Some(Environment),
             OciError::Invalid { .. }
             | OciError::DigestMismatch { .. }
             | OciError::UnsupportedDigest { .. }

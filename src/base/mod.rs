@@ -51,6 +51,8 @@ pub enum BaseError {
     #[error(transparent)]
     Build(#[from] rootfs_builder::BuildError),
     #[error(transparent)]
+    Normalize(#[from] crate::rootless::NormalizeError),
+    #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
@@ -81,6 +83,8 @@ pub enum BaseError {
         #[source]
         source: Box<BaseError>,
     },
+    #[error("interrupted: base {tag} was not built (its staging dir is removed)")]
+    Interrupted { tag: String },
     #[error("no store in {}: build a base first (fissile-oci base build)", .store.display())]
     NoStore { store: PathBuf },
     #[error("{path}: {message}")]

@@ -10,6 +10,7 @@ use super::{
     build_base, ensure_compilation_base, exists_in_rootfs, is_compilation_base, list, BaseError,
     BaseSource, CompilationBaseRequest,
 };
+use crate::cancel::CancelToken;
 use crate::oci::{unpack, OciStore};
 use crate::sandbox::{Network, Sandbox};
 use crate::workdir::WorkDir;
@@ -40,6 +41,8 @@ pub struct BaseChoice<'a> {
     pub script: &'a str,
     /// Network for the prerequisites script.
     pub network: Network,
+    /// Stops building the default base or the compilation base.
+    pub cancel: &'a CancelToken,
 }
 
 /// `debian-<host suite>`, the default base's name.
@@ -81,6 +84,7 @@ pub fn resolve_compilation_base(
                 },
                 &packages,
                 &base_ref,
+                choice.cancel,
                 progress,
             )
             .map_err(|source| BaseError::DefaultBase {
@@ -115,6 +119,7 @@ pub fn resolve_compilation_base(
                 script: choice.script,
                 network: choice.network,
                 timeout: None,
+                cancel: choice.cancel,
             },
             progress,
         )?

@@ -12,13 +12,14 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{Descriptor, ImageManifest, MediaType};
 use serde::Deserialize;
 
-use super::build::{layer_image, Staging};
+use super::build::{layer_image, user_tree, Staging};
 use super::BaseError;
 use crate::extract::{self, ExtractLimits};
 use crate::oci::image::read_manifest;
 use crate::oci::store::annotations;
 use crate::oci::OciStore;
 use crate::release::{stemcell, Stemcell};
+use crate::rootless::Reach;
 use crate::workdir::WorkDir;
 
 pub const STEMCELL_OS_ANNOTATION: &str = "org.cloudfoundry.bosh.stemcell.os";
@@ -174,7 +175,8 @@ pub fn import_stemcell(
     tarball.unpack_image(&tree)?;
     rootfs_builder::normalize::normalize(&tree)?;
     progress("packing the rootfs into a layer");
-    let image = layer_image(store, &tree, &[])?;
+    // Unpacked by this process, so its own (owners are not kept when unpacking).
+    let image = layer_image(store, &tree, &[], user_tree(), Reach::HereFirst)?;
     annotate_manifest(store, &image, &tarball.stemcell)
 }
 

@@ -3,19 +3,23 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use std::sync::atomic::Ordering;
+
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use fissile_oci::base::{self, BaseSource, CompilationBaseRequest};
+use fissile_oci::cancel::CancelToken;
 use fissile_oci::oci::store::annotations;
 use fissile_oci::oci::OciStore;
+use fissile_oci::rootless::check::{self, Needs};
 use fissile_oci::sandbox::LibcontainerSandbox;
 use fissile_oci::workdir::WorkDir;
 
 use super::args::{NetworkArg, PrerequisitesArgs, RegistryArgs};
 use super::printer::human_size;
 use super::transfer::TransferDisplay;
-use super::Printer;
+use super::{interrupt, Printer};
 
 #[derive(Subcommand, Debug)]
 pub enum BaseCommand {
@@ -114,14 +118,25 @@ fn build(wd: &WorkDir, args: BuildArgs, printer: Printer) -> anyhow::Result<Exit
             .map(|s| s.to_string())
             .collect()
     });
+    let debian = matches!(args.from, BaseSource::Debian { .. });
+    let needs = Needs {
+        subordinate_ids: debian,
+        mmdebstrap: debian,
+    };
+    if let Some(notice) = check::preflight(needs, &format!("build base {tag}"))? {
+        printer.info(format_args!("{notice}"));
+    }
+    // SIGINT/SIGTERM stop the bootstrap or the prerequisites sandbox and remove what they
+    // wrote (rootless, the user could not remove it by hand).
+    let cancel = CancelToken::new();
+    let interrupted = interrupt::install(cancel.clone());
     let mut progress = printer.progress(std::time::Instant::now());
     progress(&format!(
         "building base {tag} from {}",
         describe(&args.from)
     ));
-    let base = match &args.from {
-        BaseSource::Registry(reference) => {
-            let client = args.registry.client(wd, printer)?;
+    let built = match &args.from {
+        BaseSource::Registry(reference) => args.registry.client(wd, printer).and_then(|client| {
             base::pull_base(
                 &store,
                 &client,
@@ -129,25 +144,34 @@ fn build(wd: &WorkDir, args: BuildArgs, printer: Printer) -> anyhow::Result<Exit
                 &tag,
                 &TransferDisplay::new(printer, "pull"),
             )
-            .with_context(|| format!("cannot pull base {tag} from docker://{reference}"))?
-        }
-        source => base::build_base(wd, &store, source, &packages, &tag, &mut progress)
-            .with_context(|| format!("cannot build base {tag}"))?,
-    };
-    let sandbox = LibcontainerSandbox::from_current_exe()?;
-    let (name, _) = base::ensure_compilation_base(
-        wd,
-        &store,
-        &sandbox,
-        &CompilationBaseRequest {
-            base_name: &tag,
-            base: &base,
-            script: &script,
-            network: args.network.into(),
-            timeout: None,
-        },
-        &mut progress,
-    )?;
+            .with_context(|| format!("cannot pull base {tag} from docker://{reference}"))
+        }),
+        source => base::build_base(wd, &store, source, &packages, &tag, &cancel, &mut progress)
+            .with_context(|| format!("cannot build base {tag}")),
+    }
+    .and_then(|base| {
+        let sandbox = LibcontainerSandbox::from_current_exe()?;
+        let (name, _) = base::ensure_compilation_base(
+            wd,
+            &store,
+            &sandbox,
+            &CompilationBaseRequest {
+                base_name: &tag,
+                base: &base,
+                script: &script,
+                network: args.network.into(),
+                timeout: None,
+                cancel: &cancel,
+            },
+            &mut progress,
+        )?;
+        Ok((base, name))
+    });
+    if interrupted.load(Ordering::SeqCst) {
+        eprintln!("interrupted: base {tag} was not built; its staging dir is removed");
+        return Ok(ExitCode::from(130));
+    }
+    let (base, name) = built?;
     progress(&format!(
         "base {tag} ({}) and compilation base {name} are ready",
         base.digest()

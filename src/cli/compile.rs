@@ -17,6 +17,7 @@ use fissile_oci::compile::report::{self, Metrics};
 use fissile_oci::compile::{CompileOptions, CompileReport, Compiler, PackageStatus};
 use fissile_oci::oci::OciStore;
 use fissile_oci::plan::Plan;
+use fissile_oci::rootless::check::{self, Needs};
 use fissile_oci::sandbox::{LibcontainerSandbox, Network};
 use fissile_oci::workdir::{WorkDir, WorkDirLock};
 
@@ -100,18 +101,34 @@ pub struct Session {
     pub base: CompilationBase,
 }
 
+/// What chooses (and, on first use, builds) the compilation base of a [`Session`].
+pub struct BaseOptions<'a> {
+    /// `--base`; `None` for the default.
+    pub base: Option<&'a str>,
+    pub prerequisites: &'a PrerequisitesArgs,
+    /// Network for the prerequisites script.
+    pub network: Network,
+    /// Stops building the bases.
+    pub cancel: &'a CancelToken,
+}
+
 impl Session {
     pub fn open(
         releases: &ReleaseArgs,
-        base: Option<&str>,
-        prerequisites: &PrerequisitesArgs,
-        network: Network,
+        base_options: BaseOptions<'_>,
         wait: bool,
         work_dir: Option<&Path>,
         printer: Printer,
     ) -> anyhow::Result<Session> {
+        let BaseOptions {
+            base,
+            prerequisites,
+            network,
+            cancel,
+        } = base_options;
         let plan = super::inspect::load_plan(releases, printer)?;
         let (wd, lock, store) = open_store(work_dir, wait, printer)?;
+        preflight(base, &store, printer)?;
         let sandbox = LibcontainerSandbox::from_current_exe()?;
         let script = prerequisites.script()?;
         let base = base::resolve_compilation_base(
@@ -122,6 +139,7 @@ impl Session {
                 base,
                 script: &script,
                 network,
+                cancel,
             },
             &mut printer.progress(Instant::now()),
         )?;
@@ -159,6 +177,29 @@ fn open_store(
     })?;
     let store = OciStore::open_or_create(&wd.oci())?;
     Ok((wd, lock, store))
+}
+
+/// Rootless, the default base is bootstrapped on first use, and mmdebstrap's unshare mode
+/// needs subordinate ids: checked before minutes of work, not after. Says what can be done
+/// without (a notice), refuses what cannot.
+fn preflight(base: Option<&str>, store: &OciStore, printer: Printer) -> anyhow::Result<()> {
+    let bootstraps = base.is_none() && store.resolve(&base::default_base_tag())?.is_none();
+    let needs = Needs {
+        subordinate_ids: bootstraps,
+        mmdebstrap: bootstraps,
+    };
+    let work = if bootstraps {
+        format!(
+            "compile (the default base {} is built first)",
+            base::default_base_tag()
+        )
+    } else {
+        "compile".to_string()
+    };
+    if let Some(notice) = check::preflight(needs, &work)? {
+        printer.info(format_args!("{notice}"));
+    }
+    Ok(())
 }
 
 /// How a compile runs, resolved from the flags of `compile` or `export`.
@@ -236,11 +277,14 @@ pub fn compile_releases(
     let (wd, lock, store) = open_store(work_dir, settings.wait, printer)?;
     metrics.stamp("compile-packages", "start");
     let mut display = Display::new(printer);
-    // Installed once the base is ready: until then a ^C ends the process as usual.
-    let mut interrupted = None;
+    // Installed first: building the default base on first use takes minutes, and an
+    // interrupted build must remove what it wrote (rootless, the user could not).
+    let cancel = CancelToken::new();
+    let interrupted = interrupt::install(cancel.clone());
     let (result, stemcell, base) = if plan.needs_compiling() {
         let sandbox = LibcontainerSandbox::from_current_exe()?;
         let script = settings.prerequisites.script()?;
+        preflight(settings.base, &store, printer)?;
         let base = base::resolve_compilation_base(
             &wd,
             &store,
@@ -249,6 +293,7 @@ pub fn compile_releases(
                 base: settings.base,
                 script: &script,
                 network: settings.options.network,
+                cancel: &cancel,
             },
             &mut printer.progress(Instant::now()),
         )?;
@@ -269,8 +314,6 @@ pub fn compile_releases(
             sandbox: &sandbox,
             options: &settings.options,
         };
-        let cancel = CancelToken::new();
-        interrupted = Some(interrupt::install(cancel.clone()));
         let result = compiler.compile(&plan, cancel, &mut metrics, &mut |p| display.show(p));
         (result, stemcell, Some(base))
     } else {
@@ -300,8 +343,7 @@ pub fn compile_releases(
         report::write_graph(path, &report.packages)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let interrupted =
-        report.interrupted || interrupted.is_some_and(|flag| flag.load(Ordering::SeqCst));
+    let interrupted = report.interrupted || interrupted.load(Ordering::SeqCst);
     Ok(Compiled {
         wd,
         plan,

@@ -141,6 +141,9 @@ pub enum Command {
     /// Internal: the single-threaded process each sandbox is created from.
     #[command(name = "__sandbox-helper", hide = true)]
     SandboxHelper(helper::HelperArgs),
+    /// Internal: removes, normalises or packs a tree in a user namespace (rootless).
+    #[command(name = "__tree-helper", hide = true)]
+    TreeHelper,
 }
 
 /// Exit codes of the contract: 0 success, 1 packages failed, 2 bad usage or input, 125 the host
@@ -164,6 +167,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Completions(args) => completions::run(args),
         Command::Doctor(args) => doctor::run(args, cli.work_dir.as_deref()),
         Command::SandboxHelper(args) => helper::run(args),
+        Command::TreeHelper => Ok(ExitCode::from(
+            fissile_oci::rootless::tree_helper_main().clamp(0, 255) as u8,
+        )),
     };
     match result {
         Ok(code) => code,
@@ -207,5 +213,16 @@ mod tests {
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_helpers_subcommands_are_the_ones_their_callers_start() {
+        use clap::CommandFactory;
+        for name in [
+            fissile_oci::sandbox::HELPER_SUBCOMMAND,
+            fissile_oci::rootless::TREE_HELPER_SUBCOMMAND,
+        ] {
+            assert!(Cli::command().find_subcommand(name).is_some(), "{name}");
+        }
     }
 }

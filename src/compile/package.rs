@@ -160,7 +160,9 @@ pub fn write_tree_image(
     mtime: u64,
     notes: BTreeMap<String, String>,
 ) -> Result<PackageImage, OciError> {
-    let layer = oci::write_layer(
+    // Owners are all 0:0, so only reading matters: a package is mostly the user's own files,
+    // and the tree helper (rootless) is started only for one that holds files it may not read.
+    let layer = crate::rootless::write_layer(
         store,
         tree,
         &LayerOptions {
@@ -169,6 +171,7 @@ pub fn write_tree_image(
             mtime,
             ..LayerOptions::default()
         },
+        crate::rootless::Reach::HereFirst,
     )?;
     let layer_digest = layer.descriptor.digest().to_string();
     let manifest = oci::write_image(

@@ -36,7 +36,7 @@ mod security;
 mod side_job;
 mod state;
 mod types;
-mod userns;
+pub(crate) mod userns;
 
 use crate::cancel::CancelToken;
 pub use client::{LibcontainerSandbox, SandboxProcess, HELPER_SUBCOMMAND};
