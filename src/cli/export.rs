@@ -55,24 +55,37 @@ pub struct ExportArgs {
     #[arg(long, value_enum, value_name = "ALGORITHM")]
     pub digest: Option<DigestArg>,
     /// Compilation base or base to compile on [default: debian-<host suite>, built on first use]
-    #[arg(long, value_name = "REF")]
+    // Not `--stemcell` as in `compile`: here that names the stemcell the packages are for.
+    #[arg(long, value_name = "REF", env = "FISSILE_OCI_BASE")]
     pub base: Option<String>,
     #[command(flatten)]
     pub prerequisites: PrerequisitesArgs,
     /// Packages compiled at once [default: number of cores]
-    #[arg(short = 'j', long = "workers", short_alias = 'W', value_name = "N")]
+    #[arg(
+        short = 'j',
+        long = "workers",
+        short_alias = 'W',
+        value_name = "N",
+        env = "FISSILE_OCI_WORKERS"
+    )]
     pub workers: Option<usize>,
     /// Keep a failed package's scratch dir and print the command that reopens it
     #[arg(long)]
     pub keep_sandbox: bool,
     /// Network inside compiles: none (loopback only) or host
-    #[arg(long, value_enum, default_value_t = NetworkArg::None)]
+    #[arg(
+        long,
+        visible_alias = "docker-network-mode",
+        value_enum,
+        default_value_t = NetworkArg::None,
+        env = "FISSILE_OCI_NETWORK"
+    )]
     pub network: NetworkArg,
     /// Kill a package's compile after this many seconds
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", env = "FISSILE_OCI_TIMEOUT")]
     pub timeout: Option<u64>,
     /// Memory limit per compile, e.g. 4G (needs a usable cgroup)
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, env = "FISSILE_OCI_MEMORY")]
     pub memory: Option<u64>,
     /// Append fissile-style timing metrics (CSV) to FILE
     #[arg(short = 'M', long, value_name = "FILE")]

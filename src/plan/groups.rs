@@ -24,38 +24,7 @@ impl Plan {
     ) -> Result<Vec<InstanceGroup>, PlanError> {
         let mut groups: Vec<InstanceGroup> = Vec::new();
         for role_job in &manifest.jobs {
-            let rid = match &role_job.release {
-                Some(name) => self
-                    .releases
-                    .iter()
-                    .position(|r| &r.name == name)
-                    .ok_or_else(|| PlanError::RoleReleaseMissing {
-                        manifest: manifest.path.clone(),
-                        group: role_job.instance_group.clone(),
-                        job: role_job.job.clone(),
-                        release: name.clone(),
-                        known: self.release_names(),
-                    })?,
-                None if self.releases.len() == 1 => 0,
-                None => {
-                    return Err(PlanError::RoleReleaseAmbiguous {
-                        manifest: manifest.path.clone(),
-                        group: role_job.instance_group.clone(),
-                        job: role_job.job.clone(),
-                    })
-                }
-            };
-            let release = &self.releases[rid];
-            let job = release
-                .jobs
-                .iter()
-                .position(|j| j.name == role_job.job)
-                .ok_or_else(|| PlanError::RoleJobMissing {
-                    manifest: manifest.path.clone(),
-                    group: role_job.instance_group.clone(),
-                    job: role_job.job.clone(),
-                    release: release.name.clone(),
-                })?;
+            let (rid, job) = super::locate_role_job(&self.releases, manifest, role_job)?;
             let group = match groups
                 .iter_mut()
                 .position(|g| g.name == role_job.instance_group)
@@ -99,13 +68,5 @@ impl Plan {
             group.packages = (0..self.nodes.len()).filter(|&n| wanted[n]).collect();
         }
         Ok(groups)
-    }
-
-    fn release_names(&self) -> String {
-        self.releases
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 }

@@ -16,7 +16,7 @@ pub use groups::InstanceGroup;
 pub use load::{load_plan, LoadPlanError, PlanRequest};
 
 use crate::release::{Release, Stemcell};
-use role_manifest::RoleManifest;
+use role_manifest::{RoleJob, RoleManifest};
 
 /// Index of a release in [`Plan::releases`].
 pub type ReleaseId = usize;
@@ -395,6 +395,51 @@ fn topological_order(release: &Release) -> Result<Vec<usize>, PlanError> {
     Ok(order)
 }
 
+/// Where a role manifest's job is: its release (the one it names, or the only one there is)
+/// and its index in that release's jobs.
+pub(super) fn locate_role_job(
+    releases: &[Release],
+    manifest: &RoleManifest,
+    role_job: &RoleJob,
+) -> Result<(ReleaseId, usize), PlanError> {
+    let rid = match &role_job.release {
+        Some(name) => releases
+            .iter()
+            .position(|r| &r.name == name)
+            .ok_or_else(|| PlanError::RoleReleaseMissing {
+                manifest: manifest.path.clone(),
+                group: role_job.instance_group.clone(),
+                job: role_job.job.clone(),
+                release: name.clone(),
+                known: releases
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?,
+        None if releases.len() == 1 => 0,
+        None => {
+            return Err(PlanError::RoleReleaseAmbiguous {
+                manifest: manifest.path.clone(),
+                group: role_job.instance_group.clone(),
+                job: role_job.job.clone(),
+            })
+        }
+    };
+    let release = &releases[rid];
+    let job = release
+        .jobs
+        .iter()
+        .position(|j| j.name == role_job.job)
+        .ok_or_else(|| PlanError::RoleJobMissing {
+            manifest: manifest.path.clone(),
+            group: role_job.instance_group.clone(),
+            job: role_job.job.clone(),
+            release: release.name.clone(),
+        })?;
+    Ok((rid, job))
+}
+
 /// Per release, the packages the role manifest's jobs need, with their transitive dependencies.
 fn role_closure(
     releases: &[Release],
@@ -402,48 +447,13 @@ fn role_closure(
     manifest: &RoleManifest,
 ) -> Result<Vec<HashSet<usize>>, PlanError> {
     let mut wanted: Vec<HashSet<usize>> = vec![HashSet::new(); releases.len()];
-    let known = || {
-        releases
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     for role_job in &manifest.jobs {
-        let rid = match &role_job.release {
-            Some(name) => releases
-                .iter()
-                .position(|r| &r.name == name)
-                .ok_or_else(|| PlanError::RoleReleaseMissing {
-                    manifest: manifest.path.clone(),
-                    group: role_job.instance_group.clone(),
-                    job: role_job.job.clone(),
-                    release: name.clone(),
-                    known: known(),
-                })?,
-            None if releases.len() == 1 => 0,
-            None => {
-                return Err(PlanError::RoleReleaseAmbiguous {
-                    manifest: manifest.path.clone(),
-                    group: role_job.instance_group.clone(),
-                    job: role_job.job.clone(),
-                })
-            }
-        };
+        let (rid, job) = locate_role_job(releases, manifest, role_job)?;
         if !selected[rid] {
             continue;
         }
         let release = &releases[rid];
-        let job = release
-            .jobs
-            .iter()
-            .find(|j| j.name == role_job.job)
-            .ok_or_else(|| PlanError::RoleJobMissing {
-                manifest: manifest.path.clone(),
-                group: role_job.instance_group.clone(),
-                job: role_job.job.clone(),
-                release: release.name.clone(),
-            })?;
+        let job = &release.jobs[job];
         let mut stack: Vec<usize> = Vec::new();
         for p in &job.packages {
             let pid = release
