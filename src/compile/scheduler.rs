@@ -22,6 +22,14 @@
 //!   thread having to be woken first, which matters on a loaded machine. The calling thread
 //!   delivers [`Event`]s (so the progress display needs no locking) and turns the caller's
 //!   cancellation into a stop. Job panics are caught and reported as failures of that node.
+//! - **Lanes, detached and on-demand nodes** (the shared cache). Nodes run in lanes, each with
+//!   its own number of workers, so fetching a result from a registry never takes a compile
+//!   slot. A *detached* node is ready without its dependencies (a fetch needs none of them); its
+//!   job may ask to run again later ([`Step::Later`]: a poll that holds no worker while it
+//!   waits) or to become an ordinary node after all ([`Step::Attach`]: the fetch failed, so it
+//!   is compiled, and now needs its dependencies). An *on-demand* node runs only when an
+//!   attached node that runs depends on it: a shard fetches what another shard compiles only
+//!   if it needs it.
 
 mod graph;
 mod run;
@@ -31,7 +39,7 @@ use std::time::{Duration, Instant};
 
 pub use crate::cancel::{CallbackId, CancelToken};
 pub use graph::{Graph, GraphError, Node};
-pub use run::run;
+pub use run::{run, run_steps};
 pub use sim::{least_deps_first_order, schedule, simulate, Policy, Simulation};
 
 /// What happens to the rest of the graph when a job fails.
@@ -44,11 +52,25 @@ pub enum OnFailure {
     KeepGoing,
 }
 
+/// What a job of [`run_steps`] asks for next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step<S> {
+    /// The node is done.
+    Done(S),
+    /// Call the job again after this long; the node holds no worker meanwhile.
+    Later(Duration),
+    /// From now on the node waits for its dependencies (which are needed from now on) and runs
+    /// in `lane`; its job is called again once they succeeded.
+    Attach { lane: usize },
+}
+
 /// How to run a graph.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Maximum number of jobs running at once; 0 is treated as 1.
+    /// Maximum number of jobs of lane 0 running at once; 0 is treated as 1.
     pub workers: usize,
+    /// The worker limits of lanes 1, 2, ...
+    pub other_lanes: Vec<usize>,
     pub on_failure: OnFailure,
     /// The caller's token (e.g. cancelled by a SIGINT handler thread): when it is cancelled no
     /// new job starts, running jobs are cancelled, and the report says `interrupted`.
@@ -59,9 +81,24 @@ impl RunOptions {
     pub fn new(workers: usize) -> Self {
         Self {
             workers,
+            other_lanes: Vec::new(),
             on_failure: OnFailure::default(),
             cancel: None,
         }
+    }
+
+    /// Adds a lane with `workers` workers of its own; it is lane 1, then 2, ...
+    pub fn with_lane(mut self, workers: usize) -> Self {
+        self.other_lanes.push(workers);
+        self
+    }
+
+    /// The worker limit of every lane, lane 0 first (each at least 1).
+    pub fn lane_limits(&self) -> Vec<usize> {
+        std::iter::once(self.workers)
+            .chain(self.other_lanes.iter().copied())
+            .map(|w| w.max(1))
+            .collect()
     }
 
     pub fn keep_going(mut self, keep_going: bool) -> Self {
@@ -112,8 +149,11 @@ pub enum Status<S, E> {
     Cancelled {
         error: E,
     },
-    /// Never started: the run stopped first (fail-fast or interrupt).
+    /// Never started: the run stopped first (fail-fast or interrupt). Also a node waiting to
+    /// be called again ([`Step::Later`]) when the run stopped.
     NotStarted,
+    /// An on-demand node that nothing which ran needed.
+    NotNeeded,
 }
 
 impl<S, E> Status<S, E> {
@@ -121,7 +161,8 @@ impl<S, E> Status<S, E> {
         matches!(self, Status::Succeeded(_))
     }
 
-    /// A short lowercase name: `succeeded`, `failed`, `skipped`, `cancelled`, `not-started`.
+    /// A short lowercase name: `succeeded`, `failed`, `skipped`, `cancelled`, `not-started`,
+    /// `not-needed`.
     pub fn label(&self) -> &'static str {
         match self {
             Status::Succeeded(_) => "succeeded",
@@ -129,6 +170,7 @@ impl<S, E> Status<S, E> {
             Status::Skipped { .. } => "skipped",
             Status::Cancelled { .. } => "cancelled",
             Status::NotStarted => "not-started",
+            Status::NotNeeded => "not-needed",
         }
     }
 }
@@ -145,7 +187,8 @@ pub enum StopReason {
 /// Progress, delivered in order on the thread that called [`run`].
 #[derive(Debug)]
 pub enum Event<'a, S, E> {
-    /// A worker took the node and calls its job (events arrive shortly after the fact).
+    /// A worker took the node and calls its job (events arrive shortly after the fact); sent
+    /// again when a node that attached ([`Step::Attach`]) is taken, not for a [`Step::Later`].
     Started(usize),
     /// The node has its final status. Sent once for every started node and for every node
     /// skipped behind a failure; never for nodes that end `NotStarted`.
@@ -184,9 +227,13 @@ pub struct RunReport<S, E> {
 }
 
 impl<S, E> RunReport<S, E> {
-    /// Every node succeeded (and the run was not interrupted).
+    /// Every node succeeded or was not needed (and the run was not interrupted).
     pub fn all_succeeded(&self) -> bool {
-        !self.interrupted && self.statuses.iter().all(Status::is_succeeded)
+        !self.interrupted
+            && self
+                .statuses
+                .iter()
+                .all(|s| s.is_succeeded() || matches!(s, Status::NotNeeded))
     }
 
     /// The nodes that failed on their own, with their errors, by index.

@@ -12,6 +12,15 @@ pub struct Node {
     /// Expected duration in any unit (the compile command uses the last recorded compile time in
     /// seconds, else 1.0). Only relative sizes matter for scheduling.
     pub weight: f64,
+    /// Which pool of workers runs it (see [`super::RunOptions::with_lane`]); 0, the main one,
+    /// unless said otherwise.
+    pub lane: usize,
+    /// Ready at once, without its dependencies: a job that can do without them (fetching a
+    /// finished result) until it asks for them with [`super::Step::Attach`].
+    pub detached: bool,
+    /// Runs only when a node that runs needs it (an attached dependant); otherwise it ends
+    /// [`super::Status::NotNeeded`].
+    pub on_demand: bool,
 }
 
 impl Node {
@@ -19,7 +28,28 @@ impl Node {
         Self {
             dependencies,
             weight,
+            lane: 0,
+            detached: false,
+            on_demand: false,
         }
+    }
+
+    /// Run by the workers of `lane`.
+    pub fn in_lane(mut self, lane: usize) -> Self {
+        self.lane = lane;
+        self
+    }
+
+    /// Ready without its dependencies, until its job attaches it.
+    pub fn detached(mut self) -> Self {
+        self.detached = true;
+        self
+    }
+
+    /// Run only when needed by a node that runs.
+    pub fn on_demand(mut self) -> Self {
+        self.on_demand = true;
+        self
     }
 }
 
@@ -51,6 +81,9 @@ pub struct Graph {
     dependencies: Vec<Vec<usize>>,
     dependants: Vec<Vec<usize>>,
     weights: Vec<f64>,
+    lanes: Vec<usize>,
+    detached: Vec<bool>,
+    on_demand: Vec<bool>,
     remaining: Vec<f64>,
     topological: Vec<usize>,
 }
@@ -86,6 +119,9 @@ impl Graph {
             dependencies.push(deps);
             weights.push(spec.weight);
         }
+        let lanes = nodes.iter().map(|n| n.lane).collect();
+        let detached = nodes.iter().map(|n| n.detached).collect();
+        let on_demand = nodes.iter().map(|n| n.on_demand).collect();
         let topological = topological_order(&dependencies, &dependants)?;
         // Longest weighted path from each node to any sink, filled sinks-first.
         let mut remaining = vec![0.0; len];
@@ -100,6 +136,9 @@ impl Graph {
             dependencies,
             dependants,
             weights,
+            lanes,
+            detached,
+            on_demand,
             remaining,
             topological,
         })
@@ -125,6 +164,21 @@ impl Graph {
 
     pub fn weight(&self, node: usize) -> f64 {
         self.weights[node]
+    }
+
+    /// The lane the node starts in.
+    pub fn lane(&self, node: usize) -> usize {
+        self.lanes[node]
+    }
+
+    /// Whether the node starts detached from its dependencies.
+    pub fn is_detached(&self, node: usize) -> bool {
+        self.detached[node]
+    }
+
+    /// Whether the node runs only when needed.
+    pub fn is_on_demand(&self, node: usize) -> bool {
+        self.on_demand[node]
     }
 
     /// The node's priority: its weight plus the longest weighted path from it to any sink.
@@ -251,6 +305,11 @@ impl<'g> ReadyQueue<'g> {
     pub(super) fn push(&mut self, node: usize) {
         let priority = self.graph.remaining_path(node);
         self.heap.push(Ready { priority, node });
+    }
+
+    /// The node [`Self::pop`] would return.
+    pub(super) fn peek(&self) -> Option<usize> {
+        self.heap.peek().map(|r| r.node)
     }
 
     pub(super) fn pop(&mut self) -> Option<usize> {

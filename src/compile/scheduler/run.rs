@@ -5,7 +5,8 @@
 //! thread only delivers events and turns the caller's cancellation into a stop.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -14,7 +15,7 @@ use std::time::Instant;
 
 use super::graph::{Graph, ReadyQueue};
 use super::{
-    CancelToken, Event, JobPanic, OnFailure, RunOptions, RunReport, Span, Status, StopReason,
+    CancelToken, Event, JobPanic, OnFailure, RunOptions, RunReport, Span, Status, Step, StopReason,
 };
 
 /// Messages to the calling thread, sent under the state lock so their order is causal: a
@@ -48,14 +49,92 @@ type Slot<S, E> = Mutex<Option<(Status<S, E>, Span)>>;
 
 struct Core<'g> {
     graph: &'g Graph,
-    ready: ReadyQueue<'g>,
+    /// Ready nodes, per lane.
+    ready: Vec<ReadyQueue<'g>>,
+    /// Worker limit and running jobs, per lane.
+    limits: Vec<usize>,
+    busy: Vec<usize>,
+    /// The lane each node runs in now.
+    lane: Vec<usize>,
+    /// The node waits for its dependencies (not detached, or attached since).
+    attached: Vec<bool>,
+    /// Something that runs needs the node (every node that is not on demand).
+    wanted: Vec<bool>,
+    /// In a ready queue, running, or waiting to run again.
+    queued: Vec<bool>,
+    /// A dependency failed: the node is skipped if it ever needs its dependencies.
+    blocked_by: Vec<Option<usize>>,
     /// Dependencies of each node that have not succeeded yet.
     missing: Vec<usize>,
     /// The node has a final status (finished or skipped).
     settled: Vec<bool>,
+    /// `Started` was sent since the node last attached; and when.
+    announced: Vec<Option<Instant>>,
     running: HashMap<usize, CancelToken>,
+    /// Nodes to run again, and when.
+    later: BinaryHeap<Reverse<(Instant, usize)>>,
     stopped: Option<StopReason>,
     interrupted: bool,
+}
+
+impl<'g> Core<'g> {
+    /// Queues the node if it can run now.
+    fn offer(&mut self, node: usize) {
+        if self.queued[node] || self.settled[node] || !self.wanted[node] {
+            return;
+        }
+        if self.attached[node] && self.missing[node] > 0 {
+            return;
+        }
+        self.queued[node] = true;
+        self.ready[self.lane[node]].push(node);
+    }
+
+    /// Marks `node` needed, and with it the dependencies of every attached node so reached.
+    fn want(&mut self, node: usize) {
+        let mut stack = vec![node];
+        while let Some(n) = stack.pop() {
+            if self.wanted[n] {
+                continue;
+            }
+            self.wanted[n] = true;
+            if self.attached[n] {
+                stack.extend(self.graph.dependencies(n).iter().copied());
+            }
+            self.offer(n);
+        }
+    }
+
+    /// The best ready node of a lane that has a free worker: highest priority, then lowest
+    /// index, across lanes.
+    fn pick(&mut self) -> Option<usize> {
+        let graph = self.graph;
+        let lane = (0..self.ready.len())
+            .filter(|&l| self.busy[l] < self.limits[l])
+            .filter_map(|l| self.ready[l].peek().map(|n| (l, n)))
+            .max_by(|&(_, a), &(_, b)| {
+                graph
+                    .remaining_path(a)
+                    .total_cmp(&graph.remaining_path(b))
+                    .then_with(|| b.cmp(&a))
+            })
+            .map(|(l, _)| l)?;
+        let node = self.ready[lane].pop()?;
+        self.busy[lane] += 1;
+        Some(node)
+    }
+
+    /// Moves the nodes whose wait is over to their ready queues; returns the next deadline.
+    fn wake_due(&mut self, now: Instant) -> Option<Instant> {
+        while let Some(&Reverse((due, node))) = self.later.peek() {
+            if due > now {
+                return Some(due);
+            }
+            self.later.pop();
+            self.ready[self.lane[node]].push(node);
+        }
+        None
+    }
 }
 
 /// Runs `job(node, token)` once for every node of `graph` whose dependencies all succeeded, at
@@ -66,7 +145,24 @@ struct Core<'g> {
 /// reached the job (it saw `is_cancelled()`, a wait returned early, or an `on_cancel` callback
 /// ran) is reported as [`Status::Cancelled`]; any other `Err`, or a panic, as
 /// [`Status::Failed`]. `on_event` is called on the calling thread, in causal order.
-pub fn run<S, E, J, V>(
+pub fn run<S, E, J, V>(graph: &Graph, options: &RunOptions, job: J, on_event: V) -> RunReport<S, E>
+where
+    S: Send,
+    E: Send + From<JobPanic>,
+    J: Fn(usize, &CancelToken) -> Result<S, E> + Sync,
+    V: FnMut(Event<'_, S, E>),
+{
+    run_steps(
+        graph,
+        options,
+        |node, token| job(node, token).map(Step::Done),
+        on_event,
+    )
+}
+
+/// [`run`] for jobs that may ask to be called again later or to attach ([`Step`]), over
+/// graphs with lanes, detached and on-demand nodes (see [`super::Node`]).
+pub fn run_steps<S, E, J, V>(
     graph: &Graph,
     options: &RunOptions,
     job: J,
@@ -75,23 +171,39 @@ pub fn run<S, E, J, V>(
 where
     S: Send,
     E: Send + From<JobPanic>,
-    J: Fn(usize, &CancelToken) -> Result<S, E> + Sync,
+    J: Fn(usize, &CancelToken) -> Result<Step<S>, E> + Sync,
     V: FnMut(Event<'_, S, E>),
 {
     let began = Instant::now();
     let len = graph.len();
+    let limits = options.lane_limits();
     let (tx, rx) = mpsc::channel::<Msg>();
     let already = options.cancel.as_ref().is_some_and(CancelToken::peek);
+    let mut core = Core {
+        graph,
+        ready: limits.iter().map(|_| ReadyQueue::new(graph)).collect(),
+        busy: vec![0; limits.len()],
+        lane: (0..len)
+            .map(|n| graph.lane(n).min(limits.len() - 1))
+            .collect(),
+        limits: limits.clone(),
+        attached: (0..len).map(|n| !graph.is_detached(n)).collect(),
+        wanted: vec![false; len],
+        queued: vec![false; len],
+        blocked_by: vec![None; len],
+        missing: (0..len).map(|n| graph.dependencies(n).len()).collect(),
+        settled: vec![false; len],
+        announced: vec![None; len],
+        running: HashMap::new(),
+        later: BinaryHeap::new(),
+        stopped: already.then_some(StopReason::Interrupted),
+        interrupted: already,
+    };
+    for node in (0..len).filter(|&n| !graph.is_on_demand(n)) {
+        core.want(node);
+    }
     let shared = Shared {
-        core: Mutex::new(Core {
-            graph,
-            ready: ReadyQueue::with_sources(graph),
-            missing: (0..len).map(|n| graph.dependencies(n).len()).collect(),
-            settled: vec![false; len],
-            running: HashMap::new(),
-            stopped: already.then_some(StopReason::Interrupted),
-            interrupted: already,
-        }),
+        core: Mutex::new(core),
         changed: Condvar::new(),
         on_failure: options.on_failure,
         interrupt: options.cancel.clone(),
@@ -111,7 +223,7 @@ where
 
     let mut statuses: Vec<Option<Status<S, E>>> = (0..len).map(|_| None).collect();
     let mut spans: Vec<Option<Span>> = vec![None; len];
-    let threads = options.workers.max(1).min(len);
+    let threads = limits.iter().sum::<usize>().min(len);
     thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| worker(&shared, &job));
@@ -155,7 +267,14 @@ where
     RunReport {
         statuses: statuses
             .into_iter()
-            .map(|s| s.unwrap_or(Status::NotStarted))
+            .enumerate()
+            .map(|(n, s)| {
+                s.unwrap_or(if core.wanted[n] {
+                    Status::NotStarted
+                } else {
+                    Status::NotNeeded
+                })
+            })
             .collect(),
         spans,
         wall: began.elapsed(),
@@ -164,13 +283,14 @@ where
     }
 }
 
-/// One worker: take the best ready node, run it, record the outcome, repeat; leave when the run
-/// stopped or when nothing is ready and nothing runs (then nothing can become ready).
+/// One worker: take the best ready node of a lane with room, run it, record the outcome,
+/// repeat; leave when the run stopped or when nothing is ready, nothing runs and nothing waits
+/// to run again (then nothing can become ready).
 fn worker<S, E, J>(shared: &Shared<'_, S, E>, job: &J)
 where
     S: Send,
     E: Send + From<JobPanic>,
-    J: Fn(usize, &CancelToken) -> Result<S, E> + Sync,
+    J: Fn(usize, &CancelToken) -> Result<Step<S>, E> + Sync,
 {
     let _exit = ExitNotice(shared);
     loop {
@@ -186,16 +306,35 @@ where
                 if core.stopped.is_some() {
                     break None;
                 }
-                if let Some(node) = core.ready.pop() {
+                let next_due = core.wake_due(Instant::now());
+                if let Some(node) = core.pick() {
                     let token = CancelToken::new();
                     core.running.insert(node, token.clone());
-                    shared.send(Msg::Started(node));
-                    break Some((node, token, Instant::now()));
+                    let start = match core.announced[node] {
+                        Some(start) => start,
+                        None => {
+                            let now = Instant::now();
+                            core.announced[node] = Some(now);
+                            shared.send(Msg::Started(node));
+                            now
+                        }
+                    };
+                    break Some((node, token, start));
                 }
-                if core.running.is_empty() {
+                if core.running.is_empty() && next_due.is_none() && core.later.is_empty() {
                     break None;
                 }
-                core = shared.changed.wait(core).unwrap_or_else(|p| p.into_inner());
+                core = match next_due {
+                    Some(due) => {
+                        let wait = due.saturating_duration_since(Instant::now());
+                        shared
+                            .changed
+                            .wait_timeout(core, wait)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0
+                    }
+                    None => shared.changed.wait(core).unwrap_or_else(|p| p.into_inner()),
+                };
             }
         };
         cancel_all(to_cancel);
@@ -206,14 +345,36 @@ where
             .unwrap_or_else(|payload| Err(panic_message(&*payload).into()));
         let end = Instant::now();
         let observed = token.close();
-        let status = match result {
-            Ok(value) => Status::Succeeded(value),
-            Err(error) if observed => Status::Cancelled { error },
-            Err(error) => Status::Failed(error),
-        };
         let tokens = {
             let mut core = shared.lock();
-            shared.finish(&mut core, node, status, Span { start, end })
+            let lane = core.lane[node];
+            core.busy[lane] -= 1;
+            match result {
+                Ok(Step::Later(after)) => {
+                    core.running.remove(&node);
+                    core.later.push(Reverse((end + after, node)));
+                    Vec::new()
+                }
+                Ok(Step::Attach { lane }) => {
+                    core.running.remove(&node);
+                    shared.attach(&mut core, node, lane)
+                }
+                Ok(Step::Done(value)) => shared.finish(
+                    &mut core,
+                    node,
+                    Status::Succeeded(value),
+                    Span { start, end },
+                ),
+                Err(error) if observed => shared.finish(
+                    &mut core,
+                    node,
+                    Status::Cancelled { error },
+                    Span { start, end },
+                ),
+                Err(error) => {
+                    shared.finish(&mut core, node, Status::Failed(error), Span { start, end })
+                }
+            }
         };
         shared.changed.notify_all();
         cancel_all(tokens);
@@ -243,6 +404,27 @@ impl<'g, S, E> Shared<'g, S, E> {
         core.running.values().cloned().collect()
     }
 
+    /// The node needs its dependencies from now on, and runs in `lane` once they succeeded;
+    /// if one of them failed already, it is skipped behind it.
+    fn attach(&self, core: &mut Core<'_>, node: usize, lane: usize) -> Vec<CancelToken> {
+        core.queued[node] = false;
+        core.attached[node] = true;
+        core.announced[node] = None;
+        core.lane[node] = lane.min(core.limits.len() - 1);
+        if let Some(failed) = core.blocked_by[node] {
+            core.settled[node] = true;
+            self.send(Msg::Skipped(node, failed));
+            self.skip_behind(core, node, failed);
+            return Vec::new();
+        }
+        let graph = core.graph;
+        for &d in graph.dependencies(node) {
+            core.want(d);
+        }
+        core.offer(node);
+        Vec::new()
+    }
+
     /// Records a job's outcome: dependants of a success may become ready, everything behind a
     /// failure is skipped (unless an earlier failure claimed it), and fail-fast stops the run.
     fn finish(
@@ -256,34 +438,46 @@ impl<'g, S, E> Shared<'g, S, E> {
         core.settled[node] = true;
         let graph = core.graph;
         let failed = matches!(status, Status::Failed(_));
-        if status.is_succeeded() {
-            for &d in graph.dependants(node) {
-                core.missing[d] -= 1;
-                if core.missing[d] == 0 {
-                    core.ready.push(d);
-                }
-            }
-        }
+        let succeeded = status.is_succeeded();
         *self.outcomes[node]
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some((status, span));
         self.send(Msg::Finished(node));
+        if succeeded {
+            for &d in graph.dependants(node) {
+                core.missing[d] -= 1;
+                core.offer(d);
+            }
+        }
         if !failed {
             return Vec::new();
         }
-        let mut stack = vec![node];
-        while let Some(n) = stack.pop() {
-            for &d in graph.dependants(n) {
-                if !core.settled[d] {
-                    core.settled[d] = true;
-                    self.send(Msg::Skipped(d, node));
-                    stack.push(d);
-                }
-            }
-        }
+        self.skip_behind(core, node, node);
         match self.on_failure {
             OnFailure::FailFast => self.stop(core, StopReason::Failure(node)),
             OnFailure::KeepGoing => Vec::new(),
+        }
+    }
+
+    /// Skips what depends on `from` (which failed, or is skipped behind `failed`): attached
+    /// dependants at once; a detached one does not need it yet, and is skipped only if it
+    /// ever attaches.
+    fn skip_behind(&self, core: &mut Core<'_>, from: usize, failed: usize) {
+        let graph = core.graph;
+        let mut stack = vec![from];
+        while let Some(n) = stack.pop() {
+            for &d in graph.dependants(n) {
+                if core.settled[d] {
+                    continue;
+                }
+                if core.attached[d] {
+                    core.settled[d] = true;
+                    self.send(Msg::Skipped(d, failed));
+                    stack.push(d);
+                } else {
+                    core.blocked_by[d].get_or_insert(failed);
+                }
+            }
         }
     }
 }
