@@ -38,6 +38,21 @@ impl LastUse {
         self.0.retain(|name, _| keep(name));
     }
 
+    /// Reads the record, changes it and writes it back, under a lock of its own: runs that
+    /// share the work dir end at any time, and none loses another's uses.
+    pub fn update(wd: &WorkDir, change: impl FnOnce(&mut LastUse)) -> std::io::Result<()> {
+        let path = wd.root().join(".last-use.lock");
+        let lock = fs_err::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        super::flock(&lock, true)?;
+        let mut uses = LastUse::load(wd);
+        change(&mut uses);
+        uses.save(wd)
+    }
+
     /// Replaces the file through a rename (readers see the old or the new record). Not synced:
     /// a record lost in a crash only makes the next eviction order less exact, and a cached
     /// no-op compile should not wait for the disk.

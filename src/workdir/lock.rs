@@ -1,4 +1,11 @@
-//! The work-dir lock: one writer at a time, and a waiting process is told who holds it.
+//! The work-dir lock, and the locks of names in it.
+//!
+//! Compiles hold the work-dir lock *shared*: any number of them use one work dir at once.
+//! What removes things (`cache gc`, `cache clean`) and `base build` hold it *exclusive*, so
+//! they wait for the compiles and never remove what one uses. Compiles meet on *name locks*
+//! instead (`WORK/locks/<name>`: a cache key, a base): the run that holds a key's lock makes
+//! that package, and another run that needs it waits and then finds it in the store. A waiting
+//! process is told who holds the lock.
 
 use fs_err::File;
 use std::io::{Read, Seek, Write};
@@ -14,10 +21,29 @@ use super::{WorkDir, WorkDirError};
 static HELD: Mutex<Vec<(PathBuf, RawFd)>> = Mutex::new(Vec::new());
 
 impl WorkDir {
-    /// Takes the work-dir lock. When another process holds it: with `wait`, `on_wait` is told who
-    /// and we block until it is free; without, `Busy` names the holder.
+    /// Takes the work-dir lock, exclusive. When another process holds it: with `wait`,
+    /// `on_wait` is told who and we block until it is free; without, `Busy` names the holder.
     pub fn lock(
         &self,
+        wait: bool,
+        on_wait: impl FnOnce(&str),
+    ) -> Result<WorkDirLock, WorkDirError> {
+        self.lock_as(true, wait, on_wait)
+    }
+
+    /// Takes the work-dir lock shared with other compiles: only an exclusive holder (a `cache
+    /// gc`) makes us wait, as [`WorkDir::lock`] does.
+    pub fn lock_shared(
+        &self,
+        wait: bool,
+        on_wait: impl FnOnce(&str),
+    ) -> Result<WorkDirLock, WorkDirError> {
+        self.lock_as(false, wait, on_wait)
+    }
+
+    fn lock_as(
+        &self,
+        exclusive: bool,
         wait: bool,
         on_wait: impl FnOnce(&str),
     ) -> Result<WorkDirLock, WorkDirError> {
@@ -34,7 +60,7 @@ impl WorkDir {
             .truncate(false)
             .open(&path)
             .map_err(io)?;
-        if !flock(&file, false).map_err(io)? {
+        if !flock_as(&file, exclusive, false).map_err(io)? {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim().to_string();
@@ -50,13 +76,15 @@ impl WorkDir {
                 });
             }
             on_wait(&holder);
-            flock(&file, true).map_err(io)?;
+            flock_as(&file, exclusive, true).map_err(io)?;
         }
-        // Who holds the lock, for the message a waiting process prints.
+        // Who holds the lock, for the message a waiting process prints (shared, the last one
+        // to take it: one line written at once, so it is never a mix of two).
         let cmdline: Vec<String> = std::env::args().collect();
+        let line = format!("pid {} ({})\n", std::process::id(), cmdline.join(" "));
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
-        writeln!(file, "pid {} ({})", std::process::id(), cmdline.join(" ")).map_err(io)?;
+        file.write_all(line.as_bytes()).map_err(io)?;
         let fd = file.as_raw_fd();
         held().push((self.root.clone(), fd));
         Ok(WorkDirLock { _file: file, fd })
@@ -90,9 +118,78 @@ impl Drop for WorkDirLock {
     }
 }
 
+/// The lock of one name in the work dir (`WORK/locks/<name>`), held while this value lives.
+pub struct NameLock {
+    _file: File,
+}
+
+impl WorkDir {
+    /// `WORK/locks/`: one empty file per name ever locked; `cache gc` empties it.
+    pub fn locks(&self) -> PathBuf {
+        self.root.join("locks")
+    }
+
+    /// Takes the lock of `name` (letters, digits, `-`, `_`, `.`), waiting for the run that
+    /// holds it: `on_wait` is called once if we must wait. Gives up with `None` when `cancel`
+    /// is cancelled meanwhile.
+    pub fn lock_name(
+        &self,
+        name: &str,
+        cancel: &crate::cancel::CancelToken,
+        on_wait: impl FnOnce(),
+    ) -> Result<Option<NameLock>, WorkDirError> {
+        debug_assert!(name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+        let dir = self.locks();
+        let path = dir.join(name);
+        let io = |source| WorkDirError::Io {
+            path: path.clone(),
+            source,
+        };
+        fs_err::create_dir_all(&dir).map_err(|source| WorkDirError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let file = fs_err::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        let mut on_wait = Some(on_wait);
+        // Polled rather than blocking, so an interrupt is noticed; a lock changes hands after
+        // a compile, so a few milliseconds of delay are nothing.
+        let mut pause = std::time::Duration::from_millis(5);
+        loop {
+            if flock_as(&file, true, false).map_err(io)? {
+                return Ok(Some(NameLock { _file: file }));
+            }
+            if let Some(f) = on_wait.take() {
+                f();
+            }
+            if cancel.wait_timeout(pause) {
+                return Ok(None);
+            }
+            pause = (pause * 2).min(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
 /// `flock(LOCK_EX)`; returns false when `block` is false and someone else holds it.
 pub(crate) fn flock(file: &File, block: bool) -> std::io::Result<bool> {
-    let flags = libc::LOCK_EX | if block { 0 } else { libc::LOCK_NB };
+    flock_as(file, true, block)
+}
+
+/// `flock(LOCK_EX)` or `flock(LOCK_SH)`; returns false when `block` is false and someone else
+/// holds it in a conflicting way.
+fn flock_as(file: &File, exclusive: bool, block: bool) -> std::io::Result<bool> {
+    let mode = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
+    let flags = mode | if block { 0 } else { libc::LOCK_NB };
     loop {
         // SAFETY: flock on a valid open descriptor has no memory-safety preconditions.
         let rc = unsafe { libc::flock(file.as_raw_fd(), flags) };
@@ -126,6 +223,55 @@ mod tests {
         assert_eq!(b.held_lock(), None);
         drop(held);
         assert_eq!(a.held_lock(), None);
+    }
+
+    #[test]
+    fn compiles_share_the_lock_and_gc_waits_for_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wd = WorkDir::at(tmp.path());
+        let first = wd.lock_shared(false, |_| {}).unwrap();
+        let second = wd.lock_shared(false, |_| {}).unwrap();
+        assert!(matches!(
+            wd.lock(false, |_| {}),
+            Err(WorkDirError::Busy { .. })
+        ));
+        drop((first, second));
+        let exclusive = wd.lock(false, |_| {}).unwrap();
+        assert!(matches!(
+            wd.lock_shared(false, |_| {}),
+            Err(WorkDirError::Busy { .. })
+        ));
+        drop(exclusive);
+    }
+
+    #[test]
+    fn a_name_lock_is_held_by_one_at_a_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wd = WorkDir::at(tmp.path());
+        let cancel = crate::cancel::CancelToken::new();
+        let held = wd.lock_name("abc", &cancel, || {}).unwrap().unwrap();
+        // Another holder waits; cancelled, it gives up.
+        let waiter = std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                let mut waited = false;
+                let got = wd.lock_name("abc", &cancel, || waited = true).unwrap();
+                (got.is_some(), waited)
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            cancel.cancel();
+            t.join().unwrap()
+        });
+        assert_eq!(waiter, (false, true));
+        drop(held);
+        let again = crate::cancel::CancelToken::new();
+        assert!(wd
+            .lock_name("abc", &again, || panic!("free"))
+            .unwrap()
+            .is_some());
+        assert!(wd
+            .lock_name("other", &again, || panic!("free"))
+            .unwrap()
+            .is_some());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 pub use last_use::LastUse;
 pub(crate) use lock::flock;
-pub use lock::WorkDirLock;
+pub use lock::{NameLock, WorkDirLock};
 pub use removal::remove_tree;
 pub use run_dir::{abandoned_run_dirs, RunDir};
 
