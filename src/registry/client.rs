@@ -45,6 +45,9 @@ pub struct ClientOptions {
     pub parallel: usize,
     /// The file remembering which repositories hold which blobs, for cross-repository mounts.
     pub blob_locations: Option<PathBuf>,
+    /// How long a connection may take to open, and a read or write may wait for the peer.
+    pub connect_timeout: Duration,
+    pub io_timeout: Duration,
 }
 
 impl Default for ClientOptions {
@@ -58,6 +61,8 @@ impl Default for ClientOptions {
             chunk_size: 256 * 1024 * 1024,
             parallel: 3,
             blob_locations: None,
+            connect_timeout: Duration::from_secs(30),
+            io_timeout: Duration::from_secs(300),
         }
     }
 }
