@@ -22,6 +22,7 @@ use crate::registry::RegistryError;
 use crate::release::digest::DigestError;
 use crate::release::ReleaseError;
 use crate::sandbox::SandboxError;
+use crate::shared_cache::SharedCacheError;
 use crate::workdir::WorkDirError;
 
 /// The kinds of failure the exit code tells apart.
@@ -134,7 +135,17 @@ fn class_of(e: &(dyn Error + 'static)) -> Option<ErrorClass> {
             }
             CompileError::Oci(inner) => Some(classify(inner)),
             CompileError::Stage(inner) => Some(classify(inner)),
+            CompileError::SharedCache(inner) => Some(classify(inner)),
         };
+    }
+    if let Some(e) = e.downcast_ref::<SharedCacheError>() {
+        return Some(match e {
+            SharedCacheError::Registry { source, .. } => classify(source.as_ref()),
+            // The registry's content or the local store: the host's side either way.
+            SharedCacheError::Invalid { .. }
+            | SharedCacheError::Store { .. }
+            | SharedCacheError::Required { .. } => Environment,
+        });
     }
     if let Some(e) = e.downcast_ref::<RegistryError>() {
         return Some(match e {

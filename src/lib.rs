@@ -9,7 +9,9 @@
 //! - [`compile`]: cache keys, the DAG scheduler and the orchestration of a whole compile;
 //! - [`sandbox`]: one command in a libcontainer sandbox, rootful or rootless;
 //! - [`oci`]: the OCI image layout store, deterministic layers, images, imports, verify and gc;
-//! - [`export`]: BOSH compiled release tarballs from what a compile stored.
+//! - [`export`]: BOSH compiled release tarballs from what a compile stored;
+//! - [`shared_cache`]: compiled packages and compilation bases shared by a fleet of runners
+//!   through an OCI registry ([`registry`]).
 //!
 //! Beside the flow: [`extract`] unpacks untrusted archives safely, [`workdir`] owns the work dir
 //! (its layout, its lock, run dirs, removing trees in it), [`cache`] keeps it within bounds,
@@ -41,4 +43,5 @@ pub mod registry;
 pub mod release;
 pub mod rootless;
 pub mod sandbox;
+pub mod shared_cache;
 pub mod workdir;

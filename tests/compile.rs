@@ -473,40 +473,77 @@ fn count_processes(cmdline: &str) -> usize {
 }
 
 #[test]
-fn two_concurrent_runs_on_one_work_dir_both_finish() {
+fn two_concurrent_runs_on_one_work_dir_compile_each_shared_package_once() {
     if !root_or_skip() {
         return;
     }
     let f = fixture();
-    let rel = dag(&f);
-    let spawn = || {
+    // Two releases sharing base-lib and tool (same files, so the same keys); each package
+    // takes long enough for the runs to overlap.
+    let slow = |deps: &str| format!("sleep 0.4\n{}", checking(deps));
+    let first = release(
+        &f.dir,
+        "first",
+        &[
+            ("base-lib", &[], &slow("")),
+            ("tool", &[], &slow("")),
+            ("mid", &["base-lib"], &slow("base-lib")),
+            ("app", &["mid", "tool"], &slow("mid tool")),
+        ],
+    );
+    let second = release(
+        &f.dir,
+        "second",
+        &[
+            ("base-lib", &[], &slow("")),
+            ("tool", &[], &slow("")),
+            ("other", &["base-lib"], &slow("base-lib")),
+        ],
+    );
+    let spawn = |rel: &Path, summary: &Path| {
         fissile(&f.work)
             .arg("compile")
-            .arg(&rel)
-            .args(["--base", "busybox"])
+            .arg(rel)
+            .args(["--base", "busybox", "-j", "2", "--no-wait", "--summary"])
+            .arg(summary)
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap()
     };
-    let (a, b) = (spawn(), spawn());
+    let (s1, s2) = (f.dir.join("first.json"), f.dir.join("second.json"));
+    // --no-wait: a run that found the work dir taken would exit 2 at once.
+    let (a, b) = (spawn(&first, &s1), spawn(&second, &s2));
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
-    let both = format!(
-        "{}{}",
-        String::from_utf8_lossy(&a.stderr),
-        String::from_utf8_lossy(&b.stderr)
-    );
-    assert!(
-        both.contains("4 cached"),
-        "the second run waits for the first and reuses it: {both}"
-    );
+    let (one, two) = (statuses(&summary(&s1)), statuses(&summary(&s2)));
+    let of = |list: &[(String, String)], name: &str| {
+        list.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.clone())
+            .unwrap()
+    };
+    for shared in ["base-lib", "tool"] {
+        let both = [of(&one, shared), of(&two, shared)];
+        both.iter()
+            .for_each(|s| assert!(s == "compiled" || s == "cached", "{shared}: {both:?}"));
+        assert_eq!(
+            both.iter().filter(|s| *s == "compiled").count(),
+            1,
+            "{shared} is compiled by exactly one run: {both:?}"
+        );
+    }
+    for own in ["mid", "app"] {
+        assert_eq!(of(&one, own), "compiled");
+    }
+    assert_eq!(of(&two, "other"), "compiled");
     let out =
         run(fissile(&f.work)
             .arg("compile")
-            .arg(&rel)
+            .arg(&first)
             .args(["--base", "busybox", "--no-wait"]));
     assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("4 cached"));
 }
 
 #[test]

@@ -289,6 +289,7 @@ impl Bench {
             base: &self.base,
             sandbox,
             options: &options,
+            context: Default::default(),
         };
         let mut events = Vec::new();
         let report = compiler
@@ -299,6 +300,9 @@ impl Bench {
                     Progress::Started { name, .. } => format!("started {name}"),
                     Progress::Finished { report } => format!("{} {}", report.status, report.name),
                     Progress::Stopping { reason } => format!("stopping: {reason}"),
+                    Progress::Pulling { name } => format!("pulling {name}"),
+                    Progress::Waiting { name, shard } => format!("waiting {name} {shard}"),
+                    Progress::Pushing { remaining } => format!("pushing {remaining}"),
                 })
             })
             .unwrap();
@@ -327,6 +331,7 @@ impl Bench {
             base: &self.base,
             sandbox,
             options: &options(2, false),
+            context: Default::default(),
         };
         compiler
             .compile(&plan, CancelToken::new(), &mut Metrics::none(), &mut |_| {})
@@ -344,6 +349,8 @@ fn options(workers: usize, keep_going: bool) -> CompileOptions {
         memory_limit: None,
         limits: ExtractLimits::default(),
         source_date_epoch: 0,
+        shard: None,
+        shard_wait: Duration::ZERO,
     }
 }
 
@@ -765,6 +772,8 @@ impl Bench {
             memory_limit: None,
             limits: ExtractLimits::default(),
             source_date_epoch: 0,
+            shard: None,
+            shard_wait: Duration::ZERO,
         };
         Compiler {
             wd: &self.wd,
@@ -772,6 +781,7 @@ impl Bench {
             base: &self.base,
             sandbox,
             options: &options,
+            context: Default::default(),
         }
         .compile(
             &self.plan_of(&paths),
@@ -875,6 +885,8 @@ fn the_exact_stemcell_wins_then_the_newest_of_its_major_version() {
             memory_limit: None,
             limits: ExtractLimits::default(),
             source_date_epoch: 0,
+            shard: None,
+            shard_wait: Duration::ZERO,
         };
         let imports = fissile_oci::compile::import_only(
             &bench.plan_of(&[older, newer]),
@@ -941,6 +953,8 @@ fn two_compiled_releases_with_different_files_for_one_package_keep_their_own() {
         memory_limit: None,
         limits: ExtractLimits::default(),
         source_date_epoch: 0,
+        shard: None,
+        shard_wait: Duration::ZERO,
     };
     let report = fissile_oci::compile::import_only(
         &bench.plan_of(&[first, second]),

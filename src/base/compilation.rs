@@ -44,6 +44,25 @@ pub fn compilation_base_name(base: &Descriptor, script: &str) -> Result<String, 
     ))
 }
 
+/// The name [`compilation_base_name`] gave a compilation base where it was made, from what its
+/// annotations record (its base's digest, the script's hash, the version): a compilation base
+/// pulled from a shared cache gets the same name here. `None` when they are missing or odd.
+pub fn compilation_base_name_of(descriptor: &Descriptor) -> Option<String> {
+    let notes = annotations(descriptor);
+    let hex = |s: &str| s.len() >= 12 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let base = notes.get(BASE_DIGEST_ANNOTATION)?.strip_prefix("sha256:")?;
+    let script = notes.get(SCRIPT_ANNOTATION)?;
+    let version = notes.get(VERSION_ANNOTATION)?;
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+    };
+    (hex(base) && hex(script) && plain(version))
+        .then(|| format!("fissile-cbase-{}-{}-v{version}", &base[..12], &script[..12]))
+}
+
 /// Whether a stored image is a compilation base (used as is) rather than a base.
 pub fn is_compilation_base(descriptor: &Descriptor) -> bool {
     annotations(descriptor)

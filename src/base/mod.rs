@@ -21,8 +21,8 @@ use oci_spec::image::Descriptor;
 
 pub use build::build_base;
 pub use compilation::{
-    compilation_base_name, ensure_compilation_base, is_compilation_base, CompilationBaseRequest,
-    DEFAULT_PREREQUISITES,
+    compilation_base_name, compilation_base_name_of, ensure_compilation_base, is_compilation_base,
+    CompilationBaseRequest, DEFAULT_PREREQUISITES,
 };
 pub use pull::pull_base;
 pub use resolve::{

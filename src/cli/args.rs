@@ -183,6 +183,90 @@ impl RegistryArgs {
         };
         Ok(fissile_oci::registry::Client::new(options)?.with_notifier(move |m| printer.warn(m)))
     }
+
+    /// A client for the shared cache: it is an optimisation, so a registry that does not
+    /// answer is given up on quickly (fewer retries, shorter timeouts) and compiles go on
+    /// here; no blob locations are recorded (every package's layer is its own).
+    pub fn cache_client(
+        &self,
+        wd: &fissile_oci::workdir::WorkDir,
+        printer: super::Printer,
+    ) -> anyhow::Result<fissile_oci::registry::Client> {
+        let full = self.client(wd, printer)?;
+        let mut options = full.options().clone();
+        options.blob_locations = None;
+        options.retries = 2;
+        options.backoff = std::time::Duration::from_millis(250);
+        options.connect_timeout = std::time::Duration::from_secs(10);
+        options.io_timeout = std::time::Duration::from_secs(60);
+        // Retries are worth a line each on a push or pull the user asked for; here, the one
+        // notice that the cache failed says it.
+        Ok(fissile_oci::registry::Client::new(options)?)
+    }
+}
+
+/// The fleet's shared cache: `--cache`, `--cache-mode`, `--cache-required`.
+#[derive(Args, Debug, Clone)]
+pub struct CacheArgs {
+    /// Share compiled packages through this registry repository (HOST[:PORT]/REPO): each
+    /// package is looked up there before it compiles and pulled if found, and pushed after it
+    /// compiles; the compilation base too, so every runner compiles on the same one
+    #[arg(long, value_name = "REGISTRY/REPO", env = "FISSILE_OCI_CACHE")]
+    pub cache: Option<String>,
+    /// read: only pull from the shared cache; readwrite: also push what this run compiles
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        default_value_t = CacheModeArg::Readwrite,
+        env = "FISSILE_OCI_CACHE_MODE"
+    )]
+    pub cache_mode: CacheModeArg,
+    /// Exit 125 when the shared cache fails, instead of compiling here with a warning
+    #[arg(long, env = "FISSILE_OCI_CACHE_REQUIRED")]
+    pub cache_required: bool,
+}
+
+/// `--cache-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CacheModeArg {
+    Read,
+    Readwrite,
+}
+
+impl CacheArgs {
+    /// The shared cache these flags ask for, reached with `registry`'s TLS and credentials;
+    /// `None` without `--cache`.
+    pub fn open(
+        &self,
+        registry: &RegistryArgs,
+        wd: &fissile_oci::workdir::WorkDir,
+        printer: super::Printer,
+    ) -> anyhow::Result<Option<fissile_oci::shared_cache::SharedCache>> {
+        use fissile_oci::shared_cache::{CacheMode, SharedCache};
+        let Some(cache) = self.cache.as_deref().filter(|c| !c.is_empty()) else {
+            return Ok(None);
+        };
+        let written = cache.strip_prefix("docker://").unwrap_or(cache);
+        let reference = fissile_oci::registry::Reference::parse(written)
+            .with_context(|| format!("--cache {cache}: write REGISTRY[:PORT]/REPOSITORY"))?;
+        anyhow::ensure!(
+            reference.tag.is_none() && reference.digest.is_none(),
+            "--cache {cache}: name a repository, without a tag or digest (each package gets its own tag)"
+        );
+        let client = registry.cache_client(wd, printer)?;
+        let notify = super::compile::notifier(printer);
+        Ok(Some(SharedCache::new(
+            client,
+            reference.repository,
+            match self.cache_mode {
+                CacheModeArg::Read => CacheMode::Read,
+                CacheModeArg::Readwrite => CacheMode::ReadWrite,
+            },
+            self.cache_required,
+            notify,
+        )))
+    }
 }
 
 /// `--network`: none (loopback only) or host.

@@ -14,14 +14,19 @@ use fissile_oci::base::{self, BaseChoice, CompilationBase};
 use fissile_oci::cache::Policy;
 use fissile_oci::cancel::CancelToken;
 use fissile_oci::compile::report::{self, Metrics};
-use fissile_oci::compile::{CompileOptions, CompileReport, Compiler, PackageStatus};
+use fissile_oci::compile::{
+    CompileOptions, CompileReport, Compiler, PackageStatus, RunContext, Shard,
+};
 use fissile_oci::oci::OciStore;
 use fissile_oci::plan::Plan;
 use fissile_oci::rootless::check::{self, Needs};
 use fissile_oci::sandbox::{LibcontainerSandbox, Network};
+use fissile_oci::shared_cache::{Notify, SharedCache};
 use fissile_oci::workdir::{WorkDir, WorkDirLock};
 
-use super::args::{parse_size, NetworkArg, PrerequisitesArgs, ReleaseArgs};
+use super::args::{
+    parse_duration, parse_size, CacheArgs, NetworkArg, PrerequisitesArgs, RegistryArgs, ReleaseArgs,
+};
 use super::progress::Display;
 use super::{interrupt, LogFormat, Printer};
 
@@ -88,6 +93,30 @@ pub struct CompileArgs {
     /// Accepted for fissile's scripts: fissile-oci never uses a container daemon
     #[arg(long)]
     pub without_docker: bool,
+    #[command(flatten)]
+    pub shared: CacheArgs,
+    /// Compile shard I of N (1 <= I <= N) of the packages, for N runners started at once by a
+    /// CI matrix: every shard computes the same split, compiles its part and pulls what it needs
+    /// of the others' from --cache as they push it; a final unsharded run pulls everything
+    #[arg(
+        long,
+        value_name = "I/N",
+        requires = "cache",
+        env = "FISSILE_OCI_SHARD"
+    )]
+    pub shard: Option<Shard>,
+    /// With --shard: how long (from the start) to wait for packages other shards compile;
+    /// past it, what is still missing is compiled here
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30m",
+        value_parser = parse_duration,
+        env = "FISSILE_OCI_SHARD_WAIT"
+    )]
+    pub shard_wait: Duration,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// What every command that compiles sets up first: the plan, the locked work dir, the store,
@@ -162,14 +191,15 @@ impl Session {
     }
 }
 
-/// The work dir, locked (waiting for another run when `wait`), and its store.
+/// The work dir, locked for a compile (shared with other compiles; waiting for a `cache gc`
+/// when `wait`), and its store.
 fn open_store(
     work_dir: Option<&Path>,
     wait: bool,
     printer: Printer,
 ) -> anyhow::Result<(WorkDir, WorkDirLock, OciStore)> {
     let wd = WorkDir::resolve(work_dir)?;
-    let lock = wd.lock(wait, |holder| {
+    let lock = wd.lock_shared(wait, |holder| {
         printer.info(format_args!(
             "waiting for {holder} to finish with {}",
             wd.root().display()
@@ -211,6 +241,8 @@ pub struct Settings<'a> {
     pub metrics: Option<&'a Path>,
     pub graph: Option<&'a Path>,
     pub summary: Option<&'a Path>,
+    /// The shared cache, and how to reach its registry.
+    pub cache: Option<(&'a CacheArgs, &'a RegistryArgs)>,
 }
 
 impl CompileArgs {
@@ -227,13 +259,33 @@ impl CompileArgs {
                 memory_limit: self.memory.map(|m| m.min(i64::MAX as u64) as i64),
                 limits: self.releases.limits(),
                 source_date_epoch: fissile_oci::clock::source_date_epoch(),
+                shard: self.shard,
+                shard_wait: self.shard_wait,
             },
             wait: !self.no_wait,
             metrics: self.metrics.as_deref(),
             graph: self.graph.as_deref(),
             summary: self.summary.as_deref(),
+            cache: Some((&self.shared, &self.registry)),
         }
     }
+}
+
+/// Where the workers' notices go: `warning: …` lines, or JSON `warning` events.
+pub fn notifier(printer: Printer) -> Notify {
+    std::sync::Arc::new(move |message: &str| {
+        if printer.quiet {
+            return;
+        }
+        if printer.log_format == LogFormat::Json {
+            eprintln!(
+                "{}",
+                serde_json::json!({"event": "warning", "message": message})
+            );
+        } else {
+            eprintln!("warning: {message}");
+        }
+    })
 }
 
 /// `-j N`, or one worker per core.
@@ -259,7 +311,14 @@ pub struct Compiled {
     pub stemcell: Option<fissile_oci::release::Stemcell>,
     /// Whether an interrupt stopped the run.
     pub interrupted: bool,
-    _lock: WorkDirLock,
+    lock: Option<WorkDirLock>,
+}
+
+impl Compiled {
+    /// Lets other runs have the work dir.
+    pub fn unlock(&mut self) {
+        self.lock = None;
+    }
 }
 
 /// Loads and plans the releases, then compiles what is not cached on the compilation base
@@ -275,6 +334,10 @@ pub fn compile_releases(
         Metrics::open(settings.metrics).with_context(|| "cannot open the metrics file")?;
     let plan = super::inspect::load_plan(releases, printer)?;
     let (wd, lock, store) = open_store(work_dir, settings.wait, printer)?;
+    let cache = match settings.cache {
+        Some((cache, registry)) => cache.open(registry, &wd, printer)?,
+        None => None,
+    };
     metrics.stamp("compile-packages", "start");
     let mut display = Display::new(printer);
     // Installed first: building the default base on first use takes minutes, and an
@@ -284,18 +347,15 @@ pub fn compile_releases(
     let (result, stemcell, base) = if plan.needs_compiling() {
         let sandbox = LibcontainerSandbox::from_current_exe()?;
         let script = settings.prerequisites.script()?;
-        preflight(settings.base, &store, printer)?;
-        let base = base::resolve_compilation_base(
+        let (base, push_base) = compilation_base(
             &wd,
             &store,
             &sandbox,
-            &BaseChoice {
-                base: settings.base,
-                script: &script,
-                network: settings.options.network,
-                cancel: &cancel,
-            },
-            &mut printer.progress(Instant::now()),
+            settings,
+            &script,
+            &cancel,
+            cache.as_ref(),
+            printer,
         )?;
         let stemcell = base.stemcell();
         printer.detail(format_args!(
@@ -313,6 +373,11 @@ pub fn compile_releases(
             base: &base,
             sandbox: &sandbox,
             options: &settings.options,
+            context: RunContext {
+                cache: cache.as_ref(),
+                push_base,
+                notify: Some(notifier(printer)),
+            },
         };
         let result = compiler.compile(&plan, cancel, &mut metrics, &mut |p| display.show(p));
         (result, stemcell, Some(base))
@@ -336,8 +401,13 @@ pub fn compile_releases(
             .collect();
     }
     if let Some(path) = settings.summary {
-        report::write_summary(path, &report.packages, report.wall.as_secs_f64())
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        report::write_summary_with(
+            path,
+            &report.packages,
+            report.wall.as_secs_f64(),
+            report.cache.as_ref(),
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(path) = settings.graph {
         report::write_graph(path, &report.packages)
@@ -352,8 +422,113 @@ pub fn compile_releases(
         base,
         stemcell,
         interrupted,
-        _lock: lock,
+        lock: Some(lock),
     })
+}
+
+/// The compilation base of a compile. With a shared cache, the fleet's: the one the cache has
+/// for what was asked (`--base`, the script, this version), pulled by digest if this work dir
+/// lacks it, whatever bytes its own base has; else the one found or built here, which the run
+/// then pushes (the returned tag). One run at a time builds or pulls a base in a work dir.
+#[allow(clippy::too_many_arguments)]
+fn compilation_base(
+    wd: &WorkDir,
+    store: &OciStore,
+    sandbox: &LibcontainerSandbox,
+    settings: &Settings<'_>,
+    script: &str,
+    cancel: &CancelToken,
+    cache: Option<&SharedCache>,
+    printer: Printer,
+) -> anyhow::Result<(CompilationBase, Option<String>)> {
+    let asked = settings
+        .base
+        .map(str::to_string)
+        .unwrap_or_else(base::default_base_tag);
+    let lock_name = {
+        use sha2::Digest as _;
+        let hash = hex::encode(sha2::Sha256::digest(
+            format!("{asked}\n{script}").as_bytes(),
+        ));
+        format!("base-{}", &hash[..16])
+    };
+    let Some(_lock) = wd.lock_name(&lock_name, cancel, || {
+        printer.info(format_args!(
+            "waiting for another run on this work dir to make the compilation base for {asked}"
+        ))
+    })?
+    else {
+        return Err(base::BaseError::Interrupted { tag: asked }.into());
+    };
+    let resolve = |base: Option<&str>| -> anyhow::Result<CompilationBase> {
+        preflight(base, store, printer)?;
+        Ok(base::resolve_compilation_base(
+            wd,
+            store,
+            sandbox,
+            &BaseChoice {
+                base,
+                script,
+                network: settings.options.network,
+                cancel,
+            },
+            &mut printer.progress(Instant::now()),
+        )?)
+    };
+    let Some(cache) = cache.filter(|c| c.usable()) else {
+        return Ok((resolve(settings.base)?, None));
+    };
+    let tag = fissile_oci::shared_cache::base_tag(&asked, script, env!("CARGO_PKG_VERSION"));
+    let found = match cache.lookup(&tag) {
+        Ok(found) => found,
+        Err(e) => {
+            if let Some(required) = cache.failed(&e, false) {
+                return Err(required.into());
+            }
+            None
+        }
+    };
+    let Some(found) = found else {
+        let base = resolve(settings.base)?;
+        let push = (cache.mode() == fissile_oci::shared_cache::CacheMode::ReadWrite).then_some(tag);
+        return Ok((base, push));
+    };
+    let digest = found.digest().to_string();
+    // The fleet's base: this work dir's under any name, else pulled.
+    let have = store.refs()?.into_iter().find(|r| {
+        r.descriptor.digest().as_ref() == digest && base::is_compilation_base(&r.descriptor)
+    });
+    let name = match have {
+        Some(entry) => Some(entry.name),
+        None => match cache.fetch_base(store, &tag, &digest) {
+            Ok(mut descriptor) => {
+                let name = base::compilation_base_name_of(&descriptor)
+                    .unwrap_or_else(|| format!("fissile-cbase-shared-{}", &digest[7..19]));
+                let mut notes = fissile_oci::oci::store::annotations(&descriptor);
+                notes.insert(
+                    "org.opencontainers.image.created".into(),
+                    fissile_oci::clock::now_rfc3339(),
+                );
+                descriptor.set_annotations(Some(notes.into_iter().collect()));
+                store.set_ref(&name, &descriptor)?;
+                printer.info(format_args!(
+                    "compilation base {name} ({digest}) pulled from the shared cache {}: the fleet's, so keys match",
+                    cache.repository()
+                ));
+                Some(name)
+            }
+            Err(e) => {
+                if let Some(required) = cache.failed(&e, false) {
+                    return Err(required.into());
+                }
+                None
+            }
+        },
+    };
+    match name {
+        Some(name) => Ok((resolve(Some(&name))?, None)),
+        None => Ok((resolve(settings.base)?, None)),
+    }
 }
 
 pub fn run(
@@ -364,16 +539,28 @@ pub fn run(
     if args.without_docker {
         printer.info("note: --without-docker changes nothing: fissile-oci never uses a daemon");
     }
-    let compiled = compile_releases(&args.releases, &args.settings(), work_dir, printer)?;
+    let mut compiled = compile_releases(&args.releases, &args.settings(), work_dir, printer)?;
     let code = finish(&compiled, &args.releases, printer);
     if let Some(max_size) = args.gc_max_size {
-        // Still under this run's lock. A failed collection costs only disk space.
-        let policy = Policy {
-            max_size: Some(max_size),
-            max_age: None,
-        };
-        if let Err(e) = super::cache::collect(&compiled.wd, &policy, printer) {
-            printer.warn(format_args!("{e:#}"));
+        // A collection needs the work dir to itself: other compiles may be using it, and then
+        // the last one to end collects. A failed collection costs only disk space.
+        compiled.unlock();
+        match compiled.wd.lock(false, |_| {}) {
+            Ok(_lock) => {
+                let policy = Policy {
+                    max_size: Some(max_size),
+                    max_age: None,
+                };
+                if let Err(e) = super::cache::collect(&compiled.wd, &policy, printer) {
+                    printer.warn(format_args!("{e:#}"));
+                }
+            }
+            Err(fissile_oci::workdir::WorkDirError::Busy { holder, .. }) => {
+                printer.info(format_args!(
+                    "--gc-max-size: not applied now, {holder} is using the work dir (a later run, or `cache gc --max-size`, applies it)"
+                ))
+            }
+            Err(e) => printer.warn(format_args!("{e:#}")),
         }
     }
     Ok(code)
@@ -397,14 +584,33 @@ pub fn finish(compiled: &Compiled, releases: &ReleaseArgs, printer: Printer) -> 
 
 /// The closing line (or JSON event) and every failure with the end of its log.
 fn print_outcome(report: &CompileReport, releases: &ReleaseArgs, printer: Printer) {
-    let skipped = report.count(PackageStatus::Skipped) + report.count(PackageStatus::Cancelled);
+    // Packages another shard compiles, which this one did not need, are not "skipped".
+    let other_shards = report
+        .packages
+        .iter()
+        .filter(|p| {
+            p.status == PackageStatus::Skipped
+                && p.error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("shard ") && e.ends_with(" compiles it"))
+        })
+        .count();
+    let skipped = report.count(PackageStatus::Skipped) + report.count(PackageStatus::Cancelled)
+        - other_shards;
     if printer.log_format == LogFormat::Json {
+        let cache = report.cache.as_ref().map(|c| {
+            serde_json::json!({"repository": c.repository, "pulled": c.pulled, "pushed": c.pushed,
+                "push_failures": c.push_failures.iter().map(|(what, why)| serde_json::json!({"image": what, "error": why})).collect::<Vec<_>>(),
+                "down": c.down})
+        });
         eprintln!(
             "{}",
             serde_json::json!({"event": "done", "total": report.packages.len(),
                 "compiled": report.count(PackageStatus::Compiled), "cached": report.count(PackageStatus::Cached),
-                "imported": report.count(PackageStatus::Imported),
+                "imported": report.count(PackageStatus::Imported), "pulled": report.count(PackageStatus::Pulled),
+                "other_shards": other_shards,
                 "failed": report.count(PackageStatus::Failed), "skipped": skipped, "wall_seconds": report.wall.as_secs_f64(),
+                "shared_cache": cache,
                 "failures": report.failures.iter().map(|f| serde_json::json!({"package": f.name, "error": f.error.to_string(), "log": f.log})).collect::<Vec<_>>()})
         );
     } else if !printer.quiet {
@@ -412,8 +618,16 @@ fn print_outcome(report: &CompileReport, releases: &ReleaseArgs, printer: Printe
             0 => String::new(),
             n => format!(", {n} imported"),
         };
+        let pulled = match (&report.cache, report.count(PackageStatus::Pulled)) {
+            (None, 0) => String::new(),
+            (_, n) => format!(", {n} pulled"),
+        };
+        let others = match other_shards {
+            0 => String::new(),
+            n => format!(", {n} left to other shards"),
+        };
         eprintln!(
-            "{} packages: {} compiled, {} cached{imported}, {} failed, {} skipped in {:.1}s",
+            "{} packages: {} compiled, {} cached{pulled}{imported}, {} failed, {} skipped{others} in {:.1}s",
             report.packages.len(),
             report.count(PackageStatus::Compiled),
             report.count(PackageStatus::Cached),
@@ -421,6 +635,25 @@ fn print_outcome(report: &CompileReport, releases: &ReleaseArgs, printer: Printe
             skipped,
             report.wall.as_secs_f64()
         );
+        if let Some(cache) = &report.cache {
+            eprintln!(
+                "shared cache {}: {} pulled, {} pushed{}",
+                cache.repository,
+                cache.pulled,
+                cache.pushed,
+                match cache.push_failures.len() {
+                    0 => String::new(),
+                    n => format!(", {n} pushes failed"),
+                }
+            );
+        }
+    }
+    if let Some(cache) = &report.cache {
+        for (what, why) in &cache.push_failures {
+            printer.warn(format_args!(
+                "push of {what} to the shared cache failed: {why}"
+            ));
+        }
     }
     for failure in &report.failures {
         eprintln!();

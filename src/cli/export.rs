@@ -13,7 +13,9 @@ use fissile_oci::export::{self, ExportOptions};
 use fissile_oci::release::digest::Algorithm;
 use fissile_oci::release::Stemcell;
 
-use super::args::{parse_size, NetworkArg, PrerequisitesArgs, ReleaseArgs};
+use super::args::{
+    parse_size, CacheArgs, NetworkArg, PrerequisitesArgs, RegistryArgs, ReleaseArgs,
+};
 use super::compile::{compile_releases, finish, workers, Settings};
 use super::Printer;
 
@@ -99,6 +101,10 @@ pub struct ExportArgs {
     /// Exit 2 instead of waiting when another run holds the work dir
     #[arg(long)]
     pub no_wait: bool,
+    #[command(flatten)]
+    pub shared: CacheArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// `--digest`.
@@ -130,11 +136,14 @@ pub fn run(
             memory_limit: args.memory.map(|m| m.min(i64::MAX as u64) as i64),
             limits: args.releases.limits(),
             source_date_epoch: fissile_oci::clock::source_date_epoch(),
+            shard: None,
+            shard_wait: std::time::Duration::ZERO,
         },
         wait: !args.no_wait,
         metrics: args.metrics.as_deref(),
         graph: args.graph.as_deref(),
         summary: args.summary.as_deref(),
+        cache: Some((&args.shared, &args.registry)),
     };
     let compiled = compile_releases(&args.releases, &settings, work_dir, printer)?;
     let code = finish(&compiled, &args.releases, printer);

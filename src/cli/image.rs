@@ -43,8 +43,6 @@ pub struct ImageArgs {
     /// docker://HOST[:PORT]/REPO[:TAG] (a registry) [default: the work dir's store]
     #[arg(short = 'o', long = "output", value_name = "DEST")]
     pub output: Option<Destination>,
-    #[command(flatten)]
-    pub registry: RegistryArgs,
 }
 
 /// One image to build: its name and what it holds.
@@ -59,6 +57,10 @@ struct Planned {
 }
 
 pub fn run(args: ImageArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.compile.shard.is_none(),
+        "--shard splits a compile across runners: run `compile --shard I/N` on each, then `image` once, which pulls what they compiled"
+    );
     // Names are checked before minutes of compiling, as far as they are known.
     if let (Some(tag), Some(dest_tag)) = (&args.tag, args.output.as_ref().and_then(|d| d.tag())) {
         anyhow::ensure!(
@@ -198,7 +200,7 @@ pub fn run(args: ImageArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow
         &destination,
         store,
         &images,
-        &args.registry,
+        &args.compile.registry,
         &compiled.wd,
         printer,
         &cancel,

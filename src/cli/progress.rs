@@ -63,14 +63,26 @@ impl Display {
                         total,
                         cached,
                         imported,
+                        pulled,
+                        elsewhere,
                     } => {
-                        serde_json::json!({"event": "planned", "total": total, "cached": cached, "imported": imported})
+                        serde_json::json!({"event": "planned", "total": total, "cached": cached, "imported": imported,
+                            "in_shared_cache": pulled, "other_shards": elsewhere})
                     }
                     Progress::Cached { name } => {
                         serde_json::json!({"event": "cached", "package": name})
                     }
                     Progress::Started { name, log } => {
                         serde_json::json!({"event": "started", "package": name, "log": log})
+                    }
+                    Progress::Pulling { name } => {
+                        serde_json::json!({"event": "pulling", "package": name})
+                    }
+                    Progress::Waiting { name, shard } => {
+                        serde_json::json!({"event": "waiting", "package": name, "shard": shard})
+                    }
+                    Progress::Pushing { remaining } => {
+                        serde_json::json!({"event": "pushing", "remaining": remaining})
                     }
                     Progress::Finished { report } => serde_json::json!({
                         "event": "finished", "package": report.name, "status": report.status,
@@ -90,15 +102,27 @@ impl Display {
                     total,
                     cached,
                     imported,
+                    pulled,
+                    elsewhere,
                 } => {
                     let imports = if imported > 0 {
                         format!(", {imported} from compiled releases")
                     } else {
                         String::new()
                     };
+                    let shared = if pulled > 0 {
+                        format!(", {pulled} in the shared cache")
+                    } else {
+                        String::new()
+                    };
+                    let others = if elsewhere > 0 {
+                        format!(", {elsewhere} compiled by other shards")
+                    } else {
+                        String::new()
+                    };
                     self.printer.info(format_args!(
-                        "{total} packages, {cached} cached{imports}, {} to compile",
-                        total - cached - imported
+                        "{total} packages, {cached} cached{imports}{shared}{others}, {} to compile",
+                        total - cached - imported - pulled - elsewhere
                     ));
                 }
                 Progress::Cached { name } => self.printer.detail(format_args!("cached:   {name}")),
@@ -124,6 +148,15 @@ impl Display {
                         report.name, report.seconds, self.done, self.total
                     ));
                 }
+                Progress::Pulling { name } => self
+                    .printer
+                    .detail(format_args!("[{elapsed:>6.1}s] pull:     {name}")),
+                Progress::Waiting { name, shard } => self.printer.info(format_args!(
+                    "[{elapsed:>6.1}s] waiting:  {name} (shard {shard} compiles it)"
+                )),
+                Progress::Pushing { remaining } => self.printer.info(format_args!(
+                    "[{elapsed:>6.1}s] pushing:  {remaining} to the shared cache"
+                )),
                 Progress::Stopping { reason } => self
                     .printer
                     .info(format_args!("[{elapsed:>6.1}s] stopping: {reason}")),
@@ -222,13 +255,33 @@ impl Live {
                     .ok();
             }
             Progress::Planned {
-                cached, imported, ..
+                cached,
+                imported,
+                pulled,
+                elsewhere,
+                ..
             } => {
-                self.overall.set_message(if *imported > 0 {
-                    format!("{cached} cached, {imported} imported")
-                } else {
-                    format!("{cached} cached")
-                });
+                let mut parts = vec![format!("{cached} cached")];
+                if *imported > 0 {
+                    parts.push(format!("{imported} imported"));
+                }
+                if *pulled > 0 {
+                    parts.push(format!("{pulled} in the shared cache"));
+                }
+                if *elsewhere > 0 {
+                    parts.push(format!("{elsewhere} for other shards"));
+                }
+                self.overall.set_message(parts.join(", "));
+            }
+            Progress::Pulling { .. } => {}
+            Progress::Waiting { name, shard } => {
+                self.multi
+                    .println(format!("waiting: {name} (shard {shard} compiles it)"))
+                    .ok();
+            }
+            Progress::Pushing { remaining } => {
+                self.overall
+                    .set_message(format!("pushing {remaining} to the shared cache"));
             }
             Progress::Stopping { reason } => {
                 self.multi.println(format!("stopping: {reason}")).ok();

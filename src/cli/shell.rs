@@ -86,6 +86,8 @@ pub fn run(args: ShellArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow
         memory_limit: None,
         limits: ExtractLimits::default(),
         source_date_epoch: fissile_oci::clock::source_date_epoch(),
+        shard: None,
+        shard_wait: std::time::Duration::ZERO,
     };
     let compiler = Compiler {
         wd: &session.wd,
@@ -93,6 +95,7 @@ pub fn run(args: ShellArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow
         base: &session.base,
         sandbox: &session.sandbox,
         options: &options,
+        context: Default::default(),
     };
     let shell = compiler.prepare_shell(&session.plan, target)?;
     let mut spec = shell.spec.clone();

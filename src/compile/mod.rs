@@ -22,22 +22,26 @@ mod job;
 pub mod key;
 mod outcome;
 mod package;
+mod remote;
 pub mod report;
 pub mod scheduler;
+pub mod shard;
 pub mod shell;
 mod stage;
 mod status;
 mod timings;
 mod units;
 
-pub use compiler::{import_only, CompileError, CompileOptions, Compiler};
+pub use compiler::{import_only, CompileError, CompileOptions, Compiler, RunContext};
 pub use import::ImportError;
 pub use job::tail;
-pub use outcome::{CompileReport, Failure, PackageError, Progress};
+pub use outcome::{CacheSummary, CompileReport, Failure, PackageError, Progress};
 pub use package::{
     BASE_ANNOTATION, CACHE_KEY_ANNOTATION, DEPENDENCIES_ANNOTATION, FINGERPRINT_ANNOTATION,
     NAME_ANNOTATION,
 };
+pub use remote::PushReport;
+pub use shard::Shard;
 pub use stage::StageError;
 pub use status::PackageStatus;
 

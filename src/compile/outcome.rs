@@ -17,10 +17,14 @@ use crate::sandbox::{ExitStatus, SandboxError};
 pub enum Progress<'a> {
     /// What the run found: `total` packages, of which `cached` are in the store already and
     /// `imported` come from compiled releases; the rest are compiled.
+    /// `pulled` of the rest are in the shared cache, and `elsewhere` are compiled by other
+    /// shards (this one fetches them if it needs them).
     Planned {
         total: usize,
         cached: usize,
         imported: usize,
+        pulled: usize,
+        elsewhere: usize,
     },
     Cached {
         name: &'a str,
@@ -28,6 +32,19 @@ pub enum Progress<'a> {
     Started {
         name: &'a str,
         log: &'a Path,
+    },
+    /// Fetching the package from the shared cache.
+    Pulling {
+        name: &'a str,
+    },
+    /// Waiting for shard `shard` to compile the package (this one needs it).
+    Waiting {
+        name: &'a str,
+        shard: usize,
+    },
+    /// Everything ran; `remaining` pushes to the shared cache are still on their way.
+    Pushing {
+        remaining: usize,
     },
     Finished {
         report: &'a PackageReport,
@@ -66,6 +83,13 @@ pub enum PackageError {
     Name(Arc<OciError>),
     #[error("{0}")]
     Panicked(JobPanic),
+    /// `--cache-required`, and the shared cache failed for this package.
+    #[error("{0}")]
+    SharedCache(crate::shared_cache::SharedCacheError),
+    #[error("cannot take its lock in the work dir: {0}")]
+    Lock(crate::workdir::WorkDirError),
+    #[error("stopped while another run was compiling it")]
+    Interrupted,
 }
 
 impl PackageError {
@@ -99,6 +123,20 @@ impl From<JobPanic> for Box<Failure> {
     }
 }
 
+/// What the shared cache did for a run.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CacheSummary {
+    pub repository: String,
+    pub pulled: usize,
+    pub pushed: usize,
+    /// (what, why) of every push that failed.
+    pub push_failures: Vec<(String, String)>,
+    /// Every notice the cache gave (it failed, a package was bad).
+    pub warnings: Vec<String>,
+    /// Why the cache was off for the rest of the run, if it went off.
+    pub down: Option<String>,
+}
+
 #[derive(Debug)]
 pub struct CompileReport {
     /// One per plan node, in the plan's order.
@@ -107,6 +145,8 @@ pub struct CompileReport {
     pub failures: Vec<Failure>,
     pub interrupted: bool,
     pub wall: Duration,
+    /// When the run used a shared cache.
+    pub cache: Option<CacheSummary>,
 }
 
 impl CompileReport {

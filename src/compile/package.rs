@@ -114,6 +114,8 @@ pub fn sandbox_spec(input: &CompileInput) -> SandboxSpec {
 pub struct PackageImage {
     pub manifest: Descriptor,
     pub layer_digest: String,
+    /// The digest of the uncompressed layer.
+    pub diff_id: String,
 }
 
 /// Writes a published package dir as the package's image (config and manifest); naming it in
@@ -174,6 +176,7 @@ pub fn write_tree_image(
         crate::rootless::Reach::HereFirst,
     )?;
     let layer_digest = layer.descriptor.digest().to_string();
+    let diff_id = layer.diff_id.to_string();
     let manifest = oci::write_image(
         store,
         &ImageSpec {
@@ -187,6 +190,7 @@ pub fn write_tree_image(
     Ok(PackageImage {
         manifest: named,
         layer_digest,
+        diff_id,
     })
 }
 

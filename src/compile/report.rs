@@ -29,6 +29,8 @@ pub struct PackageReport {
 struct Summary<'a> {
     packages: &'a [PackageReport],
     wall_seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared_cache: Option<&'a super::outcome::CacheSummary>,
 }
 
 pub fn write_summary(
@@ -36,9 +38,20 @@ pub fn write_summary(
     packages: &[PackageReport],
     wall_seconds: f64,
 ) -> std::io::Result<()> {
+    write_summary_with(path, packages, wall_seconds, None)
+}
+
+/// The summary, with what the shared cache did (`shared_cache`) when the run used one.
+pub fn write_summary_with(
+    path: &Path,
+    packages: &[PackageReport],
+    wall_seconds: f64,
+    cache: Option<&super::outcome::CacheSummary>,
+) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(&Summary {
         packages,
         wall_seconds,
+        shared_cache: cache,
     })
     .map_err(std::io::Error::other)?;
     fs_err::write(path, text + "\n")
@@ -52,6 +65,7 @@ pub fn write_graph(path: &Path, packages: &[PackageReport]) -> std::io::Result<(
         let colour = match p.status {
             PackageStatus::Compiled => "palegreen",
             PackageStatus::Cached => "lightblue",
+            PackageStatus::Pulled => "plum",
             PackageStatus::Imported => "khaki",
             PackageStatus::Failed => "salmon",
             PackageStatus::Skipped | PackageStatus::Cancelled => "lightgrey",

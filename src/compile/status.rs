@@ -9,6 +9,8 @@ pub enum PackageStatus {
     Compiled,
     /// Its cache key was in the store: nothing to do.
     Cached,
+    /// Its cache key was in the shared cache (a registry): pulled into the store, not compiled.
+    Pulled,
     /// Its files come from a compiled release: a package of a compiled release given as input
     /// (imported into the store, or found there from an earlier import), or a source package
     /// that such a package stands in for under the director's rule (same name, fingerprint and
@@ -16,7 +18,8 @@ pub enum PackageStatus {
     Imported,
     /// Its compile or its commit to the store failed.
     Failed,
-    /// Not compiled: a dependency failed, or the run stopped before it started.
+    /// Not compiled: a dependency failed, the run stopped before it started, or (with
+    /// `--shard`) another shard compiles it and this one did not need it.
     Skipped,
     /// It was compiling when the run stopped (fail-fast or an interrupt) and was killed.
     Cancelled,
@@ -27,6 +30,7 @@ impl PackageStatus {
         match self {
             PackageStatus::Compiled => "compiled",
             PackageStatus::Cached => "cached",
+            PackageStatus::Pulled => "pulled",
             PackageStatus::Imported => "imported",
             PackageStatus::Failed => "failed",
             PackageStatus::Skipped => "skipped",

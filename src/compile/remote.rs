@@ -1,0 +1,336 @@
+//! The shared cache as a compile run uses it: which packages it has (one parallel sweep of
+//! `HEAD`s before the run), pulling one into the store and its published dir (verified three
+//! ways: the blobs by digest, the manifest and config against the unit, the unpacked layer
+//! against its `diff_id`), and pushing what the run compiled from a pool of threads, off the
+//! critical path.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
+
+use oci_spec::image::{Descriptor, MediaType};
+use sha2::Digest as _;
+
+use super::key::package_ref;
+use super::package::{package_annotations, BASE_ANNOTATION, CACHE_KEY_ANNOTATION};
+use super::units::Unit;
+use crate::extract::{ExtractLimits, TreeBuilder};
+use crate::oci::store::OciStore;
+use crate::oci::{self, ImageSpec, Layer, OciError};
+use crate::shared_cache::{
+    package_tag, DependencyKey, PackageConfig, SharedCache, SharedCacheError,
+};
+
+/// `HEAD`s in flight during the sweep.
+const SWEEP_THREADS: usize = 8;
+/// Pushes in flight.
+pub(super) const PUSH_THREADS: usize = 2;
+
+/// What the cache must say of a unit: its name, key, fingerprint, base and dependencies (the
+/// `diff_id` is the cache's to tell).
+pub(super) fn expected_config(units: &[Unit], index: usize, base_digest: &str) -> PackageConfig {
+    let unit = &units[index];
+    let mut dependencies: Vec<DependencyKey> = unit
+        .dependencies
+        .iter()
+        .map(|&d| DependencyKey {
+            name: units[d].name.clone(),
+            cache_key: units[d].key.clone(),
+        })
+        .collect();
+    dependencies.sort();
+    PackageConfig {
+        name: unit.name.clone(),
+        fingerprint: unit.fingerprint.clone(),
+        cache_key: unit.key.clone(),
+        compilation_base: base_digest.to_string(),
+        dependencies,
+        diff_id: String::new(),
+    }
+}
+
+/// The annotations of a package's image, in the store and in the cache.
+pub(super) fn annotations(
+    units: &[Unit],
+    index: usize,
+    base_digest: &str,
+) -> BTreeMap<String, String> {
+    let unit = &units[index];
+    let mut notes = package_annotations(
+        &unit.name,
+        &unit.fingerprint,
+        &unit.key,
+        &unit.dependency_names(units),
+    );
+    notes.insert(BASE_ANNOTATION.to_string(), base_digest.to_string());
+    notes
+}
+
+/// Looks every unit of `which` up in the cache, `SWEEP_THREADS` at a time: the manifest each
+/// has there, or `None`. A failure of the registry as a whole stops the sweep (the cache is off
+/// from then on); it is the cache's to report.
+pub(super) fn sweep(
+    cache: &SharedCache,
+    units: &[Unit],
+    which: &[usize],
+) -> Result<Vec<Option<Descriptor>>, SharedCacheError> {
+    let found: Mutex<Vec<Option<Descriptor>>> = Mutex::new(vec![None; units.len()]);
+    let next = AtomicUsize::new(0);
+    let failure: Mutex<Option<SharedCacheError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..SWEEP_THREADS.min(which.len()) {
+            scope.spawn(|| loop {
+                if !cache.usable() || failure.lock().expect("failure lock").is_some() {
+                    return;
+                }
+                let Some(&i) = which.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                    return;
+                };
+                match cache.lookup(&package_tag(&units[i].name, &units[i].key)) {
+                    Ok(hit) => found.lock().expect("found lock")[i] = hit,
+                    Err(e) if e.is_outage() || e.is_interrupted() => {
+                        failure.lock().expect("failure lock").get_or_insert(e);
+                    }
+                    // One odd answer costs that package's lookup only.
+                    Err(e) => {
+                        cache.failed(&e, false);
+                    }
+                }
+            });
+        }
+    });
+    match failure.into_inner().expect("failure lock") {
+        Some(e) => Err(e),
+        None => Ok(found.into_inner().expect("found lock")),
+    }
+}
+
+/// A package pulled into the store: its image written (not yet named) and its files
+/// published for dependants.
+pub(super) struct PulledUnit {
+    pub manifest: Descriptor,
+    pub layer_digest: String,
+}
+
+/// Pulls unit `index` from the cache (by `digest` when a lookup found it), unpacks it into its
+/// published dir and writes its image, the same image a compile here would have written.
+/// Nothing of a package that fails a check is kept: not its blob (checked before it is
+/// stored), not its files.
+pub(super) fn pull_unit(
+    cache: &SharedCache,
+    store: &OciStore,
+    units: &[Unit],
+    index: usize,
+    base_digest: &str,
+    digest: Option<&str>,
+    limits: &ExtractLimits,
+) -> Result<PulledUnit, SharedCacheError> {
+    let unit = &units[index];
+    let tag = package_tag(&unit.name, &unit.key);
+    let expected = expected_config(units, index, base_digest);
+    let fetched = cache.fetch_package(store, &tag, digest, &expected, CACHE_KEY_ANNOTATION)?;
+    let layer = Descriptor::new(
+        MediaType::ImageLayerGzip,
+        fetched.layer.size(),
+        fetched.layer.digest().clone(),
+    );
+    let invalid = |message: String| SharedCacheError::Invalid {
+        reference: format!("{}:{tag}", cache.repository()),
+        message,
+    };
+    let store_error = |source: OciError| SharedCacheError::Store {
+        repository: cache.repository().to_string(),
+        what: format!("pulling {tag}"),
+        source: Box::new(source),
+    };
+    let (diff_id, uncompressed_size) = unpack_layer(
+        store,
+        &layer,
+        &unit.name,
+        &unit.published,
+        &fetched.config.diff_id,
+        limits,
+    )
+    .map_err(|e| match e {
+        UnpackError::Store(e) => store_error(e),
+        UnpackError::Invalid(message) => invalid(message),
+    })?;
+    let notes = annotations(units, index, base_digest);
+    let manifest = oci::write_image(
+        store,
+        &ImageSpec {
+            layers: vec![Layer {
+                descriptor: layer.clone(),
+                diff_id: crate::oci::store::sha256_digest(
+                    diff_id.strip_prefix("sha256:").unwrap_or(&diff_id),
+                ),
+                uncompressed_size,
+            }],
+            annotations: notes.clone(),
+            ..ImageSpec::default()
+        },
+    )
+    .map_err(store_error)?;
+    let mut named = manifest;
+    named.set_annotations(Some(notes.into_iter().collect()));
+    Ok(PulledUnit {
+        manifest: named,
+        layer_digest: layer.digest().to_string(),
+    })
+}
+
+enum UnpackError {
+    Store(OciError),
+    Invalid(String),
+}
+
+/// Unpacks a package layer (`var/vcap/packages/<name>/…`) into `published`, as any untrusted
+/// archive, hashing the uncompressed stream on the way: unless it is `diff_id`, nothing is
+/// published. Another run that published the same key first wins (same key, same package).
+fn unpack_layer(
+    store: &OciStore,
+    layer: &Descriptor,
+    name: &str,
+    published: &Path,
+    diff_id: &str,
+    limits: &ExtractLimits,
+) -> Result<(String, u64), UnpackError> {
+    let parent = published.parent().unwrap_or(Path::new("."));
+    let store_error = |e: OciError| UnpackError::Store(e);
+    fs_err::create_dir_all(parent)
+        .map_err(OciError::io(parent))
+        .map_err(store_error)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".pull-")
+        .tempdir_in(parent)
+        .map_err(OciError::io(parent))
+        .map_err(store_error)?;
+    let tree = tmp.path().join("tree");
+    let blob_path = store.blob_path(layer.digest()).map_err(store_error)?;
+    let blob = store.open_blob(layer).map_err(store_error)?;
+    let mut hashing = Hashing {
+        inner: flate2::read::GzDecoder::new(std::io::BufReader::with_capacity(256 * 1024, blob)),
+        hasher: sha2::Sha256::new(),
+        size: 0,
+    };
+    let mut builder = TreeBuilder::new(&tree, limits)
+        .map_err(|e| UnpackError::Invalid(format!("its layer cannot be unpacked: {e}")))?;
+    builder
+        .apply(&mut hashing, &blob_path, false)
+        .map_err(|e| UnpackError::Invalid(format!("its layer cannot be unpacked: {e}")))?;
+    // The rest of the stream (tar's end blocks) counts for the digest.
+    std::io::copy(&mut hashing, &mut std::io::sink())
+        .map_err(|e| UnpackError::Invalid(format!("its layer cannot be read: {e}")))?;
+    let found = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
+    if found != diff_id {
+        return Err(UnpackError::Invalid(format!(
+            "its layer unpacks to {found}, but its config says {diff_id}"
+        )));
+    }
+    builder
+        .finish()
+        .map_err(|e| UnpackError::Invalid(format!("its layer cannot be unpacked: {e}")))?;
+    let inner = tree.join("var/vcap/packages").join(name);
+    if !inner.is_dir() {
+        return Err(UnpackError::Invalid(format!(
+            "its layer has no var/vcap/packages/{name}"
+        )));
+    }
+    match fs_err::rename(&inner, published) {
+        Ok(()) => {}
+        Err(_) if published.is_dir() => {}
+        Err(e) => return Err(store_error(OciError::io(published)(e))),
+    }
+    Ok((found, hashing.size))
+}
+
+struct Hashing<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+    size: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
+/// Something to push.
+pub(super) enum Push {
+    /// A package compiled here (or found in this work dir and missing from the cache).
+    Package {
+        name: String,
+        manifest: Descriptor,
+        config: PackageConfig,
+        annotations: BTreeMap<String, String>,
+    },
+    /// The compilation base, under the tag the fleet finds it by.
+    Base { manifest: Descriptor, tag: String },
+}
+
+/// What the pushes did.
+#[derive(Debug, Default)]
+pub struct PushReport {
+    pub pushed: usize,
+    /// (what, why) for every push that failed.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Pushes everything sent on `queue` until every sender is gone, `PUSH_THREADS` at a time.
+/// A failure is the cache's to report (and may turn pushes off); the rest goes on.
+pub(super) fn push_all(
+    cache: &SharedCache,
+    store: &OciStore,
+    queue: mpsc::Receiver<Push>,
+    pending: &AtomicUsize,
+) -> PushReport {
+    let queue = Mutex::new(queue);
+    let report = Mutex::new(PushReport::default());
+    std::thread::scope(|scope| {
+        for _ in 0..PUSH_THREADS {
+            scope.spawn(|| loop {
+                let item = match queue.lock().expect("push queue").recv() {
+                    Ok(item) => item,
+                    Err(_) => return,
+                };
+                let (what, result) = if !cache.pushes() {
+                    pending.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                } else {
+                    match &item {
+                        Push::Package {
+                            name,
+                            manifest,
+                            config,
+                            annotations,
+                        } => (
+                            package_ref(name, &config.cache_key),
+                            cache.push_package(store, manifest, config, annotations),
+                        ),
+                        Push::Base { manifest, tag } => (
+                            format!("compilation base {tag}"),
+                            cache.push_base(store, manifest, tag),
+                        ),
+                    }
+                };
+                let mut report = report.lock().expect("push report");
+                match result {
+                    Ok(()) => report.pushed += 1,
+                    Err(e) => {
+                        report.failed.push((what, e.to_string()));
+                        drop(report);
+                        cache.failed(&e, true);
+                    }
+                }
+                pending.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    report.into_inner().expect("push report")
+}
