@@ -465,11 +465,23 @@ fn sigint_stops_everything_and_a_rerun_succeeds() {
 }
 
 fn count_processes(cmdline: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| std::fs::read(e.unwrap().path().join("cmdline")).ok())
-        .filter(|c| String::from_utf8_lossy(c).replace('\0', " ").trim() == cmdline)
-        .count()
+    processes().filter(|(_, c)| c == cmdline).count()
+}
+
+/// The host's processes: pid and command line, arguments joined by spaces.
+fn processes() -> impl Iterator<Item = (u32, String)> {
+    std::fs::read_dir("/proc").unwrap().filter_map(|e| {
+        let e = e.ok()?;
+        let pid = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        Some((
+            pid,
+            String::from_utf8_lossy(&cmdline)
+                .replace('\0', " ")
+                .trim()
+                .to_string(),
+        ))
+    })
 }
 
 #[test]
@@ -479,27 +491,48 @@ fn two_concurrent_runs_on_one_work_dir_compile_each_shared_package_once() {
     }
     let f = fixture();
     // Two releases sharing base-lib and tool (same files, so the same keys); each package
-    // takes long enough for the runs to overlap.
-    let slow = |deps: &str| format!("sleep 0.4\n{}", checking(deps));
+    // takes long enough for the runs to overlap. Each script's sleep has a command line of its
+    // own (and of this test process), so the executions are counted on the host's /proc.
+    let marker = |i: u32| format!("sleep 0.6{:03}{i}", std::process::id() % 1000);
+    let slow = |i: u32, deps: &str| format!("{}\n{}", marker(i), checking(deps));
+    let names = ["base-lib", "tool", "mid", "app", "other"];
     let first = release(
         &f.dir,
         "first",
         &[
-            ("base-lib", &[], &slow("")),
-            ("tool", &[], &slow("")),
-            ("mid", &["base-lib"], &slow("base-lib")),
-            ("app", &["mid", "tool"], &slow("mid tool")),
+            ("base-lib", &[], &slow(0, "")),
+            ("tool", &[], &slow(1, "")),
+            ("mid", &["base-lib"], &slow(2, "base-lib")),
+            ("app", &["mid", "tool"], &slow(3, "mid tool")),
         ],
     );
     let second = release(
         &f.dir,
         "second",
         &[
-            ("base-lib", &[], &slow("")),
-            ("tool", &[], &slow("")),
-            ("other", &["base-lib"], &slow("base-lib")),
+            ("base-lib", &[], &slow(0, "")),
+            ("tool", &[], &slow(1, "")),
+            ("other", &["base-lib"], &slow(4, "base-lib")),
         ],
     );
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        let markers: Vec<String> = (0..names.len() as u32).map(marker).collect();
+        std::thread::spawn(move || {
+            // Distinct host pids seen running each script's sleep: one per execution.
+            let mut seen: Vec<std::collections::BTreeSet<u32>> = vec![Default::default(); 5];
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                for (pid, cmdline) in processes() {
+                    if let Some(i) = markers.iter().position(|m| *m == cmdline) {
+                        seen[i].insert(pid);
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            seen.iter().map(|s| s.len()).collect::<Vec<_>>()
+        })
+    };
     let spawn = |rel: &Path, summary: &Path| {
         fissile(&f.work)
             .arg("compile")
@@ -514,8 +547,16 @@ fn two_concurrent_runs_on_one_work_dir_compile_each_shared_package_once() {
     // --no-wait: a run that found the work dir taken would exit 2 at once.
     let (a, b) = (spawn(&first, &s1), spawn(&second, &s2));
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let executions = watcher.join().unwrap();
     assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    for (name, count) in names.iter().zip(&executions) {
+        assert_eq!(
+            *count, 1,
+            "{name}'s packaging script ran {count} times: {executions:?}"
+        );
+    }
     let (one, two) = (statuses(&summary(&s1)), statuses(&summary(&s2)));
     let of = |list: &[(String, String)], name: &str| {
         list.iter()
