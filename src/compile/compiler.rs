@@ -36,7 +36,7 @@ use crate::workdir::{LastUse, RunDir, WorkDir};
 /// The scheduler's lane for fetching from the shared cache, and its workers: pulls and polls
 /// never take a compile slot.
 const FETCH_LANE: usize = 1;
-const FETCH_WORKERS: usize = 4;
+const FETCH_WORKERS: usize = 8;
 
 /// How to compile.
 #[derive(Clone, Debug)]

@@ -28,7 +28,7 @@ use crate::workdir::{remove_tree, NameLock, RunDir};
 /// Polls for a package another shard compiles: the first after this, then half as long again
 /// each time, at most `POLL_MAX` apart.
 const POLL_FIRST: Duration = Duration::from_millis(100);
-const POLL_MAX: Duration = Duration::from_secs(1);
+const POLL_MAX: Duration = Duration::from_millis(500);
 
 /// What a node's job does now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,7 +26,7 @@ use crate::shared_cache::{
 /// `HEAD`s in flight during the sweep.
 const SWEEP_THREADS: usize = 8;
 /// Pushes in flight.
-pub(super) const PUSH_THREADS: usize = 2;
+pub(super) const PUSH_THREADS: usize = 4;
 
 /// What the cache must say of a unit: its name, key, fingerprint, base and dependencies (the
 /// `diff_id` is the cache's to tell).
