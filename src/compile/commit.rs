@@ -5,6 +5,7 @@
 //! goes to the pushers when the run pushes to a shared cache.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
@@ -38,6 +39,7 @@ pub(super) fn commit_all(
         // (unit, ref, image, compiled here: its layer's diff_id)
         let mut named: Vec<(usize, String, Descriptor, Option<String>)> = Vec::new();
         let mut locks: Vec<NameLock> = Vec::new();
+        let mut scratches: Vec<PathBuf> = Vec::new();
         for item in batch {
             match item {
                 ToStore::Compiled(commit) => {
@@ -61,9 +63,7 @@ pub(super) fn commit_all(
                     .map_err(PackageError::Store);
                     results.insert(commit.unit, result);
                     locks.extend(commit.lock);
-                    // Deleting a scratch dir is slow on some filesystems: not on the critical
-                    // path.
-                    let _ = remove_tree(&commit.scratch);
+                    scratches.push(commit.scratch);
                 }
                 ToStore::Pulled {
                     unit,
@@ -85,30 +85,45 @@ pub(super) fn commit_all(
             for (i, _, _, _) in &named {
                 results.insert(*i, Err(PackageError::Name(e.clone())));
             }
-            continue;
+            named.clear();
         }
         // Named: another run waiting for one of these keys finds it in the store now.
         drop(locks);
-        let Some(pushes) = &pushes else {
-            continue;
-        };
-        for (i, _, manifest, diff_id) in named {
-            let Some(diff_id) = diff_id else {
-                continue;
-            };
-            let mut config = expected_config(units, i, base_digest);
-            config.diff_id = diff_id;
-            pending.fetch_add(1, Ordering::SeqCst);
-            let sent = pushes.send(Push::Package {
-                name: units[i].name.clone(),
-                manifest,
-                config,
-                annotations: annotations(units, i, base_digest),
-            });
-            if sent.is_err() {
-                pending.fetch_sub(1, Ordering::SeqCst);
-            }
+        if let Some(pushes) = &pushes {
+            send_pushes(pushes, named, units, base_digest, pending);
+        }
+        // Deleting a scratch dir is slow on some filesystems: after the naming and the pushes,
+        // which other runs and other shards wait for.
+        for scratch in scratches {
+            let _ = remove_tree(&scratch);
         }
     }
     results
+}
+
+/// Hands the packages compiled here (those with a `diff_id`) of a named batch to the pushers.
+fn send_pushes(
+    pushes: &mpsc::Sender<Push>,
+    named: Vec<(usize, String, Descriptor, Option<String>)>,
+    units: &[Unit],
+    base_digest: &str,
+    pending: &AtomicUsize,
+) {
+    for (i, _, manifest, diff_id) in named {
+        let Some(diff_id) = diff_id else {
+            continue;
+        };
+        let mut config = expected_config(units, i, base_digest);
+        config.diff_id = diff_id;
+        pending.fetch_add(1, Ordering::SeqCst);
+        let sent = pushes.send(Push::Package {
+            name: units[i].name.clone(),
+            manifest,
+            config,
+            annotations: annotations(units, i, base_digest),
+        });
+        if sent.is_err() {
+            pending.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
