@@ -296,7 +296,13 @@ fn keep_sandbox_keeps_the_failed_scratch_dir() {
         .lines()
         .find_map(|l| l.trim().strip_prefix("scratch dir kept: "))
         .unwrap();
-    assert!(Path::new(kept).join("source/partial-output").exists());
+    // The staged sources are untouched; what the script wrote is the build tree kept on disk
+    // (the copy-on-write layer over the sources).
+    assert!(Path::new(kept).join("source/packaging").exists());
+    assert!(!Path::new(kept).join("source/partial-output").exists());
+    assert!(Path::new(kept)
+        .join("sandbox/cow/0/upper/partial-output")
+        .exists());
     // `shell` reopens the kept dir, with the partial output the failed script left.
     let out = run(fissile(&f.work).arg("shell").arg(&rel).args([
         "broken",

@@ -24,7 +24,8 @@ use fissile_oci::oci::OciStore;
 use fissile_oci::plan::{load_plan, Plan, PlanRequest};
 use fissile_oci::release::LoadOptions;
 use fissile_oci::sandbox::{
-    ExitStatus, Network, Outcome, Output, Sandbox, SandboxError, SandboxSpec,
+    ExitStatus, Network, Outcome, Output, Sandbox, SandboxError, SandboxSpec, ScratchReport,
+    ScratchSpace,
 };
 use fissile_oci::workdir::WorkDir;
 use oci_spec::image::{Descriptor, MediaType};
@@ -132,6 +133,7 @@ impl Sandbox for FakeSandbox {
             status,
             wall: Duration::ZERO,
             oom_killed: false,
+            scratch: ScratchReport::default(),
         };
         let built = format!(
             "{name} on {}",
@@ -296,6 +298,7 @@ impl Bench {
                     Progress::Cached { name } => format!("cached {name}"),
                     Progress::Started { name, .. } => format!("started {name}"),
                     Progress::Finished { report } => format!("{} {}", report.status, report.name),
+                    Progress::Note { name, message } => format!("note {name}: {message}"),
                     Progress::Stopping { reason } => format!("stopping: {reason}"),
                 })
             })
@@ -340,6 +343,7 @@ fn options(workers: usize, keep_going: bool) -> CompileOptions {
         network: Network::None,
         timeout: None,
         memory_limit: None,
+        scratch_space: ScratchSpace::Disk,
         limits: ExtractLimits::default(),
         source_date_epoch: 0,
     }

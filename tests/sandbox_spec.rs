@@ -21,6 +21,7 @@ fn root_host() -> HostContext {
         subgid: None,
         id_map_helpers: true,
         cgroups: CgroupSupport::V2,
+        cgroup_swap: true,
     }
 }
 
@@ -38,6 +39,7 @@ fn rootless_host(ranges: bool) -> HostContext {
         cgroups: CgroupSupport::Unavailable {
             reason: "rootless on cgroup v1".into(),
         },
+        cgroup_swap: false,
     }
 }
 

@@ -13,13 +13,16 @@ use fissile_oci::base::{self, BaseChoice, CompilationBase};
 use fissile_oci::cache::Policy;
 use fissile_oci::cancel::CancelToken;
 use fissile_oci::compile::report::{self, Metrics};
+use fissile_oci::compile::scratch;
 use fissile_oci::compile::{CompileOptions, CompileReport, Compiler, PackageStatus};
 use fissile_oci::oci::OciStore;
 use fissile_oci::plan::Plan;
 use fissile_oci::sandbox::{LibcontainerSandbox, Network};
 use fissile_oci::workdir::{WorkDir, WorkDirLock};
 
-use super::args::{parse_size, NetworkArg, PrerequisitesArgs, ReleaseArgs};
+use super::args::{
+    memory_limit, parse_size, NetworkArg, PrerequisitesArgs, ReleaseArgs, ScratchArg,
+};
 use super::progress::Display;
 use super::{interrupt, LogFormat, Printer};
 
@@ -67,6 +70,22 @@ pub struct CompileArgs {
     /// Memory limit per compile, e.g. 4G (needs a usable cgroup)
     #[arg(long, value_name = "SIZE", value_parser = parse_size, env = "FISSILE_OCI_MEMORY")]
     pub memory: Option<u64>,
+    /// Where package build trees go: a private tmpfs per package (nothing touches the disk, all
+    /// freed at once when the package ends; `auto` uses one when half of the available memory,
+    /// shared by the packages compiled at once, gives each at least 256 MiB, and not with
+    /// --memory or --keep-sandbox), or the work dir's disk. A package whose build fills its
+    /// tmpfs is compiled again on disk, with a line saying so
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHERE",
+        default_value_t = ScratchArg::Auto,
+        env = "FISSILE_OCI_SCRATCH"
+    )]
+    pub scratch: ScratchArg,
+    /// Size of each package's tmpfs [default: half the available memory / --workers]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, env = "FISSILE_OCI_SCRATCH_SIZE")]
+    pub scratch_size: Option<u64>,
     /// Append fissile-style timing metrics (CSV) to FILE
     #[arg(short = 'M', long, value_name = "FILE")]
     pub metrics: Option<PathBuf>,
@@ -169,20 +188,33 @@ pub fn run(
     let mut metrics =
         Metrics::open(args.metrics.as_deref()).with_context(|| "cannot open the metrics file")?;
     metrics.stamp("compile-packages", "start");
+    let workers = args
+        .workers
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
+    let memory = args.memory.map(memory_limit);
+    let scratch = scratch::decide(
+        args.scratch.into(),
+        args.scratch_size,
+        workers,
+        args.keep_sandbox,
+        memory,
+        scratch::mem_available(),
+    )
+    .map_err(|message| anyhow::anyhow!(message))?;
+    printer.detail(format_args!("scratch: {}", scratch.why));
     let options = CompileOptions {
-        workers: args
-            .workers
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            })
-            .max(1),
+        workers,
         keep_going: args.keep_going,
         keep_sandbox: args.keep_sandbox,
         network: args.network.into(),
         timeout: args.timeout.map(Duration::from_secs),
-        memory_limit: args.memory.map(|m| m.min(i64::MAX as u64) as i64),
+        memory_limit: memory,
+        scratch_space: scratch.space,
         limits: args.releases.limits(),
         source_date_epoch: fissile_oci::clock::source_date_epoch(),
     };

@@ -8,13 +8,13 @@ mod cache;
 mod compile;
 mod completions;
 mod doctor;
-mod helper;
 mod inspect;
 mod interrupt;
 mod printer;
 mod progress;
 mod run;
 mod shell;
+mod zygote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,9 +108,9 @@ pub enum Command {
     ///   fissile-oci completions zsh > "${fpath[1]}/_fissile-oci"
     ///   fissile-oci completions man --dir /usr/local/share/man/man1
     Completions(completions::CompletionsArgs),
-    /// Internal: the single-threaded process each sandbox is created from.
-    #[command(name = "__sandbox-helper", hide = true)]
-    SandboxHelper(helper::HelperArgs),
+    /// Internal: the single-threaded process that forks the helper of each sandbox.
+    #[command(name = "__sandbox-zygote", hide = true)]
+    SandboxZygote(zygote::ZygoteArgs),
 }
 
 /// Exit codes of the contract: 0 success, 1 packages failed, 2 bad usage or input, 125 the host
@@ -131,7 +131,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(args, cli.work_dir.as_deref(), printer),
         Command::Completions(args) => completions::run(args),
         Command::Doctor(args) => doctor::run(args, cli.work_dir.as_deref()),
-        Command::SandboxHelper(args) => helper::run(args),
+        Command::SandboxZygote(args) => zygote::run(args),
     };
     match result {
         Ok(code) => code,
@@ -147,8 +147,8 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// Events of the `tracing` kind (libcontainer's own, and ours) go to stderr when asked for:
 /// `$RUST_LOG` chooses them; without it, `-vv` shows libcontainer's and fissile-oci's debug
-/// events and `-vvv` everything. Sandbox helpers are this binary again and inherit `$RUST_LOG`,
-/// which is set here for them, so their libcontainer events show too.
+/// events and `-vvv` everything. The sandbox zygote is this binary again and inherits
+/// `$RUST_LOG`, which is set here for it, so the helpers' libcontainer events show too.
 fn init_tracing(verbosity: u8) {
     let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
     let filter = match (from_env, verbosity) {

@@ -72,6 +72,9 @@ impl Display {
                         "event": "finished", "package": report.name, "status": report.status,
                         "seconds": report.seconds, "error": report.error, "log": report.log,
                     }),
+                    Progress::Note { name, message } => {
+                        serde_json::json!({"event": "note", "package": name, "message": message})
+                    }
                     Progress::Stopping { reason } => {
                         serde_json::json!({"event": "stopping", "reason": reason})
                     }
@@ -111,6 +114,9 @@ impl Display {
                         report.name, report.seconds, self.done, self.total
                     ));
                 }
+                Progress::Note { name, message } => self.printer.info(format_args!(
+                    "[{elapsed:>6.1}s] note:     {name}: {message}"
+                )),
                 Progress::Stopping { reason } => self
                     .printer
                     .info(format_args!("[{elapsed:>6.1}s] stopping: {reason}")),
@@ -211,6 +217,11 @@ impl Live {
             Progress::Planned { total, cached } => {
                 self.overall.set_message(format!("{cached} cached"));
                 let _ = total;
+            }
+            Progress::Note { name, message } => {
+                self.multi
+                    .println(format!("note:     {name}: {message}"))
+                    .ok();
             }
             Progress::Stopping { reason } => {
                 self.multi.println(format!("stopping: {reason}")).ok();

@@ -13,7 +13,6 @@ use super::outcome::PackageError;
 use super::package::write_package_image;
 use super::units::Unit;
 use crate::oci::OciStore;
-use crate::workdir::remove_tree;
 
 /// Per unit: the digest of its committed layer, or why the commit failed.
 pub(super) type CommitResults = HashMap<usize, Result<String, PackageError>>;
@@ -48,8 +47,6 @@ pub(super) fn commit_all(
             })
             .map_err(PackageError::Store);
             results.insert(commit.unit, result);
-            // Deleting a scratch dir is slow on some filesystems: not on the critical path.
-            let _ = remove_tree(&commit.scratch);
         }
         let refs: Vec<(String, Descriptor)> = named
             .iter()

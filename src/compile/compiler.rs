@@ -22,7 +22,7 @@ use crate::base::CompilationBase;
 use crate::extract::ExtractLimits;
 use crate::oci::OciStore;
 use crate::plan::Plan;
-use crate::sandbox::{Network, Sandbox};
+use crate::sandbox::{Network, Sandbox, ScratchSpace};
 use crate::workdir::{LastUse, RunDir, WorkDir};
 
 /// How to compile.
@@ -35,6 +35,8 @@ pub struct CompileOptions {
     pub network: Network,
     pub timeout: Option<Duration>,
     pub memory_limit: Option<i64>,
+    /// Where each package's build tree goes (see [`super::scratch`]).
+    pub scratch_space: ScratchSpace,
     pub limits: ExtractLimits,
     pub source_date_epoch: u64,
 }
@@ -143,14 +145,17 @@ impl Compiler<'_> {
             let units = &units;
             let committer =
                 scope.spawn(move || commit_all(self.store, &base_digest, units, commit_rx));
-            let jobs = Jobs {
+            let owned_jobs = Jobs {
                 compiler: self,
                 plan,
                 units,
                 archives: &archives,
                 run_dir: &run_dir,
                 commits: commit_tx,
+                notes: Default::default(),
+                tmpfs_refused: Default::default(),
             };
+            let jobs = &owned_jobs;
             let mut start_times: HashMap<usize, Instant> = HashMap::new();
             let run_report = scheduler::run(
                 &graph,
@@ -171,6 +176,12 @@ impl Compiler<'_> {
                     Event::Finished(pos, status) => {
                         let i = todo[pos];
                         let unit = &units[i];
+                        for message in jobs.take_notes(i) {
+                            progress(Progress::Note {
+                                name: &unit.name,
+                                message: &message,
+                            });
+                        }
                         let seconds = start_times
                             .get(&pos)
                             .map(|t| t.elapsed().as_secs_f64())
@@ -209,7 +220,7 @@ impl Compiler<'_> {
                 },
             );
             // The jobs' sender goes with them: the committer ends once it has stored the rest.
-            drop(jobs);
+            drop(owned_jobs);
             let commits = committer
                 .join()
                 .expect("the committer thread does not panic");

@@ -15,11 +15,29 @@ use crate::sandbox::{ExitStatus, SandboxError};
 /// What the display is told, in order, from the scheduling thread.
 #[derive(Debug)]
 pub enum Progress<'a> {
-    Planned { total: usize, cached: usize },
-    Cached { name: &'a str },
-    Started { name: &'a str, log: &'a Path },
-    Finished { report: &'a PackageReport },
-    Stopping { reason: String },
+    Planned {
+        total: usize,
+        cached: usize,
+    },
+    Cached {
+        name: &'a str,
+    },
+    Started {
+        name: &'a str,
+        log: &'a Path,
+    },
+    Finished {
+        report: &'a PackageReport,
+    },
+    /// Something the user should know about how a package was compiled (told before its
+    /// `Finished`).
+    Note {
+        name: &'a str,
+        message: &'a str,
+    },
+    Stopping {
+        reason: String,
+    },
 }
 
 /// Why one package did not compile.
