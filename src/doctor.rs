@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::sandbox::{default_runtime_root, CgroupSupport, HostContext};
+use crate::sandbox::{check_private, default_runtime_root, CgroupSupport, HostContext};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -333,6 +333,15 @@ fn runtime_dir() -> Check {
         .unwrap_or(Path::new("/"));
     let tmpfs = nix::sys::statfs::statfs(base)
         .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+    if root.exists() {
+        if let Err(err) = check_private(&root, nix::unistd::geteuid().as_raw()) {
+            return Check::fail(
+                NAME,
+                err.to_string(),
+                "set XDG_RUNTIME_DIR to a dir only you can write, or remove the dir another user made",
+            );
+        }
+    }
     if tmpfs {
         Check::ok(NAME, format!("{} is on a tmpfs", root.display()))
     } else {

@@ -50,7 +50,7 @@ pub use runtime_spec::{
     build_runtime_spec, inherit_network_namespace, rootless_id_maps, SpecError,
 };
 pub use security::seccomp_profile;
-pub use state::default_runtime_root;
+pub use state::{check_private, default_runtime_root};
 pub use types::{
     BindMount, CopyOnWriteMount, ExitStatus, Input, Network, Outcome, Output, RootfsSpec,
     SandboxSpec, ScratchReport, ScratchSpace, DEFAULT_HOSTNAME, DEFAULT_PATH, DEFAULT_PIDS_LIMIT,
