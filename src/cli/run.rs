@@ -221,12 +221,9 @@ fn run_forwarding_signals(
     // Usually single-threaded here (`--base` may have started a thread pool): then this process
     // does the helper's work itself, which saves starting one; the signals blocked above then
     // stop the run directly.
-    // TEMPORARY A/B: always through the zygote.
-    if std::env::var_os("FISSILE_OCI_AB_NO_IN_PROCESS").is_none() {
-        match sandbox.run_in_this_process(spec) {
-            Err(SandboxError::NotSingleThreaded { .. }) => {}
-            other => return other,
-        }
+    match sandbox.run_in_this_process(spec) {
+        Err(SandboxError::NotSingleThreaded { .. }) => {}
+        other => return other,
     }
     let process = sandbox.spawn(spec)?;
     let stopper = process.stopper();

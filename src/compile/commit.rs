@@ -47,9 +47,6 @@ pub(super) fn commit_all(
             })
             .map_err(PackageError::Store);
             results.insert(commit.unit, result);
-            if let Some(scratch) = &commit.scratch {
-                let _ = crate::workdir::remove_tree(scratch);
-            }
         }
         let refs: Vec<(String, Descriptor)> = named
             .iter()

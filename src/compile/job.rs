@@ -26,7 +26,6 @@ use crate::workdir::{remove_tree, RunDir};
 pub(super) struct Commit {
     pub unit: usize,
     pub input: CompileInput,
-    pub scratch: Option<PathBuf>,
 }
 
 /// What every job of a run shares.
@@ -157,21 +156,8 @@ impl Jobs<'_> {
                 source,
             }));
         }
-        // TEMPORARY A/B: the committer deletes the scratch dir, as before the trash.
-        if std::env::var_os("FISSILE_OCI_AB_DELETE_SCRATCH").is_some() {
-            let _ = self.commits.send(Commit {
-                unit: index,
-                input,
-                scratch: Some(scratch),
-            });
-        } else {
-            let _ = self.commits.send(Commit {
-                unit: index,
-                input,
-                scratch: None,
-            });
-            self.run_dir.discard(&scratch);
-        }
+        let _ = self.commits.send(Commit { unit: index, input });
+        self.run_dir.discard(&scratch);
         Ok(started.elapsed().as_secs_f64())
     }
 

@@ -65,19 +65,10 @@ pub fn sandbox_spec(input: &CompileInput) -> SandboxSpec {
     spec.cwd = PathBuf::from(&source);
     spec.scratch_space = input.scratch_space;
     // The staged sources need no second copy: the script builds in an overlay over them.
-    if std::env::var_os("FISSILE_OCI_AB_BIND_SOURCES").is_some() {
-        // TEMPORARY A/B: the build tree in the staged sources, bound read-write.
-        spec.mounts.push(BindMount {
-            source: input.source_dir.clone(),
-            destination: PathBuf::from(&source),
-            readonly: false,
-        });
-    } else {
-        spec.cow_mounts.push(CopyOnWriteMount {
-            source: input.source_dir.clone(),
-            destination: PathBuf::from(&source),
-        });
-    }
+    spec.cow_mounts.push(CopyOnWriteMount {
+        source: input.source_dir.clone(),
+        destination: PathBuf::from(&source),
+    });
     for (dep, dir) in &input.dependencies {
         spec.mounts.push(BindMount {
             source: dir.clone(),

@@ -85,24 +85,12 @@ impl LibcontainerSandbox {
             source,
         };
         let (ours, theirs) = UnixStream::pair().map_err(spawn_err)?;
-        // TEMPORARY A/B: an exec'd zygote per run, as the exec'd helper per run was.
-        let own_zygote = if std::env::var_os("FISSILE_OCI_AB_NO_ZYGOTE").is_some() {
-            let zygote = Zygote::start(&self.helper_exe, &self.runtime_root).map_err(spawn_err)?;
-            zygote.fork_helper(&theirs).map_err(spawn_err)?;
-            Some(zygote)
-        } else {
-            self.fork_helper(&theirs).map_err(spawn_err)?;
-            None
-        };
+        self.fork_helper(&theirs).map_err(spawn_err)?;
         drop(theirs);
         let io_err = |source| SandboxError::HelperIo { pid: 0, source };
         write_frame(&ours, spec).map_err(io_err)?;
         match read_frame::<ToCaller>(&ours).map_err(io_err)? {
-            Some(ToCaller::Started { pid }) => Ok(SandboxProcess {
-                pid,
-                socket: ours,
-                _own_zygote: own_zygote,
-            }),
+            Some(ToCaller::Started { pid }) => Ok(SandboxProcess { pid, socket: ours }),
             Some(ToCaller::Reply(reply)) => {
                 Err(reply
                     .into_result()
@@ -185,7 +173,6 @@ impl Sandbox for LibcontainerSandbox {
 pub struct SandboxProcess {
     pid: u32,
     socket: UnixStream,
-    _own_zygote: Option<Zygote>,
 }
 
 /// Stops a run from another thread (see [`SandboxProcess::stopper`]).

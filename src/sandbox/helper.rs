@@ -174,10 +174,7 @@ fn run(
             return failed(None, "creating the network namespace", chain(&err));
         }
     }
-    let own_cgroups = host.is_root()
-        && host.cgroups == CgroupSupport::V1
-        // TEMPORARY A/B: libcontainer's own cgroup v1 manager.
-        && std::env::var_os("FISSILE_OCI_AB_LIBCONTAINER_CGROUPS").is_none();
+    let own_cgroups = host.is_root() && host.cgroups == CgroupSupport::V1;
     let tmpfs = match (&spec.rootfs, spec.scratch_space) {
         (RootfsSpec::Overlay { scratch, .. }, ScratchSpace::Tmpfs { size }) => {
             Some((scratch.as_path(), size))
@@ -374,11 +371,6 @@ fn run_container(
             .map_or_else(|| container::oom_killed(id), ContainerCgroups::oom_killed);
     timing("exited");
     let deleted = match status {
-        // TEMPORARY A/B: libcontainer's delete for every container.
-        Some(_) if std::env::var_os("FISSILE_OCI_AB_LIBCONTAINER_DELETE").is_some() => {
-            cgroups.as_mut().map(ContainerCgroups::remove);
-            container::delete(&mut container)
-        }
         Some(_) => container::remove_exited(&mut container, dirs, id, cgroups.as_mut()),
         None => container::delete(&mut container),
     };

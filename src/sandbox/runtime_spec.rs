@@ -111,10 +111,6 @@ pub fn build_runtime_spec(
         .build()?;
     linux.set_resources(match host.cgroups {
         CgroupSupport::V2 => Some(resources(spec, host)?),
-        // TEMPORARY A/B: libcontainer's own cgroup v1 manager.
-        CgroupSupport::V1 if std::env::var_os("FISSILE_OCI_AB_LIBCONTAINER_CGROUPS").is_some() => {
-            Some(resources(spec, host)?)
-        }
         CgroupSupport::V1 | CgroupSupport::Unavailable { .. } => None,
     });
 

@@ -95,12 +95,7 @@ impl Filter {
 /// time).
 pub fn load_or_compile(profile: &LinuxSeccomp, cache_dir: &Path) -> Result<Filter, SeccompError> {
     let path = cache_path(profile, cache_dir);
-    // TEMPORARY A/B: compiled for every container.
-    let cached = std::env::var_os("FISSILE_OCI_AB_NO_SECCOMP_CACHE")
-        .is_none()
-        .then(|| read_trusted(&path))
-        .flatten();
-    if let Some(bytes) = cached {
+    if let Some(bytes) = read_trusted(&path) {
         if let Ok(filter) = Filter::from_bytes(&bytes) {
             return Ok(filter);
         }

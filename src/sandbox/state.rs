@@ -55,10 +55,6 @@ pub enum StateError {
 /// `/tmp/fissile-oci-<uid>/sandbox`, as long as `/tmp/fissile-oci-<uid>` is a private dir of
 /// ours (another user may have made it first; [`RuntimeDirs::open`] then refuses it).
 pub fn default_runtime_root() -> PathBuf {
-    // TEMPORARY A/B: a runtime root of the benchmark's choosing.
-    if let Some(root) = std::env::var_os("FISSILE_OCI_AB_RUNTIME_ROOT") {
-        return PathBuf::from(root);
-    }
     let uid = nix::unistd::geteuid();
     let preferred = if uid.is_root() {
         Some(PathBuf::from("/run"))
