@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::rootless::check::{self, Needs, Problem};
 use crate::sandbox::{check_private, default_runtime_root, CgroupSupport, HostContext};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -74,8 +75,7 @@ pub fn examine(work_dir: &Path) -> Vec<Check> {
         Check::ok("user", "root: sandboxes run with cgroup limits")
     });
     if rootless {
-        checks.push(user_namespaces());
-        checks.push(subordinate_ids(&host));
+        checks.extend(rootless_needs(&host));
     }
     checks.push(cgroups(&host, rootless));
     checks.push(overlayfs(rootless));
@@ -103,69 +103,63 @@ fn proc_mounted() -> Check {
     }
 }
 
-fn read_number(path: &str) -> Option<u64> {
-    fs_err::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-fn user_namespaces() -> Check {
-    const NAME: &str = "user namespaces";
-    if read_number("/proc/sys/user/max_user_namespaces") == Some(0) {
-        return Check::fail(
-            NAME,
-            "user.max_user_namespaces is 0",
-            "sysctl -w user.max_user_namespaces=15000 (and set it in /etc/sysctl.d/)",
-        );
-    }
-    if read_number("/proc/sys/kernel/unprivileged_userns_clone") == Some(0) {
-        return Check::fail(
-            NAME,
-            "kernel.unprivileged_userns_clone is 0",
-            "sysctl -w kernel.unprivileged_userns_clone=1 (and set it in /etc/sysctl.d/)",
-        );
-    }
-    if read_number("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == Some(1) {
-        return Check::fail(
-            NAME,
-            "AppArmor restricts unprivileged user namespaces",
-            "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, or an AppArmor profile allowing userns for fissile-oci",
-        );
-    }
-    Check::ok(NAME, "unprivileged user namespaces are allowed")
-}
-
-fn subordinate_ids(host: &HostContext) -> Check {
-    const NAME: &str = "subordinate ids";
-    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(host.euid))
-        .ok()
-        .flatten()
-        .map_or_else(|| host.euid.to_string(), |u| u.name);
-    let add = format!(
-        "as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}, and apt-get install uidmap"
-    );
-    match (&host.subuid, &host.subgid, host.id_map_helpers) {
-        (Some(u), Some(g), true) if u.count >= 65536 && g.count >= 65536 => Check::ok(
-            NAME,
+/// What a rootless run needs: a user namespace (without one nothing runs), then subordinate
+/// ids and the tools that map them (without them only one id is mapped: a busybox base
+/// works, a Debian base cannot be built). The same checks `base build` and `compile` make up
+/// front.
+fn rootless_needs(host: &HostContext) -> [Check; 2] {
+    let joined = |problems: &[Problem]| {
+        (
+            problems
+                .iter()
+                .map(|p| p.what.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            problems
+                .iter()
+                .map(|p| p.fix.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    };
+    let fatal = check::problems(host, Needs::default());
+    let userns = if fatal.is_empty() {
+        Check::ok(
+            "user namespaces",
+            "an unprivileged user namespace can be made",
+        )
+    } else {
+        let (what, fix) = joined(&fatal);
+        Check::fail("user namespaces", what, fix)
+    };
+    let optional: Vec<Problem> = check::problems(
+        host,
+        Needs {
+            subordinate_ids: true,
+            mmdebstrap: false,
+        },
+    )
+    .into_iter()
+    .filter(|p| !fatal.contains(p))
+    .collect();
+    let ids = match (&host.subuid, &host.subgid) {
+        (Some(u), Some(g)) if optional.is_empty() => Check::ok(
+            "subordinate ids",
             format!(
-                "/etc/subuid {}:{} and /etc/subgid {}:{}, newuidmap and newgidmap installed",
+                "/etc/subuid {}:{} and /etc/subgid {}:{}, mapped with newuidmap and newgidmap",
                 u.start, u.count, g.start, g.count
             ),
         ),
-        (Some(_), Some(_), true) => Check::warn(
-            NAME,
-            "the subordinate id ranges are smaller than 65536: a Debian base needs every id up to 65534",
-            add,
-        ),
-        (_, _, false) => Check::warn(
-            NAME,
-            "newuidmap/newgidmap are not installed: only one id can be mapped (a busybox base works, a Debian base does not)",
-            add,
-        ),
-        _ => Check::warn(
-            NAME,
-            format!("no /etc/subuid or /etc/subgid range for {user}: only one id can be mapped (a busybox base works, a Debian base does not)"),
-            add,
-        ),
-    }
+        _ => {
+            let (what, fix) = joined(&optional);
+            Check::warn(
+                "subordinate ids",
+                format!("{what}: only one id can be mapped (a busybox base works, a Debian base cannot be built)"),
+                fix,
+            )
+        }
+    };
+    [userns, ids]
 }
 
 fn cgroups(host: &HostContext, rootless: bool) -> Check {

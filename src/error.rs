@@ -10,12 +10,15 @@ use crate::base::BaseError;
 use crate::cache::CollectError;
 use crate::compile::scheduler::GraphError;
 use crate::compile::shell::ShellError;
-use crate::compile::CompileError;
 use crate::compile::StageError;
+use crate::compile::{CompileError, ImportError};
+use crate::export::ExportError;
 use crate::extract::ExtractError;
+use crate::image::ImageError;
 use crate::oci::OciError;
 use crate::plan::role_manifest::RoleManifestError;
 use crate::plan::{LoadPlanError, PlanError};
+use crate::registry::RegistryError;
 use crate::release::digest::DigestError;
 use crate::release::ReleaseError;
 use crate::sandbox::SandboxError;
@@ -48,8 +51,10 @@ impl ErrorClass {
 }
 
 /// The class of an error chain: the outermost error that says decides (a wrapper knows more
-/// than its cause: an unreadable *release* is bad input even though an i/o error is under it).
-/// An error nothing here knows is bad input, unless an i/o error under it says otherwise.
+/// than its cause: an unreadable *release* is bad input even though an i/o error is under it);
+/// a wrapper that only forwards (`#[error(transparent)]`, whose `source()` skips the error it
+/// wraps) asks the error it wraps. An error nothing here knows is bad input, unless an i/o
+/// error under it says otherwise.
 pub fn classify(error: &(dyn Error + 'static)) -> ErrorClass {
     let mut current = Some(error);
     while let Some(e) = current {
@@ -82,21 +87,32 @@ fn class_of(e: &(dyn Error + 'static)) -> Option<ErrorClass> {
     }
     if let Some(e) = e.downcast_ref::<BaseError>() {
         return match e {
-            BaseError::Oci(_) | BaseError::Extract(_) | BaseError::DefaultBase { .. } => None,
+            BaseError::Oci(inner) => Some(classify(inner)),
+            BaseError::Extract(inner) => Some(classify(inner)),
+            BaseError::Registry(inner) => Some(classify(inner)),
+            BaseError::Interrupted { .. } => Some(Interrupted),
+            BaseError::Normalize(_) => Some(Environment),
+            BaseError::DefaultBase { source, .. } => Some(classify(source.as_ref())),
             BaseError::Build(_) | BaseError::Sandbox(_) | BaseError::Io { .. } => Some(Environment),
             BaseError::NoBash { .. }
             | BaseError::PrerequisitesFailed { .. }
             | BaseError::UnknownBase { .. }
+            | BaseError::Invalid { .. }
             | BaseError::NoStore { .. } => Some(Input),
         };
     }
-    if e.is::<rootfs_builder::BuildError>() || e.is::<CollectError>() {
+    if e.is::<rootfs_builder::BuildError>()
+        || e.is::<CollectError>()
+        || e.is::<crate::rootless::check::NotReady>()
+        || e.is::<crate::rootless::TreeError>()
+    {
         return Some(Environment);
     }
     if let Some(e) = e.downcast_ref::<OciError>() {
         return match e {
             OciError::Io { .. } => Some(Environment),
-            OciError::Extract(_) => None,
+            OciError::Extract(inner) => Some(classify(inner)),
+            OciError::TreeHelper(_) => Some(Environment),
             OciError::Invalid { .. }
             | OciError::DigestMismatch { .. }
             | OciError::UnsupportedDigest { .. }
@@ -113,22 +129,72 @@ fn class_of(e: &(dyn Error + 'static)) -> Option<ErrorClass> {
     if let Some(e) = e.downcast_ref::<CompileError>() {
         return match e {
             CompileError::Io { .. } => Some(Environment),
-            CompileError::Graph(_) => Some(Input),
-            CompileError::Oci(_) | CompileError::Stage(_) => None,
+            CompileError::Graph(_) | CompileError::Import { .. } | CompileError::NoBase { .. } => {
+                Some(Input)
+            }
+            CompileError::Oci(inner) => Some(classify(inner)),
+            CompileError::Stage(inner) => Some(classify(inner)),
+        };
+    }
+    if let Some(e) = e.downcast_ref::<RegistryError>() {
+        return Some(match e {
+            RegistryError::Interrupted => Interrupted,
+            e if e.is_environment() => Environment,
+            _ => Input,
+        });
+    }
+    if let Some(e) = e.downcast_ref::<ImageError>() {
+        return Some(match e {
+            ImageError::Oci(inner) => classify(inner),
+            ImageError::Extract(inner) => classify(inner),
+            ImageError::Release(inner) => classify(inner),
+            ImageError::Registry(inner) => classify(inner),
+            ImageError::Interrupted => Interrupted,
+            ImageError::Io { .. } => Environment,
+            ImageError::MissingPackage { .. }
+            | ImageError::PackageConflict { .. }
+            | ImageError::JobConflict { .. }
+            | ImageError::UnknownBase { .. }
+            | ImageError::Invalid { .. } => Input,
+        });
+    }
+    if let Some(e) = e.downcast_ref::<ExportError>() {
+        return match e {
+            ExportError::Io { .. } => Some(Environment),
+            ExportError::Store(inner) => Some(classify(inner)),
+            ExportError::Digest(inner) => Some(classify(inner)),
+            ExportError::Stage(inner) => Some(classify(inner)),
+            ExportError::Layer { .. }
+            | ExportError::NotCompiled { .. }
+            | ExportError::NoStemcell { .. }
+            | ExportError::NoJobArchive { .. }
+            | ExportError::Version(_)
+            | ExportError::Exists { .. } => Some(Input),
+        };
+    }
+    if let Some(e) = e.downcast_ref::<ImportError>() {
+        return match e {
+            ImportError::Publish { .. } => Some(Environment),
+            ImportError::Extract(inner) => Some(classify(inner)),
+            ImportError::Stage(inner) => Some(classify(inner)),
+            ImportError::Store(inner) => Some(classify(inner)),
+            ImportError::Missing(_) => Some(Input),
         };
     }
     if let Some(e) = e.downcast_ref::<StageError>() {
         return match e {
             StageError::Io { .. } => Some(Environment),
             StageError::Unavailable { .. } => Some(Input),
-            StageError::Extract(_) => None,
+            StageError::Extract(inner) => Some(classify(inner)),
         };
     }
     if let Some(e) = e.downcast_ref::<ShellError>() {
         return match e {
             ShellError::Dependency { .. } => Some(PackageFailed),
+            ShellError::Compiled { .. } => Some(Input),
             ShellError::Io { .. } => Some(Environment),
-            ShellError::Compile(_) | ShellError::Stage(_) => None,
+            ShellError::Compile(inner) => Some(classify(inner)),
+            ShellError::Stage(inner) => Some(classify(inner)),
         };
     }
     if e.is::<LoadPlanError>()

@@ -270,7 +270,7 @@ fn job_archive_without_job_manifest() {
 }
 
 #[test]
-fn compiled_release_is_explained() {
+fn a_compiled_package_with_a_bad_digest_is_named_with_its_field() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("compiled");
     write(
@@ -280,7 +280,7 @@ fn compiled_release_is_explained() {
     );
     let err = inspect_path(&root);
     assert!(
-        err.contains("compiled release") && err.contains("ubuntu-jammy/1.1"),
+        err.contains("compiled package \"a\"") && err.contains("field sha1"),
         "{err}"
     );
 }

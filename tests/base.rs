@@ -325,4 +325,12 @@ fn debian_compilation_base_compiles_with_gcc() {
         "gcc --version | head -1 && printf 'int main(){return 0;}' > /tmp/t.c && gcc /tmp/t.c -o /tmp/t && /tmp/t && echo compiled",
     ]));
     assert!(out.contains("gcc") && out.contains("compiled"), "{out}");
+    // /etc/shadow has no build day (ageing off), and PAM still lets root become an account.
+    let out = ok(fissile(&w).arg("run").arg("--rootfs").arg(&rootfs).args([
+        "--",
+        "/bin/bash",
+        "-c",
+        "grep -c '^root:\\*::' /etc/shadow; su -s /bin/sh nobody -c 'id -u'",
+    ]));
+    assert_eq!(out, "1\n65534\n", "{out}");
 }

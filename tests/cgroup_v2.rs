@@ -198,8 +198,10 @@ fn cgroup2_root() -> Option<PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     mountinfo.lines().find_map(|line| {
         let (before, after) = line.split_once(" - ")?;
-        (after.split(' ').next() == Some("cgroup2"))
-            .then(|| PathBuf::from(before.split(' ').nth(4)?))
+        if after.split(' ').next() != Some("cgroup2") {
+            return None;
+        }
+        before.split(' ').nth(4).map(PathBuf::from)
     })
 }
 

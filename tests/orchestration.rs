@@ -1,7 +1,8 @@
 //! The compile orchestration without a sandbox: a recording fake stands in for libcontainer, so
 //! cache hits, the publish order, commit failures, fail-fast, keep-going, cancellation and the
-//! report are tested as any user, in milliseconds. The real sandbox is tested in
-//! tests/sandbox.rs and end to end in tests/compile.rs.
+//! report are tested as any user, in milliseconds; so are the rules by which packages of
+//! compiled releases stand in for compiles. The real sandbox is tested in tests/sandbox.rs and
+//! end to end in tests/compile.rs and tests/export.rs.
 
 #![allow(clippy::disallowed_methods)]
 
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use fissile_oci::base::stemcell::{STEMCELL_OS_ANNOTATION, STEMCELL_VERSION_ANNOTATION};
 use fissile_oci::base::CompilationBase;
 use fissile_oci::cancel::CancelToken;
 use fissile_oci::compile::report::{write_summary, Metrics};
@@ -325,7 +327,7 @@ impl Bench {
         let report = compiler
             .compile(&self.plan(), cancel, &mut Metrics::none(), &mut |p| {
                 events.push(match p {
-                    Progress::Planned { total, cached } => format!("planned {total} {cached}"),
+                    Progress::Planned { total, cached, .. } => format!("planned {total} {cached}"),
                     Progress::Cached { name } => format!("cached {name}"),
                     Progress::Started { name, .. } => format!("started {name}"),
                     Progress::Finished { report } => format!("{} {}", report.status, report.name),
@@ -775,4 +777,285 @@ fn a_sandbox_without_a_tmpfs_is_said_once_and_the_compile_goes_on() {
     assert_eq!(notes.len(), 1, "{events:#?}");
     assert!(notes[0].contains("tmpfs refused by the fake") && notes[0].contains("disk"));
     assert_eq!(sandbox.started().len(), 3, "no package ran twice");
+}
+
+/// The base's stemcell, as `base build` records it.
+fn with_stemcell(bench: &mut Bench, stemcell: Option<&str>) {
+    let mut notes = std::collections::HashMap::new();
+    if let Some(s) = stemcell {
+        let (os, version) = s.split_once('/').unwrap();
+        notes.insert(STEMCELL_OS_ANNOTATION.to_string(), os.to_string());
+        notes.insert(STEMCELL_VERSION_ANNOTATION.to_string(), version.to_string());
+    }
+    bench.base.descriptor.set_annotations(Some(notes));
+}
+
+/// An extracted compiled release of the bench's source packages `names` (same names,
+/// fingerprints and dependencies), each archive holding `built-by-fake` = "`tag` NAME".
+fn compiled_release_of(
+    bench: &Bench,
+    name: &str,
+    stemcell: &str,
+    names: &[&str],
+    tag: &str,
+) -> PathBuf {
+    let source = bench.plan();
+    let root = bench.tmp.path().join(name);
+    std::fs::create_dir_all(root.join("compiled_packages")).unwrap();
+    let mut manifest = format!("name: {name}\nversion: '1'\ncompiled_packages:\n");
+    for package in source.releases[0]
+        .packages
+        .iter()
+        .filter(|p| names.contains(&p.name.as_str()))
+    {
+        let content = format!("{tag} {}", package.name);
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, "./built-by-fake", content.as_bytes())
+            .unwrap();
+        let archive = builder.into_inner().unwrap();
+        let file = root.join(format!("compiled_packages/{}.tgz", package.name));
+        std::fs::write(&file, &archive).unwrap();
+        use sha1::Digest as _;
+        manifest.push_str(&format!(
+            "- name: {}\n  version: {fp}\n  fingerprint: {fp}\n  sha1: {}\n  stemcell: {stemcell}\n  dependencies: [{}]\n",
+            package.name,
+            hex::encode(sha1::Sha1::digest(&archive)),
+            package.dependencies.join(", "),
+            fp = package.fingerprint,
+        ));
+    }
+    std::fs::write(root.join("release.MF"), manifest).unwrap();
+    root
+}
+
+impl Bench {
+    fn plan_of(&self, paths: &[PathBuf]) -> Plan {
+        let load = LoadOptions::new(self.tmp.path().join("bosh-cache"));
+        load_plan(
+            &PlanRequest {
+                paths,
+                load: &load,
+                role_manifest: None,
+                roles: None,
+                only_releases: None,
+            },
+            &mut |_, _| {},
+        )
+        .unwrap()
+    }
+
+    /// Compiles the bench's release and `others`; the report's lines for the bench's release.
+    fn compile_among(&self, sandbox: &FakeSandbox, others: &[PathBuf]) -> CompileReport {
+        let mut paths = vec![self.release.clone()];
+        paths.extend(others.iter().cloned());
+        let options = CompileOptions {
+            workers: 2,
+            keep_going: false,
+            keep_sandbox: false,
+            network: Network::None,
+            timeout: None,
+            memory_limit: None,
+            scratch_space: ScratchSpace::Disk,
+            limits: ExtractLimits::default(),
+            source_date_epoch: 0,
+        };
+        Compiler {
+            wd: &self.wd,
+            store: &self.store,
+            base: &self.base,
+            sandbox,
+            options: &options,
+        }
+        .compile(
+            &self.plan_of(&paths),
+            CancelToken::new(),
+            &mut Metrics::none(),
+            &mut |_| {},
+        )
+        .unwrap()
+    }
+}
+
+/// Status and key of each package of `release`.
+fn of_release(report: &CompileReport, release: &str) -> BTreeMap<String, (PackageStatus, String)> {
+    report
+        .packages
+        .iter()
+        .filter(|p| p.release == release)
+        .map(|p| (p.name.clone(), (p.status, p.cache_key.clone())))
+        .collect()
+}
+
+#[test]
+fn imports_stand_in_for_compiles_when_the_bases_stemcell_is_served() {
+    let mut bench = Bench::new(CHAIN);
+    with_stemcell(&mut bench, Some("ubuntu-jammy/1.400"));
+    let compiled = compiled_release_of(&bench, "cr", "ubuntu-jammy/1.329", &["a", "b"], "imported");
+    let sandbox = FakeSandbox::default();
+    let report = bench.compile_among(&sandbox, &[compiled]);
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let mut started = sandbox.started();
+    started.sort();
+    assert_eq!(
+        started,
+        ["c", "d"],
+        "a and b come from the compiled release"
+    );
+    let source = of_release(&report, "fake");
+    let imported = of_release(&report, "cr");
+    for name in ["a", "b"] {
+        assert_eq!(source[name].0, PackageStatus::Imported);
+        assert_eq!(imported[name].0, PackageStatus::Imported);
+        assert_eq!(
+            source[name].1, imported[name].1,
+            "{name} stands in under its import key"
+        );
+    }
+    assert_eq!(source["c"].0, PackageStatus::Compiled);
+    // c was compiled against the imported b, and is keyed by it.
+    assert_eq!(sandbox.mounted.lock().unwrap()["c"]["b"], "imported b");
+
+    // The next run, without the compiled release: the store's import still stands in.
+    let again = FakeSandbox::default();
+    let report = bench.compile_among(&again, &[]);
+    assert!(again.started().is_empty(), "{:?}", again.started());
+    let s = statuses(&report);
+    assert_eq!(s["a"], PackageStatus::Imported);
+    assert_eq!(s["c"], PackageStatus::Cached);
+}
+
+#[test]
+fn no_import_stands_in_across_major_versions_or_operating_systems_or_without_a_stemcell() {
+    for base in [Some("ubuntu-jammy/2.1"), Some("ubuntu-noble/1.329"), None] {
+        let mut bench = Bench::new(CHAIN);
+        with_stemcell(&mut bench, base);
+        let compiled =
+            compiled_release_of(&bench, "cr", "ubuntu-jammy/1.329", &["a", "b"], "imported");
+        let sandbox = FakeSandbox::default();
+        let report = bench.compile_among(&sandbox, &[compiled]);
+        assert_eq!(sandbox.started().len(), 4, "{base:?}: everything compiles");
+        assert!(of_release(&report, "fake")
+            .values()
+            .all(|(s, _)| *s == PackageStatus::Compiled));
+        assert!(of_release(&report, "cr")
+            .values()
+            .all(|(s, _)| *s == PackageStatus::Imported));
+    }
+}
+
+#[test]
+fn the_exact_stemcell_wins_then_the_newest_of_its_major_version() {
+    let one: &[(&str, &[&str])] = &[("a", &[]), ("b", &["a"])];
+    for (base, expected) in [
+        ("ubuntu-jammy/1.329", "from 1.329"),
+        ("ubuntu-jammy/1.500", "from 1.400"),
+        ("ubuntu-jammy/1.100", "from 1.400"),
+    ] {
+        let mut bench = Bench::new(one);
+        with_stemcell(&mut bench, Some(base));
+        let older =
+            compiled_release_of(&bench, "cr-old", "ubuntu-jammy/1.329", &["a"], "from 1.329");
+        let newer =
+            compiled_release_of(&bench, "cr-new", "ubuntu-jammy/1.400", &["a"], "from 1.400");
+        // Imported in an earlier run of their own: the choice is made from the store's
+        // annotations.
+        let options = CompileOptions {
+            workers: 1,
+            keep_going: false,
+            keep_sandbox: false,
+            network: Network::None,
+            timeout: None,
+            memory_limit: None,
+            scratch_space: ScratchSpace::Disk,
+            limits: ExtractLimits::default(),
+            source_date_epoch: 0,
+        };
+        let imports = fissile_oci::compile::import_only(
+            &bench.plan_of(&[older, newer]),
+            &bench.wd,
+            &bench.store,
+            &options,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(imports
+            .packages
+            .iter()
+            .all(|p| p.status == PackageStatus::Imported));
+        let sandbox = FakeSandbox::default();
+        let report = bench.compile_among(&sandbox, &[]);
+        assert_eq!(sandbox.started(), ["b"], "{base}");
+        assert_eq!(statuses(&report)["a"], PackageStatus::Imported);
+        assert_eq!(
+            sandbox.mounted.lock().unwrap()["b"]["a"],
+            format!("{expected} a"),
+            "{base}"
+        );
+    }
+}
+
+#[test]
+fn what_depends_on_an_import_is_keyed_by_it() {
+    let one: &[(&str, &[&str])] = &[("a", &[]), ("b", &["a"])];
+    let mut plain = Bench::new(one);
+    with_stemcell(&mut plain, Some("ubuntu-jammy/1.329"));
+    let compiled_here = statuses_and_keys(&plain.compile_among(&FakeSandbox::default(), &[]));
+    let mut bench = Bench::new(one);
+    with_stemcell(&mut bench, Some("ubuntu-jammy/1.329"));
+    let compiled = compiled_release_of(&bench, "cr", "ubuntu-jammy/1.329", &["a"], "imported");
+    let with_import = of_release(
+        &bench.compile_among(&FakeSandbox::default(), &[compiled]),
+        "fake",
+    );
+    assert_eq!(with_import["a"].0, PackageStatus::Imported);
+    assert_eq!(with_import["b"].0, PackageStatus::Compiled);
+    assert_ne!(with_import["b"].1, compiled_here["b"].1, "b used another a");
+    assert_ne!(with_import["a"].1, compiled_here["a"].1);
+}
+
+fn statuses_and_keys(report: &CompileReport) -> BTreeMap<String, (PackageStatus, String)> {
+    report
+        .packages
+        .iter()
+        .map(|p| (p.name.clone(), (p.status, p.cache_key.clone())))
+        .collect()
+}
+
+#[test]
+fn two_compiled_releases_with_different_files_for_one_package_keep_their_own() {
+    let bench = Bench::new(&[("a", &[])]);
+    let first = compiled_release_of(&bench, "cr-one", "ubuntu-jammy/1.329", &["a"], "first");
+    let second = compiled_release_of(&bench, "cr-two", "ubuntu-jammy/1.329", &["a"], "second");
+    let options = CompileOptions {
+        workers: 1,
+        keep_going: false,
+        keep_sandbox: false,
+        network: Network::None,
+        timeout: None,
+        memory_limit: None,
+        scratch_space: ScratchSpace::Disk,
+        limits: ExtractLimits::default(),
+        source_date_epoch: 0,
+    };
+    let report = fissile_oci::compile::import_only(
+        &bench.plan_of(&[first, second]),
+        &bench.wd,
+        &bench.store,
+        &options,
+        &mut |_| {},
+    )
+    .unwrap();
+    let key = |release: &str| of_release(&report, release)["a"].1.clone();
+    assert_ne!(key("cr-one"), key("cr-two"));
+    for (release, tag) in [("cr-one", "first"), ("cr-two", "second")] {
+        let published = bench.wd.packages().join(key(release));
+        assert_eq!(
+            std::fs::read_to_string(published.join("built-by-fake")).unwrap(),
+            format!("{tag} a")
+        );
+    }
 }

@@ -200,3 +200,46 @@ fn compile_order_is_topological_on_a_wide_generated_graph() {
         }
     }
 }
+
+#[test]
+fn each_instance_group_gets_the_closure_of_its_own_jobs() {
+    use fissile_oci::plan::{load_plan, role_manifest::RoleManifest, PlanRequest};
+    use fissile_oci::release::LoadOptions;
+    let tmp = tempfile::tempdir().unwrap();
+    let (ra, rb) = two_releases(tmp.path());
+    let manifest = tmp.path().join("roles.yml");
+    write(
+        &manifest,
+        b"instance_groups:\n- name: edge\n  jobs:\n  - name: router\n    release: web\n- name: api\n  jobs:\n  - name: api\n    release: app\n  - name: router\n    release: web\n",
+        0o644,
+    );
+    let paths = vec![ra, rb];
+    let load = LoadOptions::new(tmp.path().join("no-cache"));
+    let plan = load_plan(
+        &PlanRequest {
+            paths: &paths,
+            load: &load,
+            role_manifest: Some(&manifest),
+            roles: None,
+            only_releases: None,
+        },
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let groups = plan
+        .instance_groups(&RoleManifest::read(&manifest).unwrap())
+        .unwrap();
+    let names = |packages: &[usize]| -> Vec<String> {
+        packages
+            .iter()
+            .map(|&n| plan.nodes[n].name.clone())
+            .collect()
+    };
+    assert_eq!(groups.len(), 2);
+    assert_eq!(groups[0].name, "edge");
+    assert_eq!(names(&groups[0].packages), vec!["openssl", "nginx"]);
+    assert_eq!(groups[1].name, "api");
+    assert_eq!(groups[1].jobs.len(), 2);
+    // The shared openssl is one unit, listed once, before its dependants.
+    assert_eq!(names(&groups[1].packages), vec!["openssl", "nginx", "ruby"]);
+}

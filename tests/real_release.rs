@@ -2,7 +2,8 @@
 //! builds a BOSH release from upstream tarballs fetched through Debian source packages, `compile`
 //! builds its 11 packages on the default Debian compilation base, then the programs it produced
 //! run in a sandbox with the compiled packages mounted at /var/vcap/packages, against their
-//! dependencies and not the base's libraries.
+//! dependencies and not the base's libraries; and `export` writes them as a compiled release
+//! that the independent reader accepts.
 
 #![allow(clippy::disallowed_methods)]
 
@@ -10,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+mod common_bosh_reader;
 mod common_cli;
 mod common_debian;
 mod common_skip;
@@ -244,6 +246,45 @@ fn the_real_world_release_compiles_and_its_programs_run_against_their_dependenci
     }
     assert_eq!(keys.len(), packages.len());
     let base = ok(fissile(&work).args(["base", "name"])).trim().to_string();
+
+    // From the warm cache, the compiled release a director would take, as bosh reads it.
+    let out = tmp.join("real-release-compiled");
+    let _ = std::fs::remove_dir_all(&out);
+    let exported = ok(fissile(&work)
+        .env("SOURCE_DATE_EPOCH", "0")
+        .arg("export")
+        .arg(&release)
+        .args(["--stemcell", "ubuntu-jammy/1.329", "-o"])
+        .arg(&out));
+    let tarball = PathBuf::from(exported.trim());
+    assert!(
+        tarball.ends_with("real-world-0+dev-ubuntu-jammy-1.329.tgz"),
+        "{exported}"
+    );
+    let read = common_bosh_reader::read(&tarball, None, 0);
+    let compiled = read["manifest"]["compiled_packages"].as_array().unwrap();
+    assert_eq!(compiled.len(), packages.len());
+    for p in compiled {
+        let name = p["name"].as_str().unwrap();
+        let mut listed: Vec<String> = p["dependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap().to_string())
+            .collect();
+        listed.sort();
+        assert_eq!(listed, deps(name), "{name}");
+        assert_eq!(p["fingerprint"], fingerprints[name]);
+    }
+    let lua = &read["packages"]["lua"]["entries"];
+    assert!(
+        lua.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e[0] == "./bin/lua" && e[1] == "file" && e[2] == 0o755),
+        "{lua}"
+    );
+
     let c = Compiled { work, base, keys };
 
     // Every program loads its libraries from the packages it depends on.

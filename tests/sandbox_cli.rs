@@ -283,3 +283,23 @@ fn hiding_the_cgroup_hierarchies_leaves_the_host_mounts_alone() {
     );
     assert!(r.stderr.contains("can't fork"), "{r:?}");
 }
+
+#[test]
+fn libcontainers_own_events_show_with_vv_or_rust_log() {
+    let Some(env) = CliEnv::new() else { return };
+    let quiet = env.run(&[], &["true"]);
+    assert_eq!(quiet.code, 0, "{quiet:?}");
+    assert!(!quiet.stderr.contains("libcontainer"), "{quiet:?}");
+    let loud = env.run(&["-vv"], &["true"]);
+    assert_eq!(loud.code, 0, "{loud:?}");
+    assert!(loud.stderr.contains("libcontainer"), "{loud:?}");
+    let rootfs = env.rootfs.dir.to_string_lossy().into_owned();
+    let out = env
+        .cli
+        .command(&["--rootfs", &rootfs, "--", "true"])
+        .env("RUST_LOG", "libcontainer=debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("libcontainer"));
+}

@@ -7,19 +7,18 @@
 
 #![allow(clippy::disallowed_methods)]
 
+mod common_rootless;
 mod common_sandbox;
 mod common_skip;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
+use common_rootless::{chown_tree, subuid_start, test_user, user_binary};
 use common_sandbox::*;
 use common_skip::{skip, skip_part};
-
-const USER: &str = "fissile-oci-test";
 
 struct UserEnv {
     tmp: tempfile::TempDir,
@@ -27,86 +26,6 @@ struct UserEnv {
     cli: Cli,
     uid: u32,
     gid: u32,
-}
-
-/// Creates the test user once per test binary; its uid and gid.
-fn test_user() -> Result<(u32, u32), String> {
-    static USER_IDS: OnceLock<Result<(u32, u32), String>> = OnceLock::new();
-    USER_IDS
-        .get_or_init(|| {
-            if nix::unistd::User::from_name(USER).ok().flatten().is_none() {
-                let status = Command::new("useradd")
-                    .args([
-                        "--system",
-                        "--no-create-home",
-                        "--shell",
-                        "/usr/sbin/nologin",
-                        USER,
-                    ])
-                    .status()
-                    .map_err(|e| format!("useradd: {e}"))?;
-                if !status.success() {
-                    return Err(format!("useradd {USER} failed"));
-                }
-            }
-            for file in ["/etc/subuid", "/etc/subgid"] {
-                let content = std::fs::read_to_string(file).unwrap_or_default();
-                if !content.lines().any(|l| l.starts_with(&format!("{USER}:"))) {
-                    let mut content = content;
-                    if !content.is_empty() && !content.ends_with('\n') {
-                        content.push('\n');
-                    }
-                    content.push_str(&format!("{USER}:3000000:65536\n"));
-                    std::fs::write(file, content).map_err(|e| format!("{file}: {e}"))?;
-                }
-            }
-            let user = nix::unistd::User::from_name(USER)
-                .ok()
-                .flatten()
-                .ok_or("user not found after useradd")?;
-            Ok((user.uid.as_raw(), user.gid.as_raw()))
-        })
-        .clone()
-}
-
-fn chown_tree(dir: &Path, uid: u32, gid: u32) {
-    for entry in walkdir::WalkDir::new(dir) {
-        let path = entry.unwrap().into_path();
-        nix::unistd::fchownat(
-            None,
-            &path,
-            Some(uid.into()),
-            Some(gid.into()),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .unwrap();
-    }
-}
-
-fn subuid_start() -> u32 {
-    let content = std::fs::read_to_string("/etc/subuid").unwrap();
-    fissile_oci::sandbox::parse_subid(&content, Some(USER), u32::MAX)
-        .expect("the test user has a subuid range")
-        .start
-}
-
-/// The binary, or a copy the test user can execute when the build dir is not reachable.
-fn user_binary(uid: u32, gid: u32, tmp: &Path) -> PathBuf {
-    let reachable = Command::new("setpriv")
-        .args([
-            format!("--reuid={uid}"),
-            format!("--regid={gid}"),
-            "--clear-groups".into(),
-        ])
-        .args(["test", "-x", BIN])
-        .status()
-        .is_ok_and(|s| s.success());
-    if reachable {
-        return PathBuf::from(BIN);
-    }
-    let copy = tmp.join("fissile-oci");
-    std::fs::copy(BIN, &copy).unwrap();
-    copy
 }
 
 impl UserEnv {

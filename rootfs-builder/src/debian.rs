@@ -1,7 +1,13 @@
 //! Debian rootfs trees from the host's configured apt mirror, with mmdebstrap (root, or rootless
 //! through `--mode=unshare` with /etc/subuid ranges) or debootstrap (root only) as a fallback.
+//!
+//! Rootless, mmdebstrap's unshare mode writes the tree as the user's subordinate ids: its root
+//! is the range's first id. The bare user cannot read or remove much of it, so [`build`] stops
+//! there and says how the tree's owners map ([`Bootstrapped`]); the caller normalises it and
+//! packs it where those ids are mapped.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -15,6 +21,9 @@ pub struct DebianOptions {
     pub packages: Vec<String>,
     /// Extra `--aptopt` settings; the host's `Acquire::` settings are added automatically.
     pub apt_options: Vec<String>,
+    /// A descriptor the bootstrapper and its children inherit: a lock held through it (the
+    /// work dir's) then lasts until the last of them has exited, even if the caller dies first.
+    pub hold_open: Option<std::os::fd::RawFd>,
 }
 
 /// The host's Debian codename (`VERSION_CODENAME` in /etc/os-release).
@@ -106,19 +115,62 @@ fn have(tool: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Bootstraps `suite` into `target` (must not exist or be empty). `progress` gets each line the
-/// bootstrapper prints.
+/// Who wrote a bootstrapped tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bootstrapped {
+    /// Root, in the caller's own user namespace: owners are what they are.
+    AsRoot,
+    /// mmdebstrap's unshare mode: the tree's uid N is the caller's `uids.0 + N` for `uids.1`
+    /// ids, and likewise for gids.
+    Unshared { uids: (u32, u32), gids: (u32, u32) },
+}
+
+/// The subordinate uid and gid ranges (start, count) mmdebstrap's unshare mode maps for
+/// `user`: the first `/etc/subuid` and `/etc/subgid` lines for the user's *name* (mmdebstrap
+/// reads both files by the user name, never by number).
+pub fn unshare_id_ranges(
+    user: &str,
+    subuid: &str,
+    subgid: &str,
+) -> Option<((u32, u32), (u32, u32))> {
+    let find = |content: &str| {
+        content.lines().find_map(|line| {
+            let mut fields = line.trim().splitn(3, ':');
+            if fields.next()? != user {
+                return None;
+            }
+            let start = fields.next()?.trim().parse().ok()?;
+            let count = fields.next()?.trim().parse().ok()?;
+            Some((start, count))
+        })
+    };
+    Some((find(subuid)?, find(subgid)?))
+}
+
+/// Bootstraps `suite` into `target` (must not exist or be empty), not yet normalised (see
+/// [`crate::normalize`]); says who wrote it. `progress` gets each line the bootstrapper prints.
+/// `stop` is asked every few tenths of a second: once it says yes, the bootstrapper's process
+/// group is stopped and this returns [`BuildError::Interrupted`] when it has exited. In unshare
+/// mode that is SIGKILL (its mounts live in its own mount namespace, and SIGTERM would only make
+/// mmdebstrap wait for the apt or dpkg run in progress, a minute or more); as root, SIGTERM, so
+/// that mmdebstrap unmounts what it mounted in the tree.
 pub fn build(
     options: &DebianOptions,
     target: &Path,
     progress: &mut dyn FnMut(&str),
-) -> Result<(), BuildError> {
+    stop: &dyn Fn() -> bool,
+) -> Result<Bootstrapped, BuildError> {
     let mirror = options
         .mirror
         .clone()
         .or_else(|| host_mirror(&options.suite))
         .unwrap_or_else(|| "http://deb.debian.org/debian".to_string());
     let root = is_root();
+    let written_by = if root {
+        Bootstrapped::AsRoot
+    } else {
+        unshared_by()?
+    };
     let mut cmd;
     if have("mmdebstrap") {
         cmd = Command::new("mmdebstrap");
@@ -153,6 +205,28 @@ pub fn build(
         });
     }
     let described = format!("{cmd:?}");
+    // A bootstrapper that outlived us would go on writing into a staging dir that a later
+    // `cache clean` is removing: it gets SIGTERM (and cleans up) when the thread that started
+    // it ends, which is when the process does, however it dies; and it holds `hold_open`
+    // (the work dir's lock) until it is gone. Its own process group lets `stop` reach its
+    // children too.
+    let hold_open = options.hold_open;
+    cmd.process_group(0);
+    // SAFETY: between fork and exec the child only calls prctl and fcntl, which are
+    // async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(fd) = hold_open {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -184,7 +258,23 @@ pub fn build(
     }
     drop(tx);
     let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
-    for line in rx {
+    let mut stopped = false;
+    loop {
+        let line = match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(line) => line,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if !stopped && stop() {
+                    stopped = true;
+                    let signal = if root { libc::SIGTERM } else { libc::SIGKILL };
+                    // The child is not reaped before `wait` below: its process group (its pid)
+                    // is still its own.
+                    // SAFETY: kill takes no pointers.
+                    unsafe { libc::kill(-(child.id() as libc::pid_t), signal) };
+                }
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         progress(&line);
         tail.push_back(line);
         if tail.len() > 30 {
@@ -195,6 +285,11 @@ pub fn build(
         let _ = r.join();
     }
     let status = child.wait().map_err(BuildError::io(target))?;
+    if stopped {
+        return Err(BuildError::Interrupted {
+            tool: cmd.get_program().to_string_lossy().into_owned(),
+        });
+    }
     if !status.success() {
         return Err(BuildError::CommandFailed {
             command: described,
@@ -202,7 +297,32 @@ pub fn build(
             tail: tail.into_iter().collect::<Vec<_>>().join("\n"),
         });
     }
-    crate::normalize::normalize(target)
+    Ok(written_by)
+}
+
+/// The ranges mmdebstrap's unshare mode will map for the user running it.
+fn unshared_by() -> Result<Bootstrapped, BuildError> {
+    let user = Command::new("id")
+        .arg("-un")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .ok_or_else(|| {
+            BuildError::Invalid(
+                "cannot tell the user name (`id -un` failed): mmdebstrap's unshare mode needs it"
+                    .into(),
+            )
+        })?;
+    let read = |path: &str| fs_err::read_to_string(path).unwrap_or_default();
+    let (uids, gids) = unshare_id_ranges(&user, &read("/etc/subuid"), &read("/etc/subgid"))
+        .ok_or_else(|| {
+            BuildError::Invalid(format!(
+                "mmdebstrap's unshare mode needs lines for {user} in /etc/subuid and /etc/subgid: \
+                 sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}"
+            ))
+        })?;
+    Ok(Bootstrapped::Unshared { uids, gids })
 }
 
 fn is_root() -> bool {
@@ -215,6 +335,22 @@ fn is_root() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unshare_ranges_are_found_by_user_name_only() {
+        let subuid = "1001:5000:10\nalice:100000:65536\nalice:200000:65536\n";
+        let subgid = "alice:300000:65536\n";
+        assert_eq!(
+            unshare_id_ranges("alice", subuid, subgid),
+            Some(((100000, 65536), (300000, 65536)))
+        );
+        assert_eq!(unshare_id_ranges("bob", subuid, subgid), None);
+        assert_eq!(unshare_id_ranges("alice", subuid, ""), None);
+        assert_eq!(
+            unshare_id_ranges("1001", subuid, "1001:1:2"),
+            Some(((5000, 10), (1, 2)))
+        );
+    }
 
     #[test]
     fn host_suite_and_mirror_are_read_from_the_host() {

@@ -38,6 +38,8 @@ pub enum BuildError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("interrupted: {tool} was stopped")]
+    Interrupted { tool: String },
 }
 
 impl BuildError {

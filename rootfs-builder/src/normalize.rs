@@ -1,6 +1,6 @@
 //! Scrubs what a bootstrap leaves that is specific to the host or the moment: apt lists and
-//! caches, logs, machine ids, device nodes, temp files. Timestamps and owners are handled by the
-//! layer writer.
+//! caches, logs, machine ids, device nodes, temp files, the day of the build in `/etc/shadow`.
+//! Timestamps and owners are handled by the layer writer.
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
@@ -23,6 +23,10 @@ const EMPTIED: &[&str] = &[
 /// Files kept but emptied: systemd and dbus regenerate them on boot, and an empty machine-id is
 /// the documented way to ship an image.
 const TRUNCATED: &[&str] = &["etc/machine-id", "var/lib/dbus/machine-id", "etc/hostname"];
+
+/// Shadow password files, whose third field is the day of each account's last password change:
+/// the day `pwconv` ran in the bootstrap, so two bootstraps a day apart differ only there.
+const SHADOW: &[&str] = &["etc/shadow", "etc/shadow-"];
 
 pub fn normalize(root: &Path) -> Result<(), BuildError> {
     for rel in EMPTIED {
@@ -53,6 +57,20 @@ pub fn normalize(root: &Path) -> Result<(), BuildError> {
             fs_err::write(&file, b"").map_err(BuildError::io(&file))?;
         }
     }
+    for rel in SHADOW {
+        let file = root.join(rel);
+        if fs_err::symlink_metadata(&file)
+            .map(|m| m.is_file())
+            .unwrap_or(false)
+        {
+            let text = fs_err::read_to_string(&file).map_err(BuildError::io(&file))?;
+            let undated = without_change_days(&text);
+            if undated != text {
+                // Rewritten in place: the file keeps its mode and owners.
+                fs_err::write(&file, undated).map_err(BuildError::io(&file))?;
+            }
+        }
+    }
     // Device nodes elsewhere cannot be unpacked unprivileged and never belong in a base.
     for entry in walkdir::WalkDir::new(root)
         .follow_links(false)
@@ -69,6 +87,25 @@ pub fn normalize(root: &Path) -> Result<(), BuildError> {
         }
     }
     Ok(())
+}
+
+/// `text` (a shadow file) with every day of last password change emptied. An empty field turns
+/// password ageing off for the account, which is what an image's accounts (locked, `*` or `!`)
+/// have anyway; a `0` instead would mean "change the password at the next login", which makes
+/// PAM refuse `su` to the account.
+fn without_change_days(text: &str) -> String {
+    text.split_inclusive('\n')
+        .map(|line| {
+            let mut fields: Vec<&str> = line.splitn(4, ':').collect();
+            if fields.len() == 4
+                && !fields[2].is_empty()
+                && fields[2].bytes().all(|b| b.is_ascii_digit())
+            {
+                fields[2] = "";
+            }
+            fields.join(":")
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -89,7 +126,16 @@ mod tests {
             std::fs::create_dir_all(r.join(rel).parent().unwrap()).unwrap();
             std::fs::write(r.join(rel), b"host specific").unwrap();
         }
+        std::fs::write(
+            r.join("etc/shadow"),
+            "root:*:20792:0:99999:7:::\nuser:$y$j9T$salt$hash:20793:0:99999:7:::\nodd:x\nnone:!::0:99999:7:::\n",
+        )
+        .unwrap();
         normalize(r).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(r.join("etc/shadow")).unwrap(),
+            "root:*::0:99999:7:::\nuser:$y$j9T$salt$hash::0:99999:7:::\nodd:x\nnone:!::0:99999:7:::\n"
+        );
         assert!(r.join("var/lib/apt/lists").is_dir());
         assert_eq!(
             std::fs::read_dir(r.join("var/lib/apt/lists"))

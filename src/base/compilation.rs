@@ -13,8 +13,9 @@ use super::{
 };
 use crate::cancel::CancelToken;
 use crate::oci::store::{annotations, sha256_hex, OciStore};
-use crate::oci::{self, image, unpack, Compression, ImageSpec, LayerOptions};
-use crate::sandbox::{Network, Outcome, RootfsSpec, Sandbox, SandboxSpec};
+use crate::oci::{self, image, unpack, Compression, ImageSpec, LayerOptions, Owners};
+use crate::rootless::{self, Reach};
+use crate::sandbox::{HostContext, Network, Outcome, RootfsSpec, Sandbox, SandboxSpec};
 use crate::workdir::WorkDir;
 
 /// Makes sure a base can compile BOSH packages: the /var/vcap tree exists, and what packaging
@@ -58,6 +59,8 @@ pub struct CompilationBaseRequest<'a> {
     pub script: &'a str,
     pub network: Network,
     pub timeout: Option<std::time::Duration>,
+    /// Stops the prerequisites script's sandbox.
+    pub cancel: &'a CancelToken,
 }
 
 /// Returns the compilation base for `request`, building it if the store does not have it.
@@ -102,7 +105,7 @@ pub fn ensure_compilation_base(
     spec.stderr = capped;
     spec.stdin = crate::sandbox::Input::Null;
     progress("running the prerequisites script in a sandbox");
-    let outcome: Outcome = sandbox.run(&spec, &CancelToken::new())?;
+    let outcome: Outcome = sandbox.run(&spec, request.cancel)?;
     if !outcome.success() {
         return Err(BaseError::PrerequisitesFailed {
             base: request.base_name.to_string(),
@@ -112,16 +115,19 @@ pub fn ensure_compilation_base(
     }
     progress("committing the prerequisites layer");
     let upper = crate::sandbox::rootfs::upper_dir(&scratch);
-    let layer = oci::write_layer(
+    // What the script wrote, its owners as the sandbox saw them; rootless, read where the
+    // sandbox's subordinate ids are mapped (apt, for one, leaves files only they may read).
+    let layer = rootless::write_layer(
         store,
         &upper,
         &LayerOptions {
             compression: Compression::Gzip,
-            keep_owners: true,
+            owners: Owners::as_written_by(rootless::sandbox_maps(&HostContext::detect())),
             overlay_upper: true,
             mtime: crate::clock::source_date_epoch(),
             ..LayerOptions::default()
         },
+        Reach::Helper,
     )?;
     let base_manifest = image::read_manifest(store, request.base)?;
     let base_config = image::read_config(store, &base_manifest)?;
@@ -145,6 +151,10 @@ pub fn ensure_compilation_base(
         VERSION_ANNOTATION.to_string(),
         env!("CARGO_PKG_VERSION").to_string(),
     );
+    // The compilation base is the stemcell its base is: export writes it into releases.
+    if let Some(stemcell) = super::stemcell_of(request.base) {
+        notes.extend(super::stemcell::stemcell_annotations(&stemcell));
+    }
     let manifest = oci::write_image(
         store,
         &ImageSpec {

@@ -9,9 +9,11 @@
 
 mod build;
 mod compilation;
+mod pull;
 mod resolve;
 mod rootfs_lookup;
 mod source;
+pub mod stemcell;
 
 use std::path::PathBuf;
 
@@ -22,11 +24,13 @@ pub use compilation::{
     compilation_base_name, ensure_compilation_base, is_compilation_base, CompilationBaseRequest,
     DEFAULT_PREREQUISITES,
 };
+pub use pull::pull_base;
 pub use resolve::{
     default_base_tag, resolve_compilation_base, unpack_named, BaseChoice, CompilationBase,
 };
 pub use rootfs_lookup::exists_in_rootfs;
 pub use source::BaseSource;
+pub use stemcell::stemcell_of;
 
 use crate::extract;
 use crate::oci::store::{annotations, OciStore};
@@ -47,7 +51,11 @@ pub enum BaseError {
     #[error(transparent)]
     Build(#[from] rootfs_builder::BuildError),
     #[error(transparent)]
+    Normalize(#[from] crate::rootless::NormalizeError),
+    #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
     #[error("base {name:?} has no bash (looked for /bin/bash and /usr/bin/bash): BOSH packaging scripts run under bash; build the base from a source that has it (debian:SUITE) or add it to the rootfs")]
     NoBash { name: String },
     #[error(
@@ -75,8 +83,12 @@ pub enum BaseError {
         #[source]
         source: Box<BaseError>,
     },
+    #[error("interrupted: base {tag} was not built (its staging dir is removed)")]
+    Interrupted { tag: String },
     #[error("no store in {}: build a base first (fissile-oci base build)", .store.display())]
     NoStore { store: PathBuf },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
     #[error("{path}: i/o error")]
     Io {
         path: PathBuf,

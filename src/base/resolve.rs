@@ -10,6 +10,7 @@ use super::{
     build_base, ensure_compilation_base, exists_in_rootfs, is_compilation_base, list, BaseError,
     BaseSource, CompilationBaseRequest,
 };
+use crate::cancel::CancelToken;
 use crate::oci::{unpack, OciStore};
 use crate::sandbox::{Network, Sandbox};
 use crate::workdir::WorkDir;
@@ -24,6 +25,13 @@ pub struct CompilationBase {
     pub bash: String,
 }
 
+impl CompilationBase {
+    /// The stemcell this base is, when it records one (see [`super::stemcell`]).
+    pub fn stemcell(&self) -> Option<crate::release::Stemcell> {
+        super::stemcell_of(&self.descriptor)
+    }
+}
+
 /// What the user asked for.
 #[derive(Clone, Debug)]
 pub struct BaseChoice<'a> {
@@ -33,6 +41,8 @@ pub struct BaseChoice<'a> {
     pub script: &'a str,
     /// Network for the prerequisites script.
     pub network: Network,
+    /// Stops building the default base or the compilation base.
+    pub cancel: &'a CancelToken,
 }
 
 /// `debian-<host suite>`, the default base's name.
@@ -74,6 +84,7 @@ pub fn resolve_compilation_base(
                 },
                 &packages,
                 &base_ref,
+                choice.cancel,
                 progress,
             )
             .map_err(|source| BaseError::DefaultBase {
@@ -108,6 +119,7 @@ pub fn resolve_compilation_base(
                 script: choice.script,
                 network: choice.network,
                 timeout: None,
+                cancel: choice.cancel,
             },
             progress,
         )?

@@ -18,12 +18,22 @@ pub enum BaseSource {
     DockerArchive(PathBuf),
     /// `busybox`: the host's static busybox (and bash), for tests and demos.
     Busybox,
+    /// `stemcell:TARBALL`: a BOSH stemcell whose root filesystem is its `image` member (warden,
+    /// bosh-lite); the base records the stemcell's OS and version.
+    Stemcell(PathBuf),
+    /// `docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`: an image on a registry.
+    Registry(crate::registry::Reference),
 }
 
 impl FromStr for BaseSource {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(reference) = s.strip_prefix("docker://") {
+            return crate::registry::Reference::parse(reference)
+                .map(BaseSource::Registry)
+                .map_err(|e| e.to_string());
+        }
         let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
         let need = |what: &str| -> Result<String, String> {
             if rest.is_empty() {
@@ -39,6 +49,7 @@ impl FromStr for BaseSource {
             "debian" => Ok(BaseSource::Debian { suite: need("a suite")? }),
             "rootfs" => Ok(BaseSource::Rootfs(need("a tarball or directory")?.into())),
             "docker-archive" => Ok(BaseSource::DockerArchive(need("an archive path")?.into())),
+            "stemcell" => Ok(BaseSource::Stemcell(need("a stemcell tarball")?.into())),
             "oci" => {
                 let rest = need("a layout path")?;
                 // A ref never contains '/', a path usually does: split on the last ':' only
@@ -56,7 +67,7 @@ impl FromStr for BaseSource {
             }
             "busybox" if rest.is_empty() => Ok(BaseSource::Busybox),
             _ => Err(format!(
-                "unknown base source {s:?}: use debian:SUITE, rootfs:TARBALL_OR_DIR, oci:LAYOUT[:REF], docker-archive:TAR or busybox"
+                "unknown base source {s:?}: use debian:SUITE, rootfs:TARBALL_OR_DIR, oci:LAYOUT[:REF], docker-archive:TAR, stemcell:TARBALL, docker://HOST/REPO[:TAG] or busybox"
             )),
         }
     }
@@ -67,6 +78,7 @@ fn example(kind: &str) -> &'static str {
         "debian" => "bookworm",
         "rootfs" => "rootfs.tar",
         "oci" => "./layout:latest",
+        "stemcell" => "bosh-warden-boshlite-ubuntu-jammy-go_agent.tgz",
         _ => "image.tar",
     }
 }
@@ -107,6 +119,15 @@ impl BaseSource {
                 )
             }
             BaseSource::DockerArchive(p) => format!("docker-{}", clean(&stem(p))),
+            BaseSource::Stemcell(p) => format!("stemcell-{}", clean(&stem(p))),
+            BaseSource::Registry(r) => format!(
+                "registry-{}{}",
+                clean(&r.repository.name),
+                r.tag
+                    .as_deref()
+                    .map(|t| format!("-{}", clean(t)))
+                    .unwrap_or_default()
+            ),
         }
     }
 }
@@ -146,6 +167,11 @@ mod tests {
             .unwrap_err()
             .contains("debian:bookworm"));
         assert!("ubuntu:jammy".parse::<BaseSource>().is_err());
+        let registry = "docker://127.0.0.1:5000/team/base:v1"
+            .parse::<BaseSource>()
+            .unwrap();
+        assert_eq!(registry.default_tag(), "registry-team-base-v1");
+        assert!("docker://Bad/Name".parse::<BaseSource>().is_err());
         assert_eq!(
             "rootfs:/tmp/my root.tar"
                 .parse::<BaseSource>()

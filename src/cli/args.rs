@@ -15,7 +15,7 @@ use fissile_oci::sandbox::Network;
 /// Where releases come from and how they are read; shared by every command that takes releases.
 #[derive(Args, Debug)]
 pub struct ReleaseArgs {
-    /// Release paths (tarball, dev release dir, or source dir)
+    /// Release paths (tarball, dev release dir, source dir, or compiled release)
     #[arg(value_name = "RELEASE")]
     pub releases: Vec<PathBuf>,
     /// Release paths, comma-separated (fissile's spelling; adds to the positional ones)
@@ -125,6 +125,64 @@ impl PrerequisitesArgs {
             Some(path) => fs_err::read_to_string(path)
                 .with_context(|| format!("cannot read prerequisites script {}", path.display())),
         }
+    }
+}
+
+/// How to reach registries, with skopeo's and podman's flags.
+#[derive(Args, Debug, Clone)]
+pub struct RegistryArgs {
+    /// Verify registries' TLS certificates; `--tls-verify=false` also lets a registry answer in
+    /// plain http
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub tls_verify: bool,
+    /// CA certificates (*.crt) to trust and a client certificate (NAME.cert + NAME.key) for
+    /// registries [default: /etc/containers/certs.d/HOST:PORT, /etc/docker/certs.d/HOST:PORT]
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// Registry credentials (auth.json) [default: $REGISTRY_AUTH_FILE, else
+    /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json,
+    /// $DOCKER_CONFIG/config.json or ~/.docker/config.json, with their credential helpers]
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    /// A registry client with these settings, remembering blob locations in the work dir.
+    pub fn client(
+        &self,
+        wd: &fissile_oci::workdir::WorkDir,
+        printer: super::Printer,
+    ) -> anyhow::Result<fissile_oci::registry::Client> {
+        if let Some(dir) = &self.cert_dir {
+            anyhow::ensure!(
+                dir.is_dir(),
+                "--cert-dir {}: not a directory",
+                dir.display()
+            );
+        }
+        if let Some(file) = &self.authfile {
+            anyhow::ensure!(
+                file.is_file(),
+                "--authfile {}: no such file",
+                file.display()
+            );
+        }
+        let options = fissile_oci::registry::ClientOptions {
+            tls_verify: self.tls_verify,
+            cert_dir: self.cert_dir.clone(),
+            auth_file: self.authfile.clone(),
+            blob_locations: Some(wd.root().join("blob-locations.json")),
+            ..Default::default()
+        };
+        Ok(fissile_oci::registry::Client::new(options)?.with_notifier(move |m| printer.warn(m)))
     }
 }
 

@@ -3,18 +3,23 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use std::sync::atomic::Ordering;
+
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use fissile_oci::base::{self, BaseSource, CompilationBaseRequest};
+use fissile_oci::cancel::CancelToken;
 use fissile_oci::oci::store::annotations;
 use fissile_oci::oci::OciStore;
+use fissile_oci::rootless::check::{self, Needs};
 use fissile_oci::sandbox::LibcontainerSandbox;
 use fissile_oci::workdir::WorkDir;
 
-use super::args::{NetworkArg, PrerequisitesArgs};
+use super::args::{NetworkArg, PrerequisitesArgs, RegistryArgs};
 use super::printer::human_size;
-use super::Printer;
+use super::transfer::TransferDisplay;
+use super::{interrupt, Printer};
 
 #[derive(Subcommand, Debug)]
 pub enum BaseCommand {
@@ -23,7 +28,15 @@ pub enum BaseCommand {
     ///
     /// SOURCE is one of: debian:SUITE (mmdebstrap from the host's apt mirror), rootfs:TARBALL_OR_DIR
     /// (e.g. a `docker export`), oci:LAYOUT[:REF] (an OCI layout or oci-archive), docker-archive:TAR
-    /// (a `docker save`), busybox (the host's static busybox and bash; for tests and demos).
+    /// (a `docker save`), stemcell:TARBALL (a BOSH warden/bosh-lite stemcell),
+    /// docker://HOST[:PORT]/REPO[:TAG|@DIGEST] (pulled from a registry, e.g. an internal mirror;
+    /// the same manifest digest as there), busybox (the host's static busybox and bash; for
+    /// tests and demos).
+    ///
+    /// Every base records the stemcell it is (OS and version, shown by `base list`): from a
+    /// stemcell's stemcell.MF, else from its /etc/os-release (ID-VERSION_CODENAME) and
+    /// /var/vcap/bosh/etc/stemcell_version as bosh-agent reads them; `export` writes it into
+    /// compiled releases.
     ///
     /// The compilation base is the base plus what the prerequisites script changed, run in a
     /// sandbox. Its name is printed on stdout; `compile --base NAME` uses it.
@@ -32,8 +45,10 @@ pub enum BaseCommand {
     ///   fissile-oci base build --from debian:bookworm
     ///   fissile-oci base build --from busybox --tag tiny
     ///   fissile-oci base build --from docker-archive:ubuntu.tar --prerequisites prep.sh --network host
+    ///   fissile-oci base build --from stemcell:bosh-warden-boshlite-ubuntu-jammy-go_agent.tgz --tag jammy
+    ///   fissile-oci base build --from docker://mirror.internal:5000/debian:bookworm --cert-dir certs/
     Build(BuildArgs),
-    /// List bases and compilation bases with sizes and dates
+    /// List bases and compilation bases with their stemcell, sizes and dates
     List(ListArgs),
     /// Print the compilation base name for a base and prerequisites script
     Name(NameArgs),
@@ -55,6 +70,8 @@ pub struct BuildArgs {
     /// Network for the prerequisites script: none (loopback only) or host
     #[arg(long, value_enum, default_value_t = NetworkArg::None)]
     pub network: NetworkArg,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Args, Debug)]
@@ -101,27 +118,60 @@ fn build(wd: &WorkDir, args: BuildArgs, printer: Printer) -> anyhow::Result<Exit
             .map(|s| s.to_string())
             .collect()
     });
+    let debian = matches!(args.from, BaseSource::Debian { .. });
+    let needs = Needs {
+        subordinate_ids: debian,
+        mmdebstrap: debian,
+    };
+    if let Some(notice) = check::preflight(needs, &format!("build base {tag}"))? {
+        printer.info(format_args!("{notice}"));
+    }
+    // SIGINT/SIGTERM stop the bootstrap or the prerequisites sandbox and remove what they
+    // wrote (rootless, the user could not remove it by hand).
+    let cancel = CancelToken::new();
+    let interrupted = interrupt::install(cancel.clone());
     let mut progress = printer.progress(std::time::Instant::now());
     progress(&format!(
         "building base {tag} from {}",
         describe(&args.from)
     ));
-    let base = base::build_base(wd, &store, &args.from, &packages, &tag, &mut progress)
-        .with_context(|| format!("cannot build base {tag}"))?;
-    let sandbox = LibcontainerSandbox::from_current_exe()?;
-    let (name, _) = base::ensure_compilation_base(
-        wd,
-        &store,
-        &sandbox,
-        &CompilationBaseRequest {
-            base_name: &tag,
-            base: &base,
-            script: &script,
-            network: args.network.into(),
-            timeout: None,
-        },
-        &mut progress,
-    )?;
+    let built = match &args.from {
+        BaseSource::Registry(reference) => args.registry.client(wd, printer).and_then(|client| {
+            base::pull_base(
+                &store,
+                &client,
+                reference,
+                &tag,
+                &TransferDisplay::new(printer, "pull"),
+            )
+            .with_context(|| format!("cannot pull base {tag} from docker://{reference}"))
+        }),
+        source => base::build_base(wd, &store, source, &packages, &tag, &cancel, &mut progress)
+            .with_context(|| format!("cannot build base {tag}")),
+    }
+    .and_then(|base| {
+        let sandbox = LibcontainerSandbox::from_current_exe()?;
+        let (name, _) = base::ensure_compilation_base(
+            wd,
+            &store,
+            &sandbox,
+            &CompilationBaseRequest {
+                base_name: &tag,
+                base: &base,
+                script: &script,
+                network: args.network.into(),
+                timeout: None,
+                cancel: &cancel,
+            },
+            &mut progress,
+        )?;
+        Ok((base, name))
+    });
+    if interrupted.load(Ordering::SeqCst) {
+        eprintln!("interrupted: base {tag} was not built; its staging dir is removed");
+        return Ok(ExitCode::from(130));
+    }
+    let (base, name) = built?;
     progress(&format!(
         "base {tag} ({}) and compilation base {name} are ready",
         base.digest()
@@ -144,6 +194,8 @@ fn describe(source: &BaseSource) -> String {
                 .unwrap_or_default()
         ),
         BaseSource::DockerArchive(p) => format!("docker archive {}", p.display()),
+        BaseSource::Stemcell(p) => format!("BOSH stemcell {}", p.display()),
+        BaseSource::Registry(r) => format!("docker://{r}"),
     }
 }
 
@@ -177,6 +229,7 @@ fn list(wd: &WorkDir, args: &ListArgs, printer: Printer) -> anyhow::Result<ExitC
             println!(
                 "{}",
                 serde_json::json!({"name": name, "kind": kind, "bytes": size,
+                    "stemcell": base::stemcell_of(descriptor).map(|s| s.to_string()),
                     "created": created(descriptor), "manifest": descriptor.digest().to_string()})
             );
         }
@@ -186,13 +239,22 @@ fn list(wd: &WorkDir, args: &ListArgs, printer: Printer) -> anyhow::Result<ExitC
         return Ok(ExitCode::SUCCESS);
     }
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(4).max(4);
+    let stemcells: Vec<String> = rows
+        .iter()
+        .map(|(_, _, d, _)| {
+            base::stemcell_of(d)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into())
+        })
+        .collect();
+    let swidth = stemcells.iter().map(String::len).max().unwrap_or(8).max(8);
     println!(
-        "{:width$}  {:16}  {:>9}  {:20}  MANIFEST",
-        "NAME", "KIND", "SIZE", "CREATED"
+        "{:width$}  {:16}  {:swidth$}  {:>9}  {:20}  MANIFEST",
+        "NAME", "KIND", "STEMCELL", "SIZE", "CREATED"
     );
-    for (name, kind, descriptor, size) in &rows {
+    for ((name, kind, descriptor, size), stemcell) in rows.iter().zip(stemcells) {
         println!(
-            "{name:width$}  {kind:16}  {:>9}  {:20}  {}",
+            "{name:width$}  {kind:16}  {stemcell:swidth$}  {:>9}  {:20}  {}",
             human_size(*size),
             created(descriptor).unwrap_or_else(|| "-".into()),
             descriptor.digest()

@@ -14,7 +14,7 @@ use super::Printer;
 pub struct InspectArgs {
     #[command(flatten)]
     pub releases: ReleaseArgs,
-    /// Print JSON: {"releases": [{"name","version","packages": [...]}], "compile_order": [...]}
+    /// Print JSON: {"releases": [{"name","version","stemcell","packages": [...]}], "compile_order": [...]}
     #[arg(long)]
     pub json: bool,
 }
@@ -29,6 +29,8 @@ struct JsonOutput<'a> {
 struct JsonRelease<'a> {
     name: &'a str,
     version: &'a str,
+    /// `os/version` for a compiled release (whose packages are its compiled packages).
+    stemcell: Option<String>,
     packages: Vec<JsonPackage<'a>>,
 }
 
@@ -51,6 +53,7 @@ pub fn run(args: InspectArgs, printer: Printer) -> anyhow::Result<ExitCode> {
                 .map(|(rid, r)| JsonRelease {
                     name: &r.name,
                     version: &r.version,
+                    stemcell: r.stemcell.as_ref().map(ToString::to_string),
                     packages: r
                         .packages
                         .iter()
@@ -65,9 +68,7 @@ pub fn run(args: InspectArgs, printer: Printer) -> anyhow::Result<ExitCode> {
                         .collect(),
                 })
                 .collect(),
-            compile_order: (0..plan.nodes.len())
-                .map(|id| plan.node_label(id))
-                .collect(),
+            compile_order: compile_order(&plan),
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -87,7 +88,7 @@ pub fn load_plan(args: &ReleaseArgs, printer: Printer) -> anyhow::Result<Plan> {
                 "{} {}: {} from {} ({} packages, {} jobs) verified in {:.2}s",
                 release.name,
                 release.version,
-                release.kind.describe(),
+                release.describe(),
                 release.path.display(),
                 release.packages.len(),
                 release.jobs.len(),
@@ -107,7 +108,7 @@ fn print_table(plan: &Plan) {
             "{} {} ({}: {})",
             release.name,
             release.version,
-            release.kind.describe(),
+            release.describe(),
             release.path.display()
         );
         let rows: Vec<(&str, String, String)> = release
@@ -139,10 +140,14 @@ fn print_table(plan: &Plan) {
             println!("  {name:width$}  {fp:64}  {deps}");
         }
     }
-    let order: Vec<String> = (0..plan.nodes.len())
-        .map(|id| plan.node_label(id))
-        .collect();
-    let shared: usize = plan.nodes.iter().map(|n| n.members.len() - 1).sum();
+    let order = compile_order(plan);
+    let shared: usize = plan
+        .nodes
+        .iter()
+        .filter(|n| !n.is_compiled())
+        .map(|n| n.members.len() - 1)
+        .sum();
+    let imported = plan.nodes.iter().filter(|n| n.is_compiled()).count();
     println!();
     println!(
         "compile order ({} packages{}):",
@@ -156,4 +161,16 @@ fn print_table(plan: &Plan) {
     for (i, label) in order.iter().enumerate() {
         println!("  {:>3}. {label}", i + 1);
     }
+    if imported > 0 {
+        println!();
+        println!("{imported} compiled packages to import (nothing to compile for them)");
+    }
+}
+
+/// The packages to compile, in order; compiled releases' packages are imported, not compiled.
+fn compile_order(plan: &Plan) -> Vec<String> {
+    (0..plan.nodes.len())
+        .filter(|&id| !plan.nodes[id].is_compiled())
+        .map(|id| plan.node_label(id))
+        .collect()
 }

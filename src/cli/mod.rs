@@ -8,12 +8,15 @@ mod cache;
 mod compile;
 mod completions;
 mod doctor;
+mod export;
+mod image;
 mod inspect;
 mod interrupt;
 mod printer;
 mod progress;
 mod run;
 mod shell;
+mod transfer;
 mod zygote;
 
 use std::path::PathBuf;
@@ -68,7 +71,8 @@ pub enum Command {
     /// `inspect` is also a quick integrity check. No sandbox or work dir is needed.
     ///
     /// RELEASE is a path: a release tarball, a directory with an extracted tarball, a release
-    /// directory with dev_releases/ (archives from the bosh cache), or a release source directory.
+    /// directory with dev_releases/ (archives from the bosh cache), a release source directory,
+    /// or a compiled release (tarball or extracted; its packages are listed with its stemcell).
     Inspect(inspect::InspectArgs),
     #[command(verbatim_doc_comment)]
     /// Compile the packages of BOSH releases, each in a sandbox, into OCI layers (the main job).
@@ -81,6 +85,32 @@ pub enum Command {
     ///   fissile-oci compile -r rel1.tgz,rel2/ -m role-manifest.yml -j 4 --summary out.json
     ///   fissile-oci compile release/ --base busybox --keep-going --keep-sandbox
     Compile(compile::CompileArgs),
+    /// Compile releases, then write each as a BOSH compiled release tarball.
+    #[command(long_about = export::EXPORT_ABOUT)]
+    Export(export::ExportArgs),
+    /// Compile, then write runnable images: the base, a layer per package, the jobs.
+    ///
+    /// The image holds the runtime base's layers (by default the base the packages were compiled
+    /// on, without the prerequisites layer), one layer per compiled package (the very blob in the
+    /// store, shared by every image that has it) under /var/vcap/packages/, and one layer with
+    /// each release's release.MF under /var/vcap/releases/<name>/ and its jobs under
+    /// /var/vcap/jobs-src/<job>/. With -m, one image per instance group holding only what its
+    /// jobs need, named NAME-GROUP. Labels name the releases, packages (with fingerprints) and
+    /// jobs; `created` comes from SOURCE_DATE_EPOCH, so the same inputs give the same digest.
+    ///
+    /// Registries are reached as skopeo and podman reach them: credentials from --authfile,
+    /// $REGISTRY_AUTH_FILE, containers' auth.json or docker's config.json (and their credential
+    /// helpers), TLS verified against the system's CAs and --cert-dir. Only missing blobs are
+    /// sent. Exit codes: 2 for bad input or refused credentials, 125 when the registry or the
+    /// host fails (unreachable, TLS, corrupt data).
+    ///
+    /// Examples:
+    ///   fissile-oci image examples/hello-release
+    ///   fissile-oci image rel/ -m roles.yml --tag 1.0 -o docker://registry.example.com/team/rel
+    ///   fissile-oci image rel/ -o docker-archive:rel.tar:rel:1.0 && podman load -i rel.tar
+    ///   fissile-oci image rel/ -o oci:out/ --runtime-base debian-bookworm
+    #[command(verbatim_doc_comment)]
+    Image(image::ImageArgs),
     /// Open a shell in a package's compile sandbox (dependencies compiled and mounted).
     ///
     /// Reopens the scratch dir a `compile --keep-sandbox` kept for a failed package, or stages
@@ -111,6 +141,9 @@ pub enum Command {
     /// Internal: the single-threaded process that forks the helper of each sandbox.
     #[command(name = "__sandbox-zygote", hide = true)]
     SandboxZygote(zygote::ZygoteArgs),
+    /// Internal: removes, normalises or packs a tree in a user namespace (rootless).
+    #[command(name = "__tree-helper", hide = true)]
+    TreeHelper,
 }
 
 /// Exit codes of the contract: 0 success, 1 packages failed, 2 bad usage or input, 125 the host
@@ -126,12 +159,17 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Inspect(args) => inspect::run(args, printer),
         Command::Base(command) => base::run(command, cli.work_dir.as_deref(), printer),
         Command::Compile(args) => compile::run(args, cli.work_dir.as_deref(), printer),
+        Command::Export(args) => export::run(args, cli.work_dir.as_deref(), printer),
+        Command::Image(args) => image::run(args, cli.work_dir.as_deref(), printer),
         Command::Shell(args) => shell::run(args, cli.work_dir.as_deref(), printer),
         Command::Cache(command) => cache::run(command, cli.work_dir.as_deref(), printer),
         Command::Run(args) => run::run(args, cli.work_dir.as_deref(), printer),
         Command::Completions(args) => completions::run(args),
         Command::Doctor(args) => doctor::run(args, cli.work_dir.as_deref()),
         Command::SandboxZygote(args) => zygote::run(args),
+        Command::TreeHelper => Ok(ExitCode::from(
+            fissile_oci::rootless::tree_helper_main().clamp(0, 255) as u8,
+        )),
     };
     match result {
         Ok(code) => code,
@@ -175,5 +213,16 @@ mod tests {
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_helpers_subcommands_are_the_ones_their_callers_start() {
+        use clap::CommandFactory;
+        for name in [
+            fissile_oci::sandbox::ZYGOTE_SUBCOMMAND,
+            fissile_oci::rootless::TREE_HELPER_SUBCOMMAND,
+        ] {
+            assert!(Cli::command().find_subcommand(name).is_some(), "{name}");
+        }
     }
 }

@@ -59,8 +59,12 @@ impl Display {
         match &mut self.mode {
             Mode::Json => {
                 let event = match p {
-                    Progress::Planned { total, cached } => {
-                        serde_json::json!({"event": "planned", "total": total, "cached": cached})
+                    Progress::Planned {
+                        total,
+                        cached,
+                        imported,
+                    } => {
+                        serde_json::json!({"event": "planned", "total": total, "cached": cached, "imported": imported})
                     }
                     Progress::Cached { name } => {
                         serde_json::json!({"event": "cached", "package": name})
@@ -85,10 +89,19 @@ impl Display {
             }
             Mode::Live(live) => live.show(&p, self.done, self.total),
             Mode::Lines { follower } => match p {
-                Progress::Planned { total, cached } => {
+                Progress::Planned {
+                    total,
+                    cached,
+                    imported,
+                } => {
+                    let imports = if imported > 0 {
+                        format!(", {imported} from compiled releases")
+                    } else {
+                        String::new()
+                    };
                     self.printer.info(format_args!(
-                        "{total} packages, {cached} cached, {} to compile",
-                        total - cached
+                        "{total} packages, {cached} cached{imports}, {} to compile",
+                        total - cached - imported
                     ));
                 }
                 Progress::Cached { name } => self.printer.detail(format_args!("cached:   {name}")),
@@ -214,9 +227,14 @@ impl Live {
                     ))
                     .ok();
             }
-            Progress::Planned { total, cached } => {
-                self.overall.set_message(format!("{cached} cached"));
-                let _ = total;
+            Progress::Planned {
+                cached, imported, ..
+            } => {
+                self.overall.set_message(if *imported > 0 {
+                    format!("{cached} cached, {imported} imported")
+                } else {
+                    format!("{cached} cached")
+                });
             }
             Progress::Note { name, message } => {
                 self.multi

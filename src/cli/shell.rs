@@ -13,7 +13,7 @@ use fissile_oci::extract::ExtractLimits;
 use fissile_oci::sandbox::{Input, Output, Sandbox, ScratchSpace};
 
 use super::args::{NetworkArg, PrerequisitesArgs, ReleaseArgs};
-use super::compile::Session;
+use super::compile::{BaseOptions, Session};
 use super::Printer;
 
 #[derive(Args, Debug)]
@@ -61,9 +61,12 @@ pub fn run(args: ShellArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow
     };
     let session = Session::open(
         &release_args,
-        args.base.as_deref(),
-        &args.prerequisites,
-        args.network.into(),
+        BaseOptions {
+            base: args.base.as_deref(),
+            prerequisites: &args.prerequisites,
+            network: args.network.into(),
+            cancel: &CancelToken::new(),
+        },
         true,
         work_dir,
         printer,

@@ -1,7 +1,8 @@
-//! A whole compile run, as a list of phases: cache keys down the plan, cache hits restored,
-//! package archives copied out of their tarballs, the ready packages run in sandboxes by the
-//! scheduler (each success published for its dependants at once and committed to the store by
-//! the committer thread), and a report of every package.
+//! A whole compile run, as a list of phases: keys down the plan, cache hits restored, compiled
+//! releases' packages imported (and the source packages they stand in for resolved), package
+//! archives copied out of their tarballs, the ready packages run in sandboxes by the scheduler
+//! (each success published for its dependants at once and committed to the store by the
+//! committer thread), and a report of every package.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::commit::commit_all;
+use super::import::{import_all, ImportError};
 use super::job::{Commit, Jobs};
 use super::key::package_ref;
 use super::outcome::{CompileReport, Failure, Progress};
@@ -17,7 +19,7 @@ use super::scheduler::{self, CancelToken, Event, Graph, Node, RunOptions, Status
 use super::stage::materialize_packages;
 use super::status::PackageStatus;
 use super::timings::Timings;
-use super::units::{find_cached, units, Unit};
+use super::units::{find_cached, units, BaseIdentity, Origin, Unit};
 use crate::base::CompilationBase;
 use crate::extract::ExtractLimits;
 use crate::oci::OciStore;
@@ -49,6 +51,16 @@ pub enum CompileError {
     Stage(#[from] super::stage::StageError),
     #[error(transparent)]
     Graph(#[from] scheduler::GraphError),
+    /// A compiled release's package that cannot be imported: bad input, named.
+    #[error("{}: compiled package {package:?}: {source}", .release.display())]
+    Import {
+        release: PathBuf,
+        package: String,
+        #[source]
+        source: Box<ImportError>,
+    },
+    #[error("package {package:?} must be compiled, and no compilation base was given")]
+    NoBase { package: String },
     #[error("{path}: i/o error")]
     Io {
         path: PathBuf,
@@ -57,7 +69,7 @@ pub enum CompileError {
     },
 }
 
-fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> CompileError {
+pub(super) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> CompileError {
     let path = path.into();
     move |source| CompileError::Io { path, source }
 }
@@ -81,27 +93,27 @@ impl Compiler<'_> {
     ) -> Result<CompileReport, CompileError> {
         let started = Instant::now();
         let base_digest = self.base.descriptor.digest().to_string();
-
-        // Keys, and what the store already has.
-        let mut units = units(plan, self.wd, &base_digest);
-        find_cached(&mut units, self.store)?;
-        let cached_count = units.iter().filter(|u| u.cached.is_some()).count();
-        progress(Progress::Planned {
-            total: units.len(),
-            cached: cached_count,
-        });
-        let mut reports: Vec<Option<PackageReport>> = units
-            .iter()
-            .map(|unit| {
-                let layer = unit.cached.clone()?;
-                progress(Progress::Cached { name: &unit.name });
-                Some(report(unit, PackageStatus::Cached, 0.0, Some(layer), None))
-            })
-            .collect();
+        let stemcell = self.base.stemcell();
+        let base = BaseIdentity {
+            digest: &base_digest,
+            stemcell: stemcell.as_ref(),
+        };
+        let Prepared {
+            units,
+            mut reports,
+            run_dir,
+        } = prepare(
+            plan,
+            self.wd,
+            self.store,
+            Some(base),
+            self.options,
+            progress,
+        )?;
 
         // The scheduler sees only what must be compiled; cached dependencies are satisfied.
         let todo: Vec<usize> = (0..units.len())
-            .filter(|&i| units[i].cached.is_none())
+            .filter(|&i| units[i].origin == Origin::Compile && units[i].cached.is_none())
             .collect();
         let position: HashMap<usize, usize> =
             todo.iter().enumerate().map(|(pos, &i)| (i, pos)).collect();
@@ -122,11 +134,9 @@ impl Compiler<'_> {
             stamp(metrics, "::wait", &units[i], "start");
         }
 
-        // Scratch space, removed when this function returns, however it returns (but for the
-        // failed packages' scratch dirs that --keep-sandbox keeps), and the package archives
-        // copied out of release tarballs in one pass.
-        let run_dir = RunDir::create(self.wd, "").map_err(io(self.wd.runs()))?;
-        fs_err::create_dir_all(self.wd.logs()).map_err(io(self.wd.logs()))?;
+        // The package archives copied out of release tarballs in one pass, into the run dir
+        // (removed when this function returns, however it returns, but for the failed
+        // packages' scratch dirs that --keep-sandbox keeps).
         let archives = materialize_packages(
             todo.iter().map(|&i| {
                 let (rid, pid) = plan.nodes[i].members[0];
@@ -262,7 +272,7 @@ impl Compiler<'_> {
         }
         timings.save(&self.wd.logs());
         failures.sort_by(|a, b| a.name.cmp(&b.name));
-        self.record_use(&units, &reports);
+        record_use(self.wd, &units, &reports, Some(&self.base.name));
         Ok(CompileReport {
             packages: reports
                 .into_iter()
@@ -275,30 +285,124 @@ impl Compiler<'_> {
     }
 }
 
-impl Compiler<'_> {
-    /// Every package this run found or made, and its compilation base, count as used now (what
-    /// `cache gc --max-size/--max-age` evicts by). Best effort: the record only orders evictions.
-    fn record_use(&self, units: &[Unit], reports: &[Option<PackageReport>]) {
-        let mut uses = LastUse::load(self.wd);
-        let names: Vec<String> = units
-            .iter()
-            .zip(reports)
-            .filter(|(_, r)| {
-                r.as_ref().is_some_and(|r| {
-                    matches!(r.status, PackageStatus::Cached | PackageStatus::Compiled)
-                })
-            })
-            .map(|(u, _)| package_ref(&u.name, &u.key))
-            .collect();
-        uses.record(
-            names
-                .iter()
-                .map(String::as_str)
-                .chain([self.base.name.as_str()]),
-            crate::clock::now_millis(),
-        );
-        let _ = uses.save(self.wd);
+/// A run's units with everything that needs no sandbox done: keys, cache hits, imports.
+struct Prepared {
+    units: Vec<Unit>,
+    reports: Vec<Option<PackageReport>>,
+    /// The run's scratch dir: removed when dropped, but for what --keep-sandbox keeps.
+    run_dir: RunDir,
+}
+
+/// Keys every package, finds what the store has, imports the compiled releases' packages and
+/// resolves the source packages they stand in for; makes the run's scratch dir.
+fn prepare(
+    plan: &Plan,
+    wd: &WorkDir,
+    store: &OciStore,
+    base: Option<BaseIdentity<'_>>,
+    options: &CompileOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Prepared, CompileError> {
+    if base.is_none() {
+        if let Some(node) = plan.nodes.iter().find(|n| !n.is_compiled()) {
+            return Err(CompileError::NoBase {
+                package: node.name.clone(),
+            });
+        }
     }
+    let refs = store.ref_map()?;
+    let mut units = units(plan, wd, &refs, base);
+    find_cached(&mut units, store, &refs);
+    let count = |origin: Origin, cached: bool| {
+        units
+            .iter()
+            .filter(|u| u.origin == origin && u.cached.is_some() == cached)
+            .count()
+    };
+    let cached = count(Origin::Compile, true);
+    progress(Progress::Planned {
+        total: units.len(),
+        cached,
+        imported: units.len() - cached - count(Origin::Compile, false),
+    });
+    let mut reports: Vec<Option<PackageReport>> = units
+        .iter()
+        .map(|unit| {
+            if unit.origin != Origin::Compile {
+                return None;
+            }
+            let layer = unit.cached.clone()?;
+            progress(Progress::Cached { name: &unit.name });
+            Some(report(unit, PackageStatus::Cached, 0.0, Some(layer), None))
+        })
+        .collect();
+
+    let run_dir = RunDir::create(wd, "").map_err(io(wd.runs()))?;
+    fs_err::create_dir_all(wd.logs()).map_err(io(wd.logs()))?;
+    import_all(
+        plan,
+        &mut units,
+        store,
+        run_dir.path(),
+        options,
+        &mut reports,
+        progress,
+    )?;
+    Ok(Prepared {
+        units,
+        reports,
+        run_dir,
+    })
+}
+
+/// A run over compiled releases only: every package imported (or found imported), nothing
+/// compiled, so no compilation base and no sandbox. A plan with a package to compile is an
+/// error: that needs [`Compiler::compile`].
+pub fn import_only(
+    plan: &Plan,
+    wd: &WorkDir,
+    store: &OciStore,
+    options: &CompileOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<CompileReport, CompileError> {
+    let started = Instant::now();
+    let prepared = prepare(plan, wd, store, None, options, progress)?;
+    record_use(wd, &prepared.units, &prepared.reports, None);
+    Ok(CompileReport {
+        packages: prepared
+            .reports
+            .into_iter()
+            .map(|r| r.expect("every unit of an import-only run is imported"))
+            .collect(),
+        failures: Vec::new(),
+        interrupted: false,
+        wall: started.elapsed(),
+    })
+}
+
+/// Every package a run found, made or imported, and its compilation base, count as used now
+/// (what `cache gc --max-size/--max-age` evicts by). Best effort: the record only orders
+/// evictions.
+fn record_use(wd: &WorkDir, units: &[Unit], reports: &[Option<PackageReport>], base: Option<&str>) {
+    let mut uses = LastUse::load(wd);
+    let names: Vec<String> = units
+        .iter()
+        .zip(reports)
+        .filter(|(_, r)| {
+            r.as_ref().is_some_and(|r| {
+                matches!(
+                    r.status,
+                    PackageStatus::Cached | PackageStatus::Compiled | PackageStatus::Imported
+                )
+            })
+        })
+        .map(|(u, _)| package_ref(&u.name, &u.key))
+        .collect();
+    uses.record(
+        names.iter().map(String::as_str).chain(base),
+        crate::clock::now_millis(),
+    );
+    let _ = uses.save(wd);
 }
 
 fn report(

@@ -2,7 +2,8 @@
 //! OCI layers and published for dependants.
 //!
 //! - [`Compiler::compile`] runs a whole plan (`compiler`): `units` gives each package its
-//!   cache [`key`] and finds what the store has, `stage` copies sources out, the [`scheduler`]
+//!   cache [`key`] and finds what the store has, `import` brings compiled releases' packages
+//!   into the store ([`import_only`] when there is nothing else), `stage` copies sources out, the [`scheduler`]
 //!   runs the ready packages' jobs (`job`) on N workers, weighted by the last compile times
 //!   (`timings`), and the committer (`commit`) writes each result as an image (`package`) off
 //!   the critical path; build trees go to a tmpfs or the disk ([`scratch`]), and a finished
@@ -18,6 +19,7 @@
 
 mod commit;
 mod compiler;
+mod import;
 mod job;
 pub mod key;
 mod outcome;
@@ -31,7 +33,8 @@ mod status;
 mod timings;
 mod units;
 
-pub use compiler::{CompileError, CompileOptions, Compiler};
+pub use compiler::{import_only, CompileError, CompileOptions, Compiler};
+pub use import::ImportError;
 pub use job::tail;
 pub use outcome::{CompileReport, Failure, PackageError, Progress};
 pub use package::{
@@ -40,3 +43,5 @@ pub use package::{
 };
 pub use stage::StageError;
 pub use status::PackageStatus;
+
+pub(crate) use stage::materialize_tarball_members;

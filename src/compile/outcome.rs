@@ -15,9 +15,12 @@ use crate::sandbox::{ExitStatus, SandboxError};
 /// What the display is told, in order, from the scheduling thread.
 #[derive(Debug)]
 pub enum Progress<'a> {
+    /// What the run found: `total` packages, of which `cached` are in the store already and
+    /// `imported` come from compiled releases; the rest are compiled.
     Planned {
         total: usize,
         cached: usize,
+        imported: usize,
     },
     Cached {
         name: &'a str,

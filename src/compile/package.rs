@@ -22,6 +22,11 @@ pub const FINGERPRINT_ANNOTATION: &str = "org.cloudfoundry.bosh.package.fingerpr
 pub const DEPENDENCIES_ANNOTATION: &str = "org.cloudfoundry.bosh.package.dependencies";
 pub const CACHE_KEY_ANNOTATION: &str = "org.cloudfoundry.fissile-oci.cache-key";
 pub const BASE_ANNOTATION: &str = "org.cloudfoundry.fissile-oci.compilation-base";
+/// Imported packages: the stemcell the compiled release was for (`os/version`), the key under
+/// which they may stand in for a compile, and the recorded digest of the archive they came from.
+pub const STEMCELL_ANNOTATION: &str = "org.cloudfoundry.fissile-oci.stemcell";
+pub const REUSE_KEY_ANNOTATION: &str = "org.cloudfoundry.fissile-oci.reuse-key";
+pub const ARCHIVE_ANNOTATION: &str = "org.cloudfoundry.fissile-oci.compiled-package.sha1";
 
 /// Everything a package compile needs, resolved.
 #[derive(Clone, Debug)]
@@ -125,25 +130,54 @@ pub fn write_package_image(
     dependencies: &[String],
     base_digest: &str,
 ) -> Result<PackageImage, OciError> {
-    let layer = oci::write_layer(
+    let mut notes = package_annotations(&input.name, &input.fingerprint, &input.key, dependencies);
+    notes.insert(BASE_ANNOTATION.to_string(), base_digest.to_string());
+    write_tree_image(
         store,
+        &input.name,
         published,
+        input.source_date_epoch,
+        notes,
+    )
+}
+
+/// The annotations every package image has.
+pub fn package_annotations(
+    name: &str,
+    fingerprint: &str,
+    key: &str,
+    dependencies: &[String],
+) -> BTreeMap<String, String> {
+    let mut notes = BTreeMap::new();
+    notes.insert(NAME_ANNOTATION.to_string(), name.to_string());
+    notes.insert(FINGERPRINT_ANNOTATION.to_string(), fingerprint.to_string());
+    notes.insert(DEPENDENCIES_ANNOTATION.to_string(), dependencies.join(","));
+    notes.insert(CACHE_KEY_ANNOTATION.to_string(), key.to_string());
+    notes
+}
+
+/// Writes an install dir as a package image: one deterministic layer with the files under
+/// `var/vcap/packages/<name>/`, and `notes` on the manifest and on its index entry.
+pub fn write_tree_image(
+    store: &OciStore,
+    name: &str,
+    tree: &Path,
+    mtime: u64,
+    notes: BTreeMap<String, String>,
+) -> Result<PackageImage, OciError> {
+    // Owners are all 0:0, so only reading matters: a package is mostly the user's own files,
+    // and the tree helper (rootless) is started only for one that holds files it may not read.
+    let layer = crate::rootless::write_layer(
+        store,
+        tree,
         &LayerOptions {
             compression: Compression::Gzip,
-            prefix: Some(format!("var/vcap/packages/{}", input.name)),
-            mtime: input.source_date_epoch,
+            prefix: Some(format!("var/vcap/packages/{name}")),
+            mtime,
             ..LayerOptions::default()
         },
+        crate::rootless::Reach::HereFirst,
     )?;
-    let mut notes = BTreeMap::new();
-    notes.insert(NAME_ANNOTATION.to_string(), input.name.clone());
-    notes.insert(
-        FINGERPRINT_ANNOTATION.to_string(),
-        input.fingerprint.clone(),
-    );
-    notes.insert(DEPENDENCIES_ANNOTATION.to_string(), dependencies.join(","));
-    notes.insert(CACHE_KEY_ANNOTATION.to_string(), input.key.clone());
-    notes.insert(BASE_ANNOTATION.to_string(), base_digest.to_string());
     let layer_digest = layer.descriptor.digest().to_string();
     let manifest = oci::write_image(
         store,

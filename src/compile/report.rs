@@ -52,6 +52,7 @@ pub fn write_graph(path: &Path, packages: &[PackageReport]) -> std::io::Result<(
         let colour = match p.status {
             PackageStatus::Compiled => "palegreen",
             PackageStatus::Cached => "lightblue",
+            PackageStatus::Imported => "khaki",
             PackageStatus::Failed => "salmon",
             PackageStatus::Skipped | PackageStatus::Cancelled => "lightgrey",
         };

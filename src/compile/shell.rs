@@ -28,6 +28,8 @@ pub enum ShellError {
     },
     #[error(transparent)]
     Stage(#[from] StageError),
+    #[error("{name} is a package of a compiled release (for {stemcell}): there is nothing to compile; open a shell on a source release's package")]
+    Compiled { name: String, stemcell: String },
     #[error("cannot create {}", .path.display())]
     Io {
         path: PathBuf,
@@ -61,6 +63,12 @@ impl ShellSession {
 impl Compiler<'_> {
     /// Compiles `target`'s dependencies, then prepares its compile sandbox.
     pub fn prepare_shell(&self, plan: &Plan, target: NodeId) -> Result<ShellSession, ShellError> {
+        if let Some(stemcell) = &plan.nodes[target].compiled_for {
+            return Err(ShellError::Compiled {
+                name: plan.nodes[target].name.clone(),
+                stemcell: stemcell.to_string(),
+            });
+        }
         let deps_plan = plan.restricted_to(&plan.dependency_closure(target));
         let report = self.compile(
             &deps_plan,

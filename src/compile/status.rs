@@ -9,6 +9,11 @@ pub enum PackageStatus {
     Compiled,
     /// Its cache key was in the store: nothing to do.
     Cached,
+    /// Its files come from a compiled release: a package of a compiled release given as input
+    /// (imported into the store, or found there from an earlier import), or a source package
+    /// that such a package stands in for under the director's rule (same name, fingerprint and
+    /// dependencies; same stemcell OS and major version).
+    Imported,
     /// Its compile or its commit to the store failed.
     Failed,
     /// Not compiled: a dependency failed, or the run stopped before it started.
@@ -22,6 +27,7 @@ impl PackageStatus {
         match self {
             PackageStatus::Compiled => "compiled",
             PackageStatus::Cached => "cached",
+            PackageStatus::Imported => "imported",
             PackageStatus::Failed => "failed",
             PackageStatus::Skipped => "skipped",
             PackageStatus::Cancelled => "cancelled",

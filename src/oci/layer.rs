@@ -1,6 +1,8 @@
 //! Deterministic layers: a directory becomes a tar stream with entries in a fixed order, fixed
-//! owners and times, hashed (diff_id) and compressed and hashed again (blob digest) in one pass,
-//! straight into the store. The same tree gives byte-identical blobs on any machine.
+//! times, and owners either 0:0 or as the user namespace that wrote the tree saw them (so a
+//! rootless build records what a root build does), hashed (diff_id) and compressed and hashed
+//! again (blob digest) in one pass, straight into the store. The same tree gives byte-identical
+//! blobs on any machine.
 //!
 //! Compression runs on its own thread, fed through a small bounded channel, so walking, reading
 //! and tar-framing overlap with gzip/zstd on a second core.
@@ -12,12 +14,14 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use oci_spec::image::{Descriptor, Digest, MediaType};
+use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use super::store::{sha256_digest, BlobWriter, OciStore};
 use super::{xattr, OciError};
+use crate::rootless::{IdMaps, OwnerTranslation};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Compression {
     Gzip,
     Zstd,
@@ -46,7 +50,39 @@ impl std::str::FromStr for Compression {
     }
 }
 
-#[derive(Clone, Debug)]
+/// Which owners a layer's entries record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Owners {
+    /// Every entry 0:0 (compiled packages: BOSH installs them as root, whoever compiled them).
+    #[default]
+    Root,
+    /// Each entry's owner as the user namespace that wrote the tree saw it, so that a tree
+    /// written rootless records what the same tree written as root does (a rootfs needs its
+    /// owners). `writer` is that namespace's id map, `reader` the map of the namespace this
+    /// layer is written from; both are relative to the orchestrating process, whose own
+    /// namespace is the identity. Root builds are identity/identity: owners as they are.
+    AsWritten { writer: IdMaps, reader: IdMaps },
+}
+
+impl Owners {
+    /// Owners as the namespace with map `writer` saw them, read from this process's namespace.
+    pub fn as_written_by(writer: IdMaps) -> Owners {
+        Owners::AsWritten {
+            writer,
+            reader: IdMaps::identity(),
+        }
+    }
+
+    /// The same owners, for a tree read from a namespace with map `reader` instead.
+    pub fn read_from(self, reader: IdMaps) -> Owners {
+        match self {
+            Owners::Root => Owners::Root,
+            Owners::AsWritten { writer, .. } => Owners::AsWritten { writer, reader },
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LayerOptions {
     pub compression: Compression,
     /// Put the tree under this path inside the layer (e.g. `var/vcap/packages/<name>`).
@@ -55,8 +91,8 @@ pub struct LayerOptions {
     pub mtime: u64,
     /// Keep extended attributes as PAX `SCHILY.xattr.*` records (overlay's own are never kept).
     pub keep_xattrs: bool,
-    /// Keep numeric owners (a rootfs needs them); otherwise everything is 0:0.
-    pub keep_owners: bool,
+    /// Which owners entries record.
+    pub owners: Owners,
     /// The tree is an overlayfs upper dir: 0/0 character devices become `.wh.NAME` and opaque
     /// directories get `.wh..wh..opq`.
     pub overlay_upper: bool,
@@ -71,7 +107,7 @@ impl Default for LayerOptions {
             prefix: None,
             mtime: crate::clock::source_date_epoch(),
             keep_xattrs: false,
-            keep_owners: false,
+            owners: Owners::Root,
             overlay_upper: false,
             gzip_level: 6,
             zstd_level: 3,
@@ -80,7 +116,7 @@ impl Default for LayerOptions {
 }
 
 /// A layer blob in the store.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Layer {
     pub descriptor: Descriptor,
     /// Digest of the uncompressed tar (the image config's `rootfs.diff_ids`).
@@ -112,6 +148,12 @@ pub fn write_layer(
     let mut walker = Walker {
         builder: tar::Builder::new(std::io::BufWriter::with_capacity(CHUNK, hashing)),
         options,
+        owners: match &options.owners {
+            Owners::Root => None,
+            Owners::AsWritten { writer, reader } => {
+                Some(OwnerTranslation::new(reader.clone(), writer.clone()))
+            }
+        },
         hardlinks: HashMap::new(),
     };
     walker.builder.mode(tar::HeaderMode::Deterministic);
@@ -212,6 +254,8 @@ impl Write for HashingSender {
 struct Walker<'a, W: Write> {
     builder: tar::Builder<W>,
     options: &'a LayerOptions,
+    /// `None`: every entry is 0:0.
+    owners: Option<OwnerTranslation>,
     /// (dev, inode) of multiply-linked files already written -> their path in the layer.
     hardlinks: HashMap<(u64, u64), String>,
 }
@@ -228,10 +272,10 @@ impl<W: Write> Walker<'_, W> {
             Some(prefix) => {
                 let parts: Vec<&str> = prefix.split('/').collect();
                 for i in 1..parts.len() {
-                    self.dir_entry(&parts[..i].join("/"), 0o755, None)?;
+                    self.dir_entry(&parts[..i].join("/"), 0o755, None, dir)?;
                 }
                 let meta = fs_err::symlink_metadata(dir).map_err(OciError::io(dir))?;
-                self.dir_entry(prefix, meta.mode(), Some(&meta))?;
+                self.dir_entry(prefix, meta.mode(), Some(&meta), dir)?;
                 format!("{prefix}/")
             }
             None => String::new(),
@@ -258,11 +302,12 @@ impl<W: Write> Walker<'_, W> {
             let meta = fs_err::symlink_metadata(&path).map_err(OciError::io(&path))?;
             let ft = meta.file_type();
             if ft.is_dir() {
-                self.dir_entry(&archive_path, meta.mode(), Some(&meta))?;
+                self.dir_entry(&archive_path, meta.mode(), Some(&meta), &path)?;
                 self.write_children(&path, &format!("{archive_path}/"))?;
             } else if ft.is_symlink() {
                 let target = fs_err::read_link(&path).map_err(OciError::io(&path))?;
-                let mut header = self.header(tar::EntryType::Symlink, meta.mode(), Some(&meta));
+                let mut header =
+                    self.header(tar::EntryType::Symlink, meta.mode(), Some(&meta), &path)?;
                 self.xattrs(&path)?;
                 self.builder
                     .append_link(&mut header, &archive_path, &target)
@@ -279,7 +324,7 @@ impl<W: Write> Walker<'_, W> {
                 } else {
                     tar::EntryType::Fifo
                 };
-                let mut header = self.header(kind, meta.mode(), Some(&meta));
+                let mut header = self.header(kind, meta.mode(), Some(&meta), &path)?;
                 let rdev = meta.rdev();
                 header
                     .set_device_major(libc::major(rdev))
@@ -306,7 +351,8 @@ impl<W: Write> Walker<'_, W> {
             let key = (meta.dev(), meta.ino());
             if let Some(first) = self.hardlinks.get(&key) {
                 let first = first.clone();
-                let mut header = self.header(tar::EntryType::Link, meta.mode(), Some(meta));
+                let mut header =
+                    self.header(tar::EntryType::Link, meta.mode(), Some(meta), path)?;
                 self.builder
                     .append_link(&mut header, archive_path, &first)
                     .map_err(OciError::io(path))?;
@@ -314,7 +360,7 @@ impl<W: Write> Walker<'_, W> {
             }
             self.hardlinks.insert(key, archive_path.to_string());
         }
-        let mut header = self.header(tar::EntryType::Regular, meta.mode(), Some(meta));
+        let mut header = self.header(tar::EntryType::Regular, meta.mode(), Some(meta), path)?;
         header.set_size(meta.len());
         self.xattrs(path)?;
         let file = fs_err::File::open(path).map_err(OciError::io(path))?;
@@ -334,39 +380,49 @@ impl<W: Write> Walker<'_, W> {
         archive_path: &str,
         mode: u32,
         meta: Option<&std::fs::Metadata>,
+        path: &Path,
     ) -> Result<(), OciError> {
-        let mut header = self.header(tar::EntryType::Directory, mode, meta);
+        let mut header = self.header(tar::EntryType::Directory, mode, meta, path)?;
         self.builder
             .append_data(&mut header, format!("{archive_path}/"), std::io::empty())
             .map_err(OciError::io(archive_path))
     }
 
     fn empty_file(&mut self, archive_path: &str) -> Result<(), OciError> {
-        let mut header = self.header(tar::EntryType::Regular, 0o644, None);
+        let mut header = self.header(
+            tar::EntryType::Regular,
+            0o644,
+            None,
+            Path::new(archive_path),
+        )?;
         header.set_size(0);
         self.builder
             .append_data(&mut header, archive_path, std::io::empty())
             .map_err(OciError::io(archive_path))
     }
 
+    /// `path` (on disk) is named in errors.
     fn header(
         &self,
         kind: tar::EntryType,
         mode: u32,
         meta: Option<&std::fs::Metadata>,
-    ) -> tar::Header {
+        path: &Path,
+    ) -> Result<tar::Header, OciError> {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(kind);
         header.set_mode(mode & 0o7777);
         header.set_mtime(self.options.mtime);
-        let (uid, gid) = match meta {
-            Some(m) if self.options.keep_owners => (m.uid() as u64, m.gid() as u64),
+        let (uid, gid) = match (meta, &self.owners) {
+            (Some(m), Some(owners)) => owners
+                .owner(m.uid(), m.gid())
+                .map_err(|unmapped| OciError::invalid(path, unmapped))?,
             _ => (0, 0),
         };
-        header.set_uid(uid);
-        header.set_gid(gid);
+        header.set_uid(uid.into());
+        header.set_gid(gid.into());
         header.set_size(0);
-        header
+        Ok(header)
     }
 
     fn xattrs(&mut self, path: &Path) -> Result<(), OciError> {

@@ -6,7 +6,7 @@ pub mod gc;
 pub mod image;
 pub mod import;
 pub mod layer;
-mod pgzip;
+pub(crate) mod pgzip;
 pub mod store;
 pub mod unpack;
 mod xattr;
@@ -14,7 +14,7 @@ mod xattr;
 use std::path::{Path, PathBuf};
 
 pub use image::{write_image, ImageSpec};
-pub use layer::{write_layer, Compression, Layer, LayerOptions};
+pub use layer::{write_layer, Compression, Layer, LayerOptions, Owners};
 pub use store::{OciStore, RefEntry};
 
 #[derive(thiserror::Error, Debug)]
@@ -43,6 +43,9 @@ pub enum OciError {
     },
     #[error(transparent)]
     Extract(#[from] crate::extract::ExtractError),
+    /// Rootless, the tree was written as a layer by the tree helper, which failed.
+    #[error(transparent)]
+    TreeHelper(Box<crate::rootless::TreeError>),
 }
 
 impl OciError {

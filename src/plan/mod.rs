@@ -1,18 +1,22 @@
 //! The compilation plan: the package graph across all given releases, checked (missing
 //! dependencies, cycles), narrowed (role manifest, `--only-releases`), de-duplicated (a package
 //! with the same name, fingerprint and dependencies in several releases is compiled once) and
-//! put in a deterministic topological order.
+//! put in a deterministic topological order. The packages of a compiled release are nodes too,
+//! marked with their stemcell: they are imported, never compiled, and never merged with a
+//! source package of the same name and fingerprint.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
+mod groups;
 mod load;
 pub mod role_manifest;
 
+pub use groups::InstanceGroup;
 pub use load::{load_plan, LoadPlanError, PlanRequest};
 
-use crate::release::Release;
-use role_manifest::RoleManifest;
+use crate::release::{Release, Stemcell};
+use role_manifest::{RoleJob, RoleManifest};
 
 /// Index of a release in [`Plan::releases`].
 pub type ReleaseId = usize;
@@ -27,6 +31,15 @@ pub struct Node {
     pub dependencies: Vec<NodeId>,
     /// Every (release, package index) this unit stands for; the first one is used to stage it.
     pub members: Vec<(ReleaseId, usize)>,
+    /// For a package of a compiled release: the stemcell it was compiled for. Such a node is
+    /// imported from its archive, not compiled.
+    pub compiled_for: Option<Stemcell>,
+}
+
+impl Node {
+    pub fn is_compiled(&self) -> bool {
+        self.compiled_for.is_some()
+    }
 }
 
 #[derive(Debug)]
@@ -47,7 +60,7 @@ pub enum PlanError {
         package: String,
         dependency: String,
     },
-    #[error("{path}: release {release:?} has a dependency cycle: {}", cycle.join(" -> "))]
+    #[error("{path}: release {release:?} has a cycle in its packages' dependencies: {}", cycle.join(" -> "))]
     Cycle {
         path: PathBuf,
         release: String,
@@ -158,7 +171,10 @@ impl Plan {
             .iter()
             .map(|r| vec![None; r.packages.len()])
             .collect();
-        let mut by_identity: HashMap<(String, String, Vec<NodeId>), NodeId> = HashMap::new();
+        // A compiled package is also told apart by its archive: two compiled releases with
+        // different files for one package must each re-export their own.
+        type Identity = (String, String, Vec<NodeId>, Option<(Stemcell, String)>);
+        let mut by_identity: HashMap<Identity, NodeId> = HashMap::new();
         for (rid, release) in releases.iter().enumerate() {
             let index: HashMap<&str, usize> = release
                 .packages
@@ -186,6 +202,10 @@ impl Plan {
                     package.name.clone(),
                     package.fingerprint.clone(),
                     identity_deps,
+                    release
+                        .stemcell
+                        .clone()
+                        .map(|s| (s, package.sha1.clone().unwrap_or_default())),
                 );
                 let id = *by_identity.entry(identity).or_insert_with(|| {
                     nodes.push(Node {
@@ -193,6 +213,7 @@ impl Plan {
                         fingerprint: package.fingerprint.clone(),
                         dependencies,
                         members: Vec::new(),
+                        compiled_for: release.stemcell.clone(),
                     });
                     nodes.len() - 1
                 });
@@ -272,6 +293,11 @@ impl Plan {
                 *id = new_id[*id];
             }
         }
+    }
+
+    /// Whether any node must be compiled (rather than imported from a compiled release).
+    pub fn needs_compiling(&self) -> bool {
+        self.nodes.iter().any(|n| !n.is_compiled())
     }
 
     /// A display name per node: the package name, qualified with its release where two
@@ -369,6 +395,51 @@ fn topological_order(release: &Release) -> Result<Vec<usize>, PlanError> {
     Ok(order)
 }
 
+/// Where a role manifest's job is: its release (the one it names, or the only one there is)
+/// and its index in that release's jobs.
+pub(super) fn locate_role_job(
+    releases: &[Release],
+    manifest: &RoleManifest,
+    role_job: &RoleJob,
+) -> Result<(ReleaseId, usize), PlanError> {
+    let rid = match &role_job.release {
+        Some(name) => releases
+            .iter()
+            .position(|r| &r.name == name)
+            .ok_or_else(|| PlanError::RoleReleaseMissing {
+                manifest: manifest.path.clone(),
+                group: role_job.instance_group.clone(),
+                job: role_job.job.clone(),
+                release: name.clone(),
+                known: releases
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?,
+        None if releases.len() == 1 => 0,
+        None => {
+            return Err(PlanError::RoleReleaseAmbiguous {
+                manifest: manifest.path.clone(),
+                group: role_job.instance_group.clone(),
+                job: role_job.job.clone(),
+            })
+        }
+    };
+    let release = &releases[rid];
+    let job = release
+        .jobs
+        .iter()
+        .position(|j| j.name == role_job.job)
+        .ok_or_else(|| PlanError::RoleJobMissing {
+            manifest: manifest.path.clone(),
+            group: role_job.instance_group.clone(),
+            job: role_job.job.clone(),
+            release: release.name.clone(),
+        })?;
+    Ok((rid, job))
+}
+
 /// Per release, the packages the role manifest's jobs need, with their transitive dependencies.
 fn role_closure(
     releases: &[Release],
@@ -376,48 +447,13 @@ fn role_closure(
     manifest: &RoleManifest,
 ) -> Result<Vec<HashSet<usize>>, PlanError> {
     let mut wanted: Vec<HashSet<usize>> = vec![HashSet::new(); releases.len()];
-    let known = || {
-        releases
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     for role_job in &manifest.jobs {
-        let rid = match &role_job.release {
-            Some(name) => releases
-                .iter()
-                .position(|r| &r.name == name)
-                .ok_or_else(|| PlanError::RoleReleaseMissing {
-                    manifest: manifest.path.clone(),
-                    group: role_job.instance_group.clone(),
-                    job: role_job.job.clone(),
-                    release: name.clone(),
-                    known: known(),
-                })?,
-            None if releases.len() == 1 => 0,
-            None => {
-                return Err(PlanError::RoleReleaseAmbiguous {
-                    manifest: manifest.path.clone(),
-                    group: role_job.instance_group.clone(),
-                    job: role_job.job.clone(),
-                })
-            }
-        };
+        let (rid, job) = locate_role_job(releases, manifest, role_job)?;
         if !selected[rid] {
             continue;
         }
         let release = &releases[rid];
-        let job = release
-            .jobs
-            .iter()
-            .find(|j| j.name == role_job.job)
-            .ok_or_else(|| PlanError::RoleJobMissing {
-                manifest: manifest.path.clone(),
-                group: role_job.instance_group.clone(),
-                job: role_job.job.clone(),
-                release: release.name.clone(),
-            })?;
+        let job = &release.jobs[job];
         let mut stack: Vec<usize> = Vec::new();
         for p in &job.packages {
             let pid = release
@@ -480,6 +516,7 @@ impl Plan {
                         })
                         .collect(),
                     members: node.members.clone(),
+                    compiled_for: node.compiled_for.clone(),
                 }
             })
             .collect();

@@ -4,10 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-use super::final_tarball::{read_job_specs, to_jobs, to_packages, verify_files};
+use super::final_tarball::{
+    license, license_digest, read_job_specs, to_jobs, to_packages, verify_files,
+};
 use super::listed;
 use super::manifest::{ReleaseConfig, ReleaseManifest};
-use super::{index, version, LoadOptions, PackageSource, Release, ReleaseError, ReleaseKind};
+use super::{
+    index, version, ArchiveLocation, LoadOptions, PackageSource, Release, ReleaseError, ReleaseKind,
+};
 use crate::release::digest::MultiDigest;
 
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError> {
@@ -37,7 +41,13 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
     let manifest_path = releases_dir.join(format!("{name}-{version}.yml"));
     let manifest: ReleaseManifest = crate::release::yaml::read(&manifest_path)?;
     listed::check_manifest(&manifest, &manifest_path)?;
-    let packages = listed::packages(&manifest, &manifest_path)?;
+    let (packages, stemcell) = listed::package_records(&manifest, &manifest_path)?;
+    if stemcell.is_some() {
+        return Err(ReleaseError::invalid(
+            &manifest_path,
+            "a dev release manifest with compiled_packages: dev releases hold source packages",
+        ));
+    }
     let jobs = listed::jobs(&manifest, &manifest_path)?;
 
     let locate =
@@ -54,14 +64,13 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
     let package_files = packages
         .iter()
         .map(|p| {
-            let raw = p.entry.sha1.as_deref().unwrap_or_default();
             Ok((
                 locate(
                     "packages",
-                    &p.entry.name,
-                    p.entry.fingerprint(),
+                    &p.name,
+                    Some(p.fingerprint.as_str()),
                     &p.digest,
-                    raw,
+                    &p.sha1,
                 )?,
                 &p.digest,
             ))
@@ -82,7 +91,43 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
             ))
         })
         .collect::<Result<Vec<(PathBuf, &MultiDigest)>, ReleaseError>>()?;
-    verify_files(package_files.iter().chain(job_files.iter()))?;
+    // The license archive sits in the cache like the others; one that is not there is only a
+    // warning, as for old tarballs.
+    let license_digest = license_digest(&manifest, &manifest_path)?;
+    let license_fingerprint = manifest
+        .license
+        .as_ref()
+        .and_then(|l| l.fingerprint.as_deref().or(l.version.as_deref()));
+    let license_file: Vec<(PathBuf, &MultiDigest)> = license_digest
+        .iter()
+        .filter_map(|d| {
+            let raw = manifest.license.as_ref()?.sha1.as_deref()?;
+            let file = archive_path(
+                path,
+                options,
+                "license",
+                "license",
+                license_fingerprint,
+                d,
+                raw,
+            )?;
+            Some((file, d))
+        })
+        .collect();
+    let mut warnings = Vec::new();
+    if license_digest.is_some() && license_file.is_empty() {
+        warnings.push(format!(
+            "{}: license listed but its archive is not in the bosh cache {}",
+            manifest_path.display(),
+            options.bosh_cache.display()
+        ));
+    }
+    verify_files(
+        package_files
+            .iter()
+            .chain(job_files.iter())
+            .chain(license_file.iter()),
+    )?;
     let mut specs = read_job_specs(
         jobs.iter()
             .map(|j| j.entry.name.as_str())
@@ -92,6 +137,11 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
     for (package, (file, _)) in model_packages.iter_mut().zip(package_files.iter()) {
         package.source = PackageSource::Archive(file.clone());
     }
+    let job_locations: std::collections::HashMap<&str, &PathBuf> = jobs
+        .iter()
+        .map(|j| j.entry.name.as_str())
+        .zip(job_files.iter().map(|f| &f.0))
+        .collect();
     Ok(Release {
         name: manifest.name.clone(),
         version: if manifest.version.is_empty() {
@@ -102,8 +152,20 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
         kind: ReleaseKind::Dev,
         path: path.to_path_buf(),
         packages: model_packages,
-        jobs: to_jobs(&jobs, &mut specs),
-        warnings: Vec::new(),
+        jobs: to_jobs(&jobs, &mut specs, |name| {
+            ArchiveLocation::File(job_locations[name].clone())
+        }),
+        stemcell: None,
+        license: license(
+            &manifest,
+            license_file
+                .first()
+                .map(|(f, _)| ArchiveLocation::File(f.clone())),
+            Vec::new(),
+        ),
+        commit_hash: manifest.commit_hash.clone(),
+        uncommitted_changes: manifest.uncommitted_changes.clone(),
+        warnings,
     })
 }
 

@@ -1,5 +1,6 @@
-//! Final release tarballs (`release.MF`, `packages/<n>.tgz`, `jobs/<n>.tgz`, `license.tgz`) and
-//! directories holding one extracted.
+//! Final release tarballs (`release.MF`, `packages/<n>.tgz`, `jobs/<n>.tgz`, `license.tgz`),
+//! compiled release tarballs (`compiled_packages/<n>.tgz` instead of `packages/`), and
+//! directories holding either extracted.
 //!
 //! A tarball is read as a stream, twice at most: once for `release.MF` (usually the first entry,
 //! so this stops early), once to verify every archive without unpacking anything to disk.
@@ -10,9 +11,12 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::listed::{self, Listed};
+use super::listed::{self, Listed, PackageRecord};
 use super::manifest::ReleaseManifest;
-use super::{job, Job, LoadOptions, Package, PackageSource, Release, ReleaseError, ReleaseKind};
+use super::{
+    job, ArchiveLocation, Job, JobArchive, License, LoadOptions, Package, PackageSource, Release,
+    ReleaseError, ReleaseKind,
+};
 use crate::extract::{self, TAR_HEAD_BYTES};
 use crate::release::digest::{self, MultiDigest};
 
@@ -41,14 +45,20 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
     let manifest: ReleaseManifest =
         crate::release::yaml::parse(&manifest_bytes, &member_path(path, "release.MF"))?;
     listed::check_manifest(&manifest, path)?;
-    let packages = listed::packages(&manifest, path)?;
+    let (packages, stemcell) = listed::package_records(&manifest, path)?;
     let jobs = listed::jobs(&manifest, path)?;
+    let package_dir = packages_dir(stemcell.is_some());
 
     let mut expected: HashMap<String, (&MultiDigest, Kind)> = HashMap::new();
+    let what = if stemcell.is_some() {
+        "compiled package"
+    } else {
+        "package"
+    };
     for p in &packages {
         expected.insert(
-            format!("packages/{}.tgz", p.entry.name),
-            (&p.digest, Kind::Package),
+            format!("{package_dir}/{}.tgz", p.name),
+            (&p.digest, Kind::Package(p.name.clone())),
         );
     }
     for j in &jobs {
@@ -57,19 +67,14 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
             (&j.digest, Kind::Job(j.entry.name.clone())),
         );
     }
-    let license_digest = match manifest.license.as_ref().and_then(|l| l.sha1.as_deref()) {
-        Some(s) => Some(
-            MultiDigest::parse(s)
-                .map_err(|e| ReleaseError::invalid(path, format!("license: {e}")))?,
-        ),
-        None => None,
-    };
+    let license_digest = license_digest(&manifest, path)?;
     if let Some(d) = &license_digest {
         expected.insert("license.tgz".to_string(), (d, Kind::License));
     }
 
     let mut job_specs: HashMap<String, Vec<String>> = HashMap::new();
     let mut seen = std::collections::HashSet::new();
+    let mut license_files: Vec<String> = Vec::new();
     let mut unpacked: u64 = 0;
     let mut archive = tar::Archive::new(extract::open_archive(path)?);
     let corrupt = |e: std::io::Error| {
@@ -82,6 +87,9 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
             Err(reason) => return Err(ReleaseError::invalid(path, format!("bad entry: {reason}"))),
         };
         let Some((want, kind)) = expected.get(&name) else {
+            if is_license_file(&name) && entry.header().entry_type().is_file() {
+                license_files.push(name);
+            }
             continue;
         };
         if !entry.header().entry_type().is_file() {
@@ -100,7 +108,16 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
         let member = member_path(path, &name);
         let algorithm = want.strongest().algorithm;
         match kind {
-            Kind::Package | Kind::License => {
+            Kind::Package(package) => {
+                let (actual, head) =
+                    digest::digest_reader_keeping_head(algorithm, &mut entry, TAR_HEAD_BYTES)
+                        .map_err(corrupt)?;
+                want.check(&member, &actual).map_err(|e| {
+                    ReleaseError::invalid(path, format!("{what} {package:?}: field sha1: {e}"))
+                })?;
+                check_archive(&member, &head)?;
+            }
+            Kind::License => {
                 let (actual, head) =
                     digest::digest_reader_keeping_head(algorithm, &mut entry, TAR_HEAD_BYTES)
                         .map_err(corrupt)?;
@@ -125,7 +142,9 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
     }
 
     let mut warnings = Vec::new();
-    for member in expected.keys() {
+    let mut members: Vec<&String> = expected.keys().collect();
+    members.sort();
+    for member in members {
         if !seen.contains(member) {
             if member == "license.tgz" {
                 // Old tarballs list a license they do not carry; nothing we compile needs it.
@@ -142,6 +161,21 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
         }
     }
 
+    let in_tarball = |member: String| ArchiveLocation::TarballMember {
+        tarball: path.to_path_buf(),
+        member,
+    };
+    license_files.sort();
+    license_files.dedup();
+    let license = license(
+        &manifest,
+        seen.contains("license.tgz")
+            .then(|| in_tarball("license.tgz".to_string())),
+        license_files
+            .into_iter()
+            .map(|name| (name.clone(), in_tarball(name)))
+            .collect(),
+    );
     Ok(Release {
         name: manifest.name.clone(),
         version: manifest.version.clone(),
@@ -149,30 +183,82 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Release, ReleaseError>
         path: path.to_path_buf(),
         packages: to_packages(&packages, |name| PackageSource::TarballMember {
             tarball: path.to_path_buf(),
-            member: format!("packages/{name}.tgz"),
+            member: format!("{package_dir}/{name}.tgz"),
         }),
-        jobs: to_jobs(&jobs, &mut job_specs),
+        jobs: to_jobs(&jobs, &mut job_specs, |name| {
+            in_tarball(format!("jobs/{name}.tgz"))
+        }),
+        stemcell,
+        license,
+        commit_hash: manifest.commit_hash.clone(),
+        uncommitted_changes: manifest.uncommitted_changes.clone(),
         warnings,
     })
 }
 
 enum Kind {
-    Package,
+    Package(String),
     Job(String),
     License,
+}
+
+/// Where a release keeps its package archives: `compiled_packages/` in a compiled release.
+fn packages_dir(compiled: bool) -> &'static str {
+    if compiled {
+        "compiled_packages"
+    } else {
+        "packages"
+    }
+}
+
+/// `LICENSE*` and `NOTICE*` at the top of a release, as bosh puts them beside license.tgz.
+fn is_license_file(name: &str) -> bool {
+    !name.contains('/') && (name.starts_with("LICENSE") || name.starts_with("NOTICE"))
+}
+
+pub(super) fn license_digest(
+    manifest: &ReleaseManifest,
+    path: &Path,
+) -> Result<Option<MultiDigest>, ReleaseError> {
+    match manifest.license.as_ref().and_then(|l| l.sha1.as_deref()) {
+        Some(s) => Ok(Some(MultiDigest::parse(s).map_err(|e| {
+            ReleaseError::invalid(path, format!("license: field sha1: {e}"))
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// The license of the model: the manifest's entry with the archive and files found.
+pub(super) fn license(
+    manifest: &ReleaseManifest,
+    archive: Option<ArchiveLocation>,
+    files: Vec<(String, ArchiveLocation)>,
+) -> Option<License> {
+    let entry = manifest.license.as_ref();
+    if entry.is_none() && archive.is_none() && files.is_empty() {
+        return None;
+    }
+    Some(License {
+        version: entry.and_then(|l| l.version.clone()),
+        fingerprint: entry.and_then(|l| l.fingerprint.clone()),
+        sha1: entry.and_then(|l| l.sha1.clone()),
+        archive,
+        files,
+    })
 }
 
 /// A directory with an extracted release tarball: archives are files, verified in parallel.
 pub fn load_extracted(path: &Path, _options: &LoadOptions) -> Result<Release, ReleaseError> {
     let manifest: ReleaseManifest = crate::release::yaml::read(&path.join("release.MF"))?;
     listed::check_manifest(&manifest, path)?;
-    let packages = listed::packages(&manifest, path)?;
+    let (packages, stemcell) = listed::package_records(&manifest, path)?;
     let jobs = listed::jobs(&manifest, path)?;
+    let package_dir = packages_dir(stemcell.is_some());
     let package_files: Vec<(PathBuf, &MultiDigest)> = packages
         .iter()
         .map(|p| {
             (
-                path.join("packages").join(format!("{}.tgz", p.entry.name)),
+                path.join(package_dir).join(format!("{}.tgz", p.name)),
                 &p.digest,
             )
         })
@@ -186,22 +272,62 @@ pub fn load_extracted(path: &Path, _options: &LoadOptions) -> Result<Release, Re
             )
         })
         .collect();
-    verify_files(package_files.iter().chain(job_files.iter()))?;
+    let license_digest = license_digest(&manifest, path)?;
+    let license_tgz = path.join("license.tgz");
+    let mut warnings = Vec::new();
+    let mut license_file: Vec<(PathBuf, &MultiDigest)> = Vec::new();
+    if let Some(d) = &license_digest {
+        if license_tgz.is_file() {
+            license_file.push((license_tgz.clone(), d));
+        } else {
+            warnings.push(format!(
+                "{}: license listed in release.MF but license.tgz is missing",
+                path.display()
+            ));
+        }
+    }
+    verify_files(
+        package_files
+            .iter()
+            .chain(job_files.iter())
+            .chain(license_file.iter()),
+    )?;
     let mut job_specs = read_job_specs(
         jobs.iter()
             .map(|j| j.entry.name.as_str())
             .zip(job_files.iter().map(|f| f.0.as_path())),
     )?;
+    let mut files = Vec::new();
+    for entry in fs_err::read_dir(path).map_err(ReleaseError::io(path))? {
+        let entry = entry.map_err(ReleaseError::io(path))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_license_file(&name) && entry.file_type().is_ok_and(|t| t.is_file()) {
+            files.push((name, ArchiveLocation::File(entry.path())));
+        }
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let license = license(
+        &manifest,
+        (license_digest.is_some() && license_tgz.is_file())
+            .then(|| ArchiveLocation::File(license_tgz.clone())),
+        files,
+    );
     Ok(Release {
         name: manifest.name.clone(),
         version: manifest.version.clone(),
         kind: ReleaseKind::ExtractedTarball,
         path: path.to_path_buf(),
         packages: to_packages(&packages, |name| {
-            PackageSource::Archive(path.join("packages").join(format!("{name}.tgz")))
+            PackageSource::Archive(path.join(package_dir).join(format!("{name}.tgz")))
         }),
-        jobs: to_jobs(&jobs, &mut job_specs),
-        warnings: Vec::new(),
+        jobs: to_jobs(&jobs, &mut job_specs, |name| {
+            ArchiveLocation::File(path.join("jobs").join(format!("{name}.tgz")))
+        }),
+        stemcell,
+        license,
+        commit_hash: manifest.commit_hash.clone(),
+        uncommitted_changes: manifest.uncommitted_changes.clone(),
+        warnings,
     })
 }
 
@@ -260,17 +386,17 @@ pub(super) fn read_job_specs<'a>(
 }
 
 pub(super) fn to_packages(
-    packages: &[Listed<'_, super::manifest::PackageEntry>],
+    packages: &[PackageRecord],
     source: impl Fn(&str) -> PackageSource,
 ) -> Vec<Package> {
     packages
         .iter()
         .map(|p| Package {
-            name: p.entry.name.clone(),
-            fingerprint: p.entry.fingerprint().unwrap_or_default().to_string(),
-            sha1: p.entry.sha1.clone(),
-            dependencies: p.entry.dependencies.clone(),
-            source: source(&p.entry.name),
+            name: p.name.clone(),
+            fingerprint: p.fingerprint.clone(),
+            sha1: Some(p.sha1.clone()),
+            dependencies: p.dependencies.clone(),
+            source: source(&p.name),
         })
         .collect()
 }
@@ -278,6 +404,7 @@ pub(super) fn to_packages(
 pub(super) fn to_jobs(
     jobs: &[Listed<'_, super::manifest::JobEntry>],
     specs: &mut HashMap<String, Vec<String>>,
+    location: impl Fn(&str) -> ArchiveLocation,
 ) -> Vec<Job> {
     jobs.iter()
         .map(|j| Job {
@@ -288,6 +415,14 @@ pub(super) fn to_jobs(
                 .clone()
                 .or_else(|| j.entry.version.clone()),
             packages: specs.remove(&j.entry.name).unwrap_or_default(),
+            archive: Some(JobArchive {
+                location: location(&j.entry.name),
+                version: j.entry.version.clone(),
+                fingerprint: j.entry.fingerprint.clone(),
+                sha1: j.entry.sha1.clone().unwrap_or_default(),
+                packages: j.entry.packages.clone(),
+            }),
+            files: Vec::new(),
         })
         .collect()
 }

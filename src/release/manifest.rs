@@ -10,6 +10,11 @@ pub struct ReleaseManifest {
     pub name: String,
     #[serde(default, deserialize_with = "scalar_string")]
     pub version: String,
+    #[serde(default, deserialize_with = "opt_scalar_string")]
+    pub commit_hash: Option<String>,
+    /// As written (`false`, `true`); kept as text so any spelling survives a round trip.
+    #[serde(default, deserialize_with = "opt_scalar_string")]
+    pub uncommitted_changes: Option<String>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub packages: Vec<PackageEntry>,
     #[serde(default, deserialize_with = "null_as_default")]
@@ -41,10 +46,28 @@ impl PackageEntry {
     }
 }
 
+/// A `compiled_packages[]` entry of a compiled release.
 #[derive(Deserialize, Debug)]
 pub struct CompiledPackageEntry {
+    #[serde(deserialize_with = "scalar_string")]
+    pub name: String,
+    #[serde(default, deserialize_with = "opt_scalar_string")]
+    pub version: Option<String>,
+    #[serde(default, deserialize_with = "opt_scalar_string")]
+    pub fingerprint: Option<String>,
+    #[serde(default, deserialize_with = "opt_scalar_string")]
+    pub sha1: Option<String>,
     #[serde(default, deserialize_with = "opt_scalar_string")]
     pub stemcell: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub dependencies: Vec<String>,
+}
+
+impl CompiledPackageEntry {
+    /// As for source packages: `version` is the fingerprint when `fingerprint` is absent.
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.fingerprint.as_deref().or(self.version.as_deref())
+    }
 }
 
 #[derive(Deserialize, Debug)]
@@ -57,10 +80,17 @@ pub struct JobEntry {
     pub fingerprint: Option<String>,
     #[serde(default, deserialize_with = "opt_scalar_string")]
     pub sha1: Option<String>,
+    /// The job's packages, which newer bosh CLIs also write into release.MF.
+    #[serde(default)]
+    pub packages: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Debug)]
 pub struct LicenseEntry {
+    #[serde(default, deserialize_with = "opt_scalar_string")]
+    pub version: Option<String>,
+    #[serde(default, deserialize_with = "opt_scalar_string")]
+    pub fingerprint: Option<String>,
     #[serde(default, deserialize_with = "opt_scalar_string")]
     pub sha1: Option<String>,
 }
@@ -72,6 +102,9 @@ pub struct JobSpec {
     pub name: String,
     #[serde(default, deserialize_with = "null_as_default")]
     pub packages: Vec<String>,
+    /// `source: destination` of each template under `templates/`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub templates: std::collections::BTreeMap<String, Option<String>>,
 }
 
 /// `packages/<n>/spec` in a source directory.

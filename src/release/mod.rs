@@ -1,6 +1,7 @@
-//! BOSH releases in their three on-disk forms, read into one model: final release tarballs (or
-//! their extracted directories), dev releases built by the bosh CLI, and release source
-//! directories. Every package and job archive is verified against its recorded digest on load.
+//! BOSH releases in their on-disk forms, read into one model: final release tarballs (or
+//! their extracted directories), compiled release tarballs (`compiled_packages`, for one
+//! [`Stemcell`]), dev releases built by the bosh CLI, and release source directories. Every
+//! package, job and license archive is verified against its recorded digest on load.
 
 mod dev;
 pub mod digest;
@@ -13,6 +14,7 @@ mod listed;
 mod manifest;
 mod names;
 mod source_dir;
+pub mod stemcell;
 pub mod version;
 pub(crate) mod yaml;
 
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::ReleaseError;
 pub use names::validate_name;
+pub use stemcell::Stemcell;
 
 use crate::extract::ExtractLimits;
 
@@ -85,6 +88,48 @@ pub struct Job {
     pub fingerprint: Option<String>,
     /// Packages this job lists in its `job.MF` (or `spec` in a source directory).
     pub packages: Vec<String>,
+    /// The verified job archive and its manifest entry, when the release has archives.
+    pub archive: Option<JobArchive>,
+    /// A source directory's job: the files of its archive (`job.MF`, `monit`,
+    /// `templates/...`), as `bosh create-release` would put them in.
+    pub files: Vec<SourceFile>,
+}
+
+/// Where a verified archive of a release is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArchiveLocation {
+    File(PathBuf),
+    /// A member of a release tarball (`jobs/x.tgz`, `license.tgz`, `LICENSE`).
+    TarballMember {
+        tarball: PathBuf,
+        member: String,
+    },
+}
+
+/// A job archive and its `jobs[]` entry as the release manifest wrote it, so that a compiled
+/// release carries both unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobArchive {
+    pub location: ArchiveLocation,
+    pub version: Option<String>,
+    pub fingerprint: Option<String>,
+    pub sha1: String,
+    /// The `packages` newer bosh CLIs write into the entry; `None` when it had none.
+    pub packages: Option<Vec<String>>,
+}
+
+/// The release's license: its `license` entry, `license.tgz` and the `LICENSE*`/`NOTICE*`
+/// files bosh puts beside it at the top of a tarball.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct License {
+    pub version: Option<String>,
+    pub fingerprint: Option<String>,
+    pub sha1: Option<String>,
+    /// `None` when the manifest lists a license the release does not carry (old tarballs).
+    pub archive: Option<ArchiveLocation>,
+    /// Top-level `LICENSE*` and `NOTICE*` files, by name. In a source directory, with no
+    /// archive and no digest, they are what `license.tgz` is made of.
+    pub files: Vec<(String, ArchiveLocation)>,
 }
 
 #[derive(Clone, Debug)]
@@ -95,6 +140,13 @@ pub struct Release {
     pub path: PathBuf,
     pub packages: Vec<Package>,
     pub jobs: Vec<Job>,
+    /// For a compiled release, the stemcell its packages were compiled for; its `packages`
+    /// are then the compiled packages, whose archives hold installed files.
+    pub stemcell: Option<Stemcell>,
+    pub license: Option<License>,
+    /// `commit_hash` and `uncommitted_changes` of the release manifest, as written.
+    pub commit_hash: Option<String>,
+    pub uncommitted_changes: Option<String>,
     /// Non-fatal findings worth telling the user (e.g. a license listed but absent).
     pub warnings: Vec<String>,
 }
@@ -102,6 +154,18 @@ pub struct Release {
 impl Release {
     pub fn package(&self, name: &str) -> Option<&Package> {
         self.packages.iter().find(|p| p.name == name)
+    }
+
+    pub fn is_compiled(&self) -> bool {
+        self.stemcell.is_some()
+    }
+
+    /// The kind in words, with the stemcell of a compiled release.
+    pub fn describe(&self) -> String {
+        match &self.stemcell {
+            Some(stemcell) => format!("compiled {} for {stemcell}", self.kind.describe()),
+            None => self.kind.describe().to_string(),
+        }
     }
 }
 

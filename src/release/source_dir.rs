@@ -1,7 +1,8 @@
 //! Release source directories: `packages/<n>/{spec,packaging,pre_packaging,spec.lock}`,
-//! `jobs/<n>/spec`, sources under `src/` and `blobs/` (plus `config/blobs.yml` for blobs not
-//! downloaded). Package contents and fingerprints are worked out as `bosh create-release` does
-//! (bosh-cli `release/pkg/dir_reader.go`).
+//! `jobs/<n>/{spec,monit,templates/}`, `LICENSE*` and `NOTICE*`, sources under `src/` and
+//! `blobs/` (plus `config/blobs.yml` for blobs not downloaded). Package, job and license
+//! contents and fingerprints are worked out as `bosh create-release` does (bosh-cli
+//! `release/pkg/dir_reader.go`, `release/job/dir_reader.go`, `release/license/dir_reader.go`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Component, Path, PathBuf};
@@ -12,8 +13,8 @@ use rayon::prelude::*;
 use super::fingerprint::{self, Chunk, ChunkMode, Era};
 use super::manifest::{BlobEntry, JobSpec, PackageSpec, PackageSpecLock, ReleaseManifest};
 use super::{
-    dev, index, validate_name, version, Job, Package, PackageSource, Release, ReleaseError,
-    ReleaseKind, SourceFile,
+    dev, index, validate_name, version, ArchiveLocation, Job, License, Package, PackageSource,
+    Release, ReleaseError, ReleaseKind, SourceFile,
 };
 use crate::release::digest::{Algorithm, MultiDigest};
 
@@ -26,11 +27,13 @@ pub fn load(path: &Path) -> Result<Release, ReleaseError> {
         .par_iter()
         .map(|dir| load_package(path, dir, &trees, default_era))
         .collect::<Result<Vec<Package>, ReleaseError>>()?;
+    let mut warnings = Vec::new();
     let jobs = subdirs(&path.join("jobs"))?
         .iter()
         .filter(|dir| dir.join("spec").is_file())
-        .map(|dir| load_job(dir))
+        .map(|dir| load_job(path, dir, default_era, &mut warnings))
         .collect::<Result<Vec<Job>, ReleaseError>>()?;
+    let license = load_license(path, default_era)?;
     let version = latest_final_version(path, &name)?
         .map(|v| format!("{v}+dev"))
         .unwrap_or_else(|| "0+dev".to_string());
@@ -41,7 +44,11 @@ pub fn load(path: &Path) -> Result<Release, ReleaseError> {
         path: path.to_path_buf(),
         packages,
         jobs,
-        warnings: Vec::new(),
+        stemcell: None,
+        license,
+        commit_hash: None,
+        uncommitted_changes: None,
+        warnings,
     })
 }
 
@@ -74,7 +81,15 @@ fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, ReleaseError> {
     Ok(dirs)
 }
 
-fn load_job(dir: &Path) -> Result<Job, ReleaseError> {
+/// A job: its spec, and what `bosh create-release` would archive and fingerprint. A job whose
+/// files are not all there is still a job (compiles do not need it); it has no files, and a
+/// warning says why, which `export` repeats when it needs them.
+fn load_job(
+    release: &Path,
+    dir: &Path,
+    default_era: Era,
+    warnings: &mut Vec<String>,
+) -> Result<Job, ReleaseError> {
     let spec_path = dir.join("spec");
     let spec: JobSpec = crate::release::yaml::read(&spec_path)?;
     let name = if spec.name.is_empty() {
@@ -83,17 +98,121 @@ fn load_job(dir: &Path) -> Result<Job, ReleaseError> {
             .to_string_lossy()
             .into_owned()
     } else {
-        spec.name
+        spec.name.clone()
     };
     validate_name(&spec_path, "job", &name)?;
     for p in &spec.packages {
         validate_name(&spec_path, "package", p)?;
     }
+    let (fingerprint, files) = match job_files(release, dir, &name, &spec, default_era) {
+        Ok((fingerprint, files)) => (Some(fingerprint), files),
+        Err(problem) => {
+            warnings.push(problem);
+            (None, Vec::new())
+        }
+    };
     Ok(Job {
         name,
-        fingerprint: None,
+        fingerprint,
         packages: spec.packages,
+        archive: None,
+        files,
     })
+}
+
+/// The job's archive files, as bosh-cli's `release/job/dir_reader.go` collects them: the spec
+/// as `job.MF`, `monit` and `properties_schema.json` when there, each template of the spec
+/// under `templates/`; fingerprinted with their modes.
+fn job_files(
+    release: &Path,
+    dir: &Path,
+    name: &str,
+    spec: &JobSpec,
+    default_era: Era,
+) -> Result<(String, Vec<SourceFile>), String> {
+    let spec_path = dir.join("spec");
+    let mut files = vec![("job.MF".to_string(), spec_path.clone())];
+    for optional in ["monit", "properties_schema.json"] {
+        if fs_err::metadata(dir.join(optional)).is_ok() {
+            files.push((optional.to_string(), dir.join(optional)));
+        }
+    }
+    for template in spec.templates.keys() {
+        if template.starts_with('/') || template.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(format!(
+                "{}: job {name:?}: template {template:?} is not a path under templates/",
+                spec_path.display()
+            ));
+        }
+        let file = dir.join("templates").join(template);
+        if fs_err::metadata(&file).is_err() {
+            return Err(format!(
+                "{}: missing: job {name:?} lists template {template:?}",
+                file.display()
+            ));
+        }
+        files.push((format!("templates/{template}"), file));
+    }
+    let chunks = files
+        .iter()
+        .map(|(relative, file)| {
+            Chunk::from_disk(relative.clone(), file, false)
+                .map_err(|e| format!("{}: {e}", file.display()))
+        })
+        .collect::<Result<Vec<Chunk>, String>>()?;
+    let index = Path::new("jobs").join(name);
+    let era =
+        recorded_era(release, &index, &chunks, &[], default_era).map_err(|e| e.to_string())?;
+    let fingerprint = fingerprint::fingerprint(era, &chunks, &[])
+        .map_err(|file| format!("{}: no digest for {file}", spec_path.display()))?;
+    Ok((
+        fingerprint,
+        files
+            .into_iter()
+            .map(|(relative_path, disk)| SourceFile {
+                relative_path,
+                disk_path: Some(disk),
+            })
+            .collect(),
+    ))
+}
+
+/// `LICENSE*` and `NOTICE*` at the top of the release, fingerprinted without modes; `None`
+/// when there are none.
+fn load_license(release: &Path, default_era: Era) -> Result<Option<License>, ReleaseError> {
+    let mut files = Vec::new();
+    for entry in fs_err::read_dir(release).map_err(ReleaseError::io(release))? {
+        let entry = entry.map_err(ReleaseError::io(release))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if (name.starts_with("LICENSE") || name.starts_with("NOTICE"))
+            && fs_err::metadata(entry.path()).is_ok_and(|m| m.is_file())
+        {
+            files.push((name, entry.path()));
+        }
+    }
+    if files.is_empty() {
+        return Ok(None);
+    }
+    files.sort();
+    let chunks = files
+        .iter()
+        .map(|(name, file)| {
+            Chunk::from_disk(name.clone(), file, true).map_err(ReleaseError::io(file))
+        })
+        .collect::<Result<Vec<Chunk>, ReleaseError>>()?;
+    let era = recorded_era(release, Path::new("license"), &chunks, &[], default_era)?;
+    let fingerprint = fingerprint::fingerprint(era, &chunks, &[])
+        .map_err(|file| ReleaseError::invalid(release, format!("no digest for {file}")))?;
+    Ok(Some(License {
+        version: Some(fingerprint.clone()),
+        fingerprint: Some(fingerprint),
+        sha1: None,
+        archive: None,
+        files: files
+            .into_iter()
+            .map(|(name, file)| (name, ArchiveLocation::File(file)))
+            .collect(),
+    }))
 }
 
 fn load_package(
@@ -185,13 +304,8 @@ fn load_package(
         });
     }
 
-    let era = package_era(
-        release,
-        &spec.name,
-        &chunks,
-        &spec.dependencies,
-        default_era,
-    )?;
+    let index = Path::new("packages").join(&spec.name);
+    let era = recorded_era(release, &index, &chunks, &spec.dependencies, default_era)?;
     let fingerprint = fingerprint::fingerprint(era, &chunks, &spec.dependencies).map_err(|file| {
         ReleaseError::invalid(
             &spec_path,
@@ -218,24 +332,20 @@ fn recorded_blob_chunk(relative: &str, digest: &MultiDigest) -> Chunk {
     }
 }
 
-/// The era of a package: the one whose fingerprint bosh already recorded for it, else the era
-/// of the release's latest recorded build, else sha1 (the bosh CLI's default).
-fn package_era(
+/// The era of a package, job or license (its builds index under `.final_builds/` and
+/// `.dev_builds/`: `packages/<name>`, `jobs/<name>`, `license`): the one whose fingerprint bosh
+/// already recorded for it, else the era of the release's latest recorded build, else sha1 (the
+/// bosh CLI's default).
+fn recorded_era(
     release: &Path,
-    name: &str,
+    index_dir: &Path,
     chunks: &[Chunk],
     deps: &[String],
     default_era: Era,
 ) -> Result<Era, ReleaseError> {
     let mut recorded = HashSet::new();
     for builds in [".final_builds", ".dev_builds"] {
-        let idx = index::read(
-            &release
-                .join(builds)
-                .join("packages")
-                .join(name)
-                .join("index.yml"),
-        )?;
+        let idx = index::read(&release.join(builds).join(index_dir).join("index.yml"))?;
         recorded.extend(idx.builds.keys().cloned());
         recorded.extend(index::versions(&idx));
     }

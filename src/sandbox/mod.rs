@@ -39,7 +39,7 @@ mod seccomp;
 mod security;
 mod state;
 mod types;
-mod userns;
+pub(crate) mod userns;
 mod zygote;
 
 use crate::cancel::CancelToken;

@@ -52,16 +52,29 @@ pub enum UserNsError {
 pub fn enter_rootless_namespaces(host: &HostContext) -> Result<(), UserNsError> {
     let (uid_maps, gid_maps) = rootless_id_maps(host);
     let flags = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP;
+    enter_user_namespace(flags, &uid_maps, &gid_maps)?;
+    mount_cgroup2()
+}
+
+/// Moves this process into new namespaces (`flags` has `CLONE_NEWUSER`) whose uid and gid maps
+/// are the given ones: written by ourselves for one id each, through `newuidmap`/`newgidmap`
+/// otherwise. Afterwards this process has full capabilities in the new user namespace. Must be
+/// called while single-threaded.
+pub(crate) fn enter_user_namespace(
+    flags: CloneFlags,
+    uid_maps: &[LinuxIdMapping],
+    gid_maps: &[LinuxIdMapping],
+) -> Result<(), UserNsError> {
     if uid_maps.len() == 1 && gid_maps.len() == 1 {
         // One id each: we may write our own maps, after giving up setgroups (CVE-2014-8989).
         nix::sched::unshare(flags).map_err(UserNsError::Unshare)?;
         write_file("/proc/self/setgroups", "deny")?;
-        write_file("/proc/self/uid_map", &map_lines(&uid_maps))?;
-        write_file("/proc/self/gid_map", &map_lines(&gid_maps))?;
+        write_file("/proc/self/uid_map", &map_lines(uid_maps))?;
+        write_file("/proc/self/gid_map", &map_lines(gid_maps))?;
+        Ok(())
     } else {
-        map_from_outside(flags, &uid_maps, &gid_maps)?;
+        map_from_outside(flags, uid_maps, gid_maps)
     }
-    mount_cgroup2()
 }
 
 /// Ranges need the setuid `newuidmap`/`newgidmap`, run from outside the new namespace: a child

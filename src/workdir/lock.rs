@@ -2,9 +2,16 @@
 
 use fs_err::File;
 use std::io::{Read, Seek, Write};
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Mutex;
 
 use super::{WorkDir, WorkDirError};
+
+/// The work dirs whose lock this process holds, and the descriptor it holds each through:
+/// a child that must keep a work dir locked for as long as it lives (a bootstrapper that may
+/// outlive us) inherits that descriptor.
+static HELD: Mutex<Vec<(PathBuf, RawFd)>> = Mutex::new(Vec::new());
 
 impl WorkDir {
     /// Takes the work-dir lock. When another process holds it: with `wait`, `on_wait` is told who
@@ -50,13 +57,37 @@ impl WorkDir {
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         writeln!(file, "pid {} ({})", std::process::id(), cmdline.join(" ")).map_err(io)?;
-        Ok(WorkDirLock { _file: file })
+        let fd = file.as_raw_fd();
+        held().push((self.root.clone(), fd));
+        Ok(WorkDirLock { _file: file, fd })
+    }
+
+    /// The descriptor through which this process holds this work dir's lock, if it does.
+    pub fn held_lock(&self) -> Option<RawFd> {
+        held()
+            .iter()
+            .find(|(root, _)| *root == self.root)
+            .map(|&(_, fd)| fd)
     }
 }
 
-/// Held for as long as this value lives; the kernel releases it if the process dies.
+fn held() -> std::sync::MutexGuard<'static, Vec<(PathBuf, RawFd)>> {
+    HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Held for as long as this value lives; the kernel releases it if the process dies (and every
+/// child that inherited its descriptor, see [`WorkDir::held_lock`]).
 pub struct WorkDirLock {
     _file: File,
+    fd: RawFd,
+}
+
+impl Drop for WorkDirLock {
+    fn drop(&mut self) {
+        // Forgotten before the file closes (fields drop after this), so a reused descriptor
+        // number is never mistaken for the lock.
+        held().retain(|&(_, fd)| fd != self.fd);
+    }
 }
 
 /// `flock(LOCK_EX)`; returns false when `block` is false and someone else holds it.
@@ -81,6 +112,21 @@ pub(crate) fn flock(file: &File, block: bool) -> std::io::Result<bool> {
 mod tests {
     use super::*;
     use crate::workdir::WorkDir;
+
+    #[test]
+    fn the_held_lock_is_known_until_it_is_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            WorkDir::at(tmp.path().join("a")),
+            WorkDir::at(tmp.path().join("b")),
+        );
+        assert_eq!(a.held_lock(), None);
+        let held = a.lock(false, |_| {}).unwrap();
+        assert!(a.held_lock().is_some());
+        assert_eq!(b.held_lock(), None);
+        drop(held);
+        assert_eq!(a.held_lock(), None);
+    }
 
     #[test]
     fn second_locker_is_told_who_holds_it() {

@@ -1,6 +1,7 @@
 //! Removing a file or directory tree of ours that may hold directories without write (or even
 //! read) permission: compiled outputs often have read-only dirs, and overlayfs leaves mode-000
-//! dirs in its work dir.
+//! dirs in its work dir. Rootless, a tree may also hold files of the user's subordinate ids
+//! (what its sandboxes and mmdebstrap wrote), which only the tree helper can remove.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -8,9 +9,26 @@ use std::path::Path;
 
 /// Removes `path`: a file or symlink itself (a symlink is never followed), a directory with
 /// everything in it. Where a plain removal fails, every directory in the tree is given mode
-/// 0700 first, each before it is read, so this works for a non-root owner too. A missing
-/// `path` is not an error.
+/// 0700 first, each before it is read, so this works for a non-root owner too; and when that
+/// fails too and this process is not root, the tree helper removes what is left, in a user
+/// namespace where the user's subordinate ids are mapped. A missing `path` is not an error.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match remove_here(path) {
+        Ok(()) => Ok(()),
+        Err(here) => match crate::rootless::tree_helper() {
+            None => Err(here),
+            Some(helper) => helper.remove(&[path.to_path_buf()]).map_err(|there| {
+                io::Error::new(
+                    here.kind(),
+                    format!("{here}; and in the tree helper: {there}"),
+                )
+            }),
+        },
+    }
+}
+
+/// Removes `path` in this process only.
+fn remove_here(path: &Path) -> io::Result<()> {
     let meta = match fs_err::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
