@@ -87,8 +87,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub timeout: Option<Duration>,
     /// Where container state is kept [default: /run/fissile-oci/sandbox as root, else
-    /// $XDG_RUNTIME_DIR/fissile-oci/sandbox; /dev/shm/fissile-oci-UID/sandbox where those are not
-    /// a tmpfs, or /tmp/fissile-oci-UID/sandbox]
+    /// $XDG_RUNTIME_DIR/fissile-oci/sandbox, or /tmp/fissile-oci-UID/sandbox]
     #[arg(long, value_name = "DIR", env = "FISSILE_OCI_RUNTIME_ROOT")]
     pub runtime_root: Option<PathBuf>,
     /// The command and its arguments

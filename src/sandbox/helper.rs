@@ -370,10 +370,12 @@ fn run_container(
             .as_ref()
             .map_or_else(|| container::oom_killed(id), ContainerCgroups::oom_killed);
     timing("exited");
-    let deleted = match status {
-        Some(_) => container::remove_exited(&mut container, dirs, id, cgroups.as_mut()),
-        None => container::delete(&mut container),
-    };
+    // libcontainer's delete for every container, exited or not (the cgroups the helper made on
+    // v1 go when `cgroups` is dropped): removing an exited one by hand (its cgroup and state
+    // dirs, skipping libcontainer's rediscovery of the cgroup hierarchies) gave 0.999x the wall
+    // time of a 200-package chain (docs/DECISIONS.md, "Exited containers removed without
+    // libcontainer's delete"), so it went.
+    let deleted = container::delete(&mut container);
     timing("deleted");
 
     if let Some((stage, message)) = setup_error {
