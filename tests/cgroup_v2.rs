@@ -130,10 +130,15 @@ fn libcontainers_v2_manager_writes_our_limits_and_applies_device_rules() {
     });
     assert_eq!(read(dir.join("pids.max")), "4096");
     assert_eq!(read(dir.join("memory.max")), (1u64 << 30).to_string());
+    // The spec's swap is memory plus swap (v1's meaning) set to the limit, so no swap on top;
+    // libcgroups 0.7 turns that into `memory.swap.max` = limit - limit = 0 and skips a 0
+    // (`Memory::set`): the file is left as the kernel made it ("max"), and on a v2 host with
+    // swap a package may swap beyond --memory (README, "Sandboxes"). Should a libcgroups
+    // upgrade write it, this fails and the README line goes.
     assert_eq!(
         read(dir.join("memory.swap.max")),
-        "0",
-        "swap included in the limit"
+        "",
+        "libcgroups 0.7 does not write a zero swap limit"
     );
     // The device rules come last, as a BPF program attached to the cgroup's directory: a plain
     // temp dir is no cgroup, so that step fails here. Without libcgroups' cgroupsv2_devices it
@@ -192,6 +197,19 @@ fn the_device_program_allows_the_build_nodes_and_nothing_else() {
     }
 }
 
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// Whether this process has `cap` in its effective set (`CapEff` of /proc/self/status).
+fn has_effective_capability(cap: u32) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(str::trim)
+        .unwrap();
+    u64::from_str_radix(hex, 16).unwrap() & (1 << cap) != 0
+}
+
 /// A cgroup of the host's cgroup2 hierarchy we may make: `/sys/fs/cgroup` on a v2 host, the
 /// hierarchy mounted beside the v1 ones on a hybrid host.
 fn cgroup2_root() -> Option<PathBuf> {
@@ -215,6 +233,13 @@ fn the_device_rules_are_enforced_by_the_kernel_on_a_cgroup2_cgroup() {
         skip("no cgroup2 hierarchy is mounted");
         return;
     };
+    if !has_effective_capability(CAP_SYS_RESOURCE) {
+        // libcgroups raises RLIMIT_MEMLOCK to infinity before it loads the program and fails
+        // when it cannot (`Bpf(FailedToIncreaseRLimit)`), even on kernels that no longer
+        // count BPF memory against it.
+        skip("attaching the device program needs CAP_SYS_RESOURCE (libcgroups raises RLIMIT_MEMLOCK first), which this root lacks");
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     // A block device node on a filesystem that allows nodes: only the cgroup can refuse it.
     let node = tmp.path().join("loop0");

@@ -213,9 +213,10 @@ fn is_mapped(id: u32, maps: &[LinuxIdMapping]) -> bool {
 }
 
 /// The limits libcontainer's cgroup v2 manager applies: the device rules (a BPF program, with
-/// libcgroups' `cgroupsv2_devices`), `pids.max`, and `memory.max` with swap included where the
-/// host accounts swap (the spec's swap is memory plus swap, so `memory.swap.max` becomes 0), as
-/// the helper's own cgroups do on v1.
+/// libcgroups' `cgroupsv2_devices`), `pids.max`, and `memory.max`. The spec's swap is memory
+/// plus swap set to the limit where the host accounts swap (no swap on top, as the helper's own
+/// cgroups do on v1), but libcgroups 0.7 skips the resulting `memory.swap.max` of 0: on a v2
+/// host with swap, swap is not capped (tests/cgroup_v2.rs, README).
 fn resources(spec: &SandboxSpec, host: &HostContext) -> Result<LinuxResources, SpecError> {
     let mut builder = LinuxResourcesBuilder::default().devices(security::device_rules());
     if let Some(limit) = spec.pids_limit {

@@ -5,7 +5,10 @@
 //! (the dynamic loader's relocations, page faults, argument parsing) and a teardown each time,
 //! 18% of the CPU samples of a chain of trivial packages (BENCHMARKS.md). A fork of the small,
 //! idle zygote shares all of that (docs/DECISIONS.md, "One zygote per compile forks the
-//! helpers").
+//! helpers"). Compile-level figure: a zygote exec'd per package instead made a 200-package chain
+//! of trivial packages 1.16x slower (wall, 16.6 against 14.3 ms per package, `-j 2`, 10 rounds of
+//! `scripts/bench/compile_ab.py`, BENCHMARKS.md); on the 11-package real release it is below the
+//! noise.
 //!
 //! The wire, all Unix stream sockets:
 //! - control (the zygote's fd 3): per run, one byte carrying four fds (`SCM_RIGHTS`): the run
