@@ -164,6 +164,12 @@ fn run(
         Ok(fd) => fd,
         Err(err) => return failed(None, "blocking signals", err),
     };
+    // Checked before a rootless helper enters its user namespace: in there, root's dirs (/tmp)
+    // belong to the overflow uid and could not be told from another user's.
+    let dirs = match RuntimeDirs::open(runtime_root) {
+        Ok(dirs) => dirs,
+        Err(err) => return failed(None, "opening the runtime dir", chain(&err)),
+    };
     if !host.is_root() {
         if let Err(err) = userns::enter_rootless_namespaces(&host) {
             return failed(None, "entering the rootless namespaces", chain(&err));
@@ -204,10 +210,6 @@ fn run(
     };
     let spec = spec.as_ref();
     timing("namespaces and scratch ready");
-    let dirs = match RuntimeDirs::open(runtime_root) {
-        Ok(dirs) => dirs,
-        Err(err) => return failed(None, "opening the runtime dir", chain(&err)),
-    };
     // Leftovers of helpers that died without cleaning up.
     for stale in state::stale_claims(&dirs) {
         container::delete_stale(&dirs, &stale.id);
