@@ -31,6 +31,7 @@ ensure_cargo() {
   command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install a Rust toolchain (rustup)" >&2; return 1; }
 }
 
-# The Debian packages the build and the whole test suite need.
+# The Debian packages the build and the whole test suite need (libelf-dev and zlib1g-dev: the
+# libbpf that libcontainer's cgroupsv2_devices builds for device rules on cgroup v2 hosts).
 PROJECT_APT_PACKAGES=(ca-certificates python3 python3-yaml groff-base gcc libc6-dev make pkg-config tar gzip zstd libseccomp-dev busybox-static uidmap skopeo umoci procps util-linux mmdebstrap
-  docker-registry apache2-utils openssl podman runc time)
+  docker-registry apache2-utils openssl podman runc time libelf-dev zlib1g-dev)

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::rootless::check::{self, Needs, Problem};
-use crate::sandbox::{default_runtime_root, CgroupSupport, HostContext};
+use crate::sandbox::{check_private, default_runtime_root, CgroupSupport, HostContext};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -321,23 +321,17 @@ fn work_dir_space(work_dir: &Path) -> Vec<Check> {
 fn runtime_dir() -> Check {
     const NAME: &str = "runtime dir";
     let root = default_runtime_root();
-    let base = root
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
-    let tmpfs = nix::sys::statfs::statfs(base)
-        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
-    if tmpfs {
-        Check::ok(NAME, format!("{} is on a tmpfs", root.display()))
+    if root.exists() {
+        if let Err(err) = check_private(&root, nix::unistd::geteuid().as_raw()) {
+            return Check::fail(
+                NAME,
+                err.to_string(),
+                "set XDG_RUNTIME_DIR to a dir only you can write, or remove the dir another user made",
+            );
+        }
+        Check::ok(NAME, format!("{} is private", root.display()))
     } else {
-        Check::warn(
-            NAME,
-            format!(
-                "{} is not on a tmpfs: every sandbox start writes a dozen small files there",
-                root.display()
-            ),
-            "set XDG_RUNTIME_DIR to a tmpfs (rootless), or mount a tmpfs on /run",
-        )
+        Check::ok(NAME, format!("{} (made on first use)", root.display()))
     }
 }
 

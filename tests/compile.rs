@@ -296,7 +296,13 @@ fn keep_sandbox_keeps_the_failed_scratch_dir() {
         .lines()
         .find_map(|l| l.trim().strip_prefix("scratch dir kept: "))
         .unwrap();
-    assert!(Path::new(kept).join("source/partial-output").exists());
+    // The staged sources are untouched; what the script wrote is the build tree kept on disk
+    // (the copy-on-write layer over the sources).
+    assert!(Path::new(kept).join("source/packaging").exists());
+    assert!(!Path::new(kept).join("source/partial-output").exists());
+    assert!(Path::new(kept)
+        .join("sandbox/cow/0/upper/partial-output")
+        .exists());
     // `shell` reopens the kept dir, with the partial output the failed script left.
     let out = run(fissile(&f.work).arg("shell").arg(&rel).args([
         "broken",
@@ -747,4 +753,99 @@ fn a_flooding_package_keeps_a_bounded_log_and_is_still_reported() {
     let text = String::from_utf8_lossy(&head);
     assert!(text.contains("first words"));
     assert!(text.contains("bytes of output cut here"));
+}
+
+#[test]
+fn build_trees_live_on_a_tmpfs_and_one_that_outgrows_it_is_compiled_again_on_disk() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = fixture();
+    // `fits` builds in its source dir and checks where that is; `huge` needs 24 MiB of build
+    // tree, three times its 8 MiB tmpfs.
+    let rel = release(
+        &f.dir,
+        "scratch",
+        &[
+            (
+                "fits",
+                &[],
+                "set -e\ndd if=/dev/zero of=build.o bs=1M count=2 2>/dev/null\n\
+                 grep -o 'upperdir=[^,]*' /proc/self/mountinfo > $BOSH_INSTALL_TARGET/where\n\
+                 ls > $BOSH_INSTALL_TARGET/listing\n",
+            ),
+            (
+                "huge",
+                &[],
+                "set -e\ndd if=/dev/zero of=build.o bs=1M count=24 2>/dev/null\n\
+                 echo built > $BOSH_INSTALL_TARGET/out\n",
+            ),
+        ],
+    );
+    let summary_path = f.dir.join("summary.json");
+    let err = ok(fissile(&f.work)
+        .arg("-v")
+        .arg("compile")
+        .arg(&rel)
+        .args([
+            "--base",
+            "busybox",
+            "--scratch",
+            "tmpfs",
+            "--scratch-size",
+            "8M",
+        ])
+        .arg("--summary")
+        .arg(&summary_path));
+    assert!(
+        err.contains("build trees on a tmpfs of up to 8 MiB per package (--scratch-size)"),
+        "{err}"
+    );
+    assert_eq!(
+        statuses(&summary(&summary_path)),
+        [
+            ("fits".to_string(), "compiled".to_string()),
+            ("huge".to_string(), "compiled".to_string())
+        ]
+    );
+    let note = err
+        .lines()
+        .find(|l| l.contains("note:"))
+        .unwrap_or_else(|| panic!("no line says huge ran again: {err}"));
+    assert!(
+        note.contains("huge") && note.contains("8 MiB tmpfs") && note.contains("on disk"),
+        "{note}"
+    );
+    assert_eq!(err.matches("note:").count(), 1, "only huge: {err}");
+    // Each file is one package's (`where` and `listing` fits', `out` huge's).
+    let published = |file: &str| {
+        std::fs::read_dir(f.work.join("packages"))
+            .unwrap()
+            .map(|e| e.unwrap().path().join(file))
+            .find(|p| p.exists())
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .unwrap_or_else(|| panic!("no {file} published"))
+    };
+    // The overlays' upper dirs, as the kernel shows them inside: on the run's tmpfs.
+    let uppers = published("where");
+    assert!(
+        uppers.contains("/sandbox/tmpfs/upper") && uppers.contains("/sandbox/tmpfs/cow/0/upper"),
+        "{uppers}"
+    );
+    let listing = published("listing");
+    assert!(
+        listing.contains("build.o") && listing.contains("packaging") && listing.contains("fits"),
+        "the sources and the build tree in one dir: {listing}"
+    );
+    assert_eq!(published("out"), "built\n");
+    // Nothing of the runs is left: their tmpfs went with them, their scratch dirs with the run.
+    let runs: Vec<_> = std::fs::read_dir(f.work.join("runs"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(runs.is_empty(), "{runs:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&f.work.display().to_string()),
+        "no mount of the run reached the host: {mounts}"
+    );
 }

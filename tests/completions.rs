@@ -41,7 +41,7 @@ fn bash_loads_the_completion_and_every_shell_gets_the_subcommands() {
             assert!(script.contains(word), "{shell} completion lacks {word}");
         }
         assert!(
-            !script.contains("__sandbox-helper"),
+            !script.contains("__sandbox-zygote"),
             "{shell}: the helper is internal"
         );
     }

@@ -26,7 +26,8 @@ use fissile_oci::oci::OciStore;
 use fissile_oci::plan::{load_plan, Plan, PlanRequest};
 use fissile_oci::release::LoadOptions;
 use fissile_oci::sandbox::{
-    ExitStatus, Network, Outcome, Output, Sandbox, SandboxError, SandboxSpec,
+    ExitStatus, Network, Outcome, Output, Sandbox, SandboxError, SandboxSpec, ScratchReport,
+    ScratchSpace,
 };
 use fissile_oci::workdir::WorkDir;
 use oci_spec::image::{Descriptor, MediaType};
@@ -51,6 +52,12 @@ enum Behaviour {
     Panic,
     /// Succeeds, leaving this many incompressible bytes (so sizes are the outputs' own).
     Big(usize),
+    /// With its build tree on a tmpfs: leaves half an output, fails and reports the tmpfs full,
+    /// as a build that ran out of room does. On disk: succeeds.
+    OutgrowsTmpfs,
+    /// Succeeds, reporting that no tmpfs could be had (as the real sandbox does where a kernel
+    /// refuses it) when one was asked for.
+    NoTmpfsHere,
 }
 
 /// A sandbox that records every run and plays a [`Behaviour`] per package.
@@ -129,11 +136,17 @@ impl Sandbox for FakeSandbox {
             writeln!(f, "{line}").unwrap();
         };
         say(&format!("+ compiling {name}"));
-        let outcome = |status| Outcome {
+        let on_tmpfs = matches!(spec.scratch_space, ScratchSpace::Tmpfs { .. });
+        let mut scratch = ScratchReport {
+            tmpfs: on_tmpfs,
+            ..ScratchReport::default()
+        };
+        let outcome = |status, scratch: ScratchReport| Outcome {
             container_id: format!("fake-{name}"),
             status,
             wall: Duration::ZERO,
             oom_killed: false,
+            scratch,
         };
         let built = format!(
             "{name} on {}",
@@ -143,7 +156,7 @@ impl Sandbox for FakeSandbox {
             Behaviour::Succeed => {}
             Behaviour::Exit(code) => {
                 say(&format!("{name}: make: *** [all] Error {code}"));
-                return Ok(outcome(ExitStatus::Exited(code)));
+                return Ok(outcome(ExitStatus::Exited(code), scratch));
             }
             Behaviour::ExitOnceStarted(code, other) => {
                 let deadline = Instant::now() + Duration::from_secs(10);
@@ -152,7 +165,7 @@ impl Sandbox for FakeSandbox {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 say(&format!("{name}: make: *** [all] Error {code}"));
-                return Ok(outcome(ExitStatus::Exited(code)));
+                return Ok(outcome(ExitStatus::Exited(code), scratch));
             }
             Behaviour::Hang => {
                 if cancel.wait_timeout(Duration::from_secs(10)) {
@@ -183,9 +196,21 @@ impl Sandbox for FakeSandbox {
                     .collect();
                 std::fs::write(install.join("data"), bytes).unwrap();
             }
+            Behaviour::OutgrowsTmpfs if on_tmpfs => {
+                std::fs::write(install.join("half-written"), "x").unwrap();
+                say(&format!("{name}: cc1: No space left on device"));
+                scratch.full = true;
+                return Ok(outcome(ExitStatus::Exited(2), scratch));
+            }
+            Behaviour::OutgrowsTmpfs => {}
+            Behaviour::NoTmpfsHere if on_tmpfs => {
+                scratch.tmpfs = false;
+                scratch.fallback = Some("tmpfs refused by the fake".into());
+            }
+            Behaviour::NoTmpfsHere => {}
         }
         std::fs::write(install.join("built-by-fake"), built).unwrap();
-        Ok(outcome(ExitStatus::Exited(0)))
+        Ok(outcome(ExitStatus::Exited(0), scratch))
     }
 }
 
@@ -282,7 +307,15 @@ impl Bench {
         keep_going: bool,
         cancel: CancelToken,
     ) -> (CompileReport, Vec<String>) {
-        let options = options(workers, keep_going);
+        self.compile_with_options(sandbox, options(workers, keep_going), cancel)
+    }
+
+    fn compile_with_options(
+        &self,
+        sandbox: &FakeSandbox,
+        options: CompileOptions,
+        cancel: CancelToken,
+    ) -> (CompileReport, Vec<String>) {
         let compiler = Compiler {
             wd: &self.wd,
             store: &self.store,
@@ -299,6 +332,7 @@ impl Bench {
                     Progress::Cached { name } => format!("cached {name}"),
                     Progress::Started { name, .. } => format!("started {name}"),
                     Progress::Finished { report } => format!("{} {}", report.status, report.name),
+                    Progress::Note { name, message } => format!("note {name}: {message}"),
                     Progress::Stopping { reason } => format!("stopping: {reason}"),
                     Progress::Pulling { name } => format!("pulling {name}"),
                     Progress::Waiting { name, shard } => format!("waiting {name} {shard}"),
@@ -347,6 +381,7 @@ fn options(workers: usize, keep_going: bool) -> CompileOptions {
         network: Network::None,
         timeout: None,
         memory_limit: None,
+        scratch_space: ScratchSpace::Disk,
         limits: ExtractLimits::default(),
         source_date_epoch: 0,
         shard: None,
@@ -690,6 +725,67 @@ fn collecting_removes_what_killed_runs_left_and_what_no_image_reaches() {
     assert_eq!(again.started(), ["d"]);
 }
 
+#[test]
+fn a_build_that_fills_its_tmpfs_is_compiled_again_on_disk_with_a_line_saying_so() {
+    let bench = Bench::new(&[("big", &[]), ("broken", &[]), ("small", &["big"])]);
+    let sandbox = FakeSandbox::with(&[
+        ("big", Behaviour::OutgrowsTmpfs),
+        ("broken", Behaviour::Exit(1)),
+    ]);
+    let mut options = options(2, true);
+    options.scratch_space = ScratchSpace::Tmpfs { size: 64 << 20 };
+    let (report, events) = bench.compile_with_options(&sandbox, options, CancelToken::new());
+    let status = statuses(&report);
+    assert_eq!(status["big"], PackageStatus::Compiled, "{events:#?}");
+    assert_eq!(status["small"], PackageStatus::Compiled);
+    assert_eq!(
+        status["broken"],
+        PackageStatus::Failed,
+        "a plain failure stays one"
+    );
+    let started = sandbox.started();
+    let runs = |name: &str| started.iter().filter(|s| *s == name).count();
+    assert_eq!((runs("big"), runs("broken"), runs("small")), (2, 1, 1));
+    let note = events
+        .iter()
+        .position(|e| e.starts_with("note big:"))
+        .expect("a line says why big ran twice");
+    assert!(
+        events[note].contains("64 MiB tmpfs") && events[note].contains("on disk"),
+        "{}",
+        events[note]
+    );
+    assert_eq!(
+        events[note + 1],
+        "compiled big",
+        "the note comes with the package's end"
+    );
+    assert!(!events.iter().any(|e| e.starts_with("note broken")));
+    // The second run started from an empty install dir: nothing of the first is published.
+    let big = report.packages.iter().find(|p| p.name == "big").unwrap();
+    let published = bench.wd.packages().join(&big.cache_key);
+    assert!(published.join("built-by-fake").is_file());
+    assert!(!published.join("half-written").exists());
+}
+
+#[test]
+fn a_sandbox_without_a_tmpfs_is_said_once_and_the_compile_goes_on() {
+    let bench = Bench::new(&[("a", &[]), ("b", &[]), ("c", &["a", "b"])]);
+    let sandbox = FakeSandbox::with(&[
+        ("a", Behaviour::NoTmpfsHere),
+        ("b", Behaviour::NoTmpfsHere),
+        ("c", Behaviour::NoTmpfsHere),
+    ]);
+    let mut options = options(1, false);
+    options.scratch_space = ScratchSpace::Tmpfs { size: 64 << 20 };
+    let (report, events) = bench.compile_with_options(&sandbox, options, CancelToken::new());
+    assert!(report.failures.is_empty());
+    let notes: Vec<&String> = events.iter().filter(|e| e.starts_with("note ")).collect();
+    assert_eq!(notes.len(), 1, "{events:#?}");
+    assert!(notes[0].contains("tmpfs refused by the fake") && notes[0].contains("disk"));
+    assert_eq!(sandbox.started().len(), 3, "no package ran twice");
+}
+
 /// The base's stemcell, as `base build` records it.
 fn with_stemcell(bench: &mut Bench, stemcell: Option<&str>) {
     let mut notes = std::collections::HashMap::new();
@@ -770,6 +866,7 @@ impl Bench {
             network: Network::None,
             timeout: None,
             memory_limit: None,
+            scratch_space: ScratchSpace::Disk,
             limits: ExtractLimits::default(),
             source_date_epoch: 0,
             shard: None,
@@ -883,6 +980,7 @@ fn the_exact_stemcell_wins_then_the_newest_of_its_major_version() {
             network: Network::None,
             timeout: None,
             memory_limit: None,
+            scratch_space: ScratchSpace::Disk,
             limits: ExtractLimits::default(),
             source_date_epoch: 0,
             shard: None,
@@ -951,6 +1049,7 @@ fn two_compiled_releases_with_different_files_for_one_package_keep_their_own() {
         network: Network::None,
         timeout: None,
         memory_limit: None,
+        scratch_space: ScratchSpace::Disk,
         limits: ExtractLimits::default(),
         source_date_epoch: 0,
         shard: None,

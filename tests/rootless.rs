@@ -467,7 +467,9 @@ fn interrupted_and_killed_rootless_compiles_leave_nothing_cache_clean_cannot_rem
             .fissile(&work)
             .arg("compile")
             .arg(&release)
-            .args(["--base", "busybox"])
+            // Build trees on disk: on a tmpfs (`auto`) a killed compile's build tree goes with
+            // its sandbox, and there would be nothing the user cannot remove to test.
+            .args(["--base", "busybox", "--scratch", "disk"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -306,10 +306,23 @@ fn device_nodes_outside_the_allowed_set_cannot_be_opened() {
         nix::sys::stat::makedev(7, 0),
     )
     .unwrap();
-    let (out, log) = env.run(&env.sh(
-        "head -c 4 /dev/zero | wc -c; echo x > /dev/null && echo null-ok; \
-         head -c 1 /loop0 >/dev/null || echo loop-denied",
-    ));
+    let script = "head -c 4 /dev/zero | wc -c; echo x > /dev/null && echo null-ok; \
+                  head -c 1 /loop0 >/dev/null || echo loop-denied";
+    // The overlay root is `nodev`: no device node on it opens at all.
+    let (out, log) = env.run(&env.sh(script));
+    assert!(out.success(), "{out:?} {log}");
+    assert!(log.contains("4\n") && log.contains("null-ok"), "{log}");
+    assert!(
+        log.contains("Permission denied") && log.contains("loop-denied"),
+        "{log}"
+    );
+    // A plain rootfs is not: there the device cgroup is what says no.
+    let mut plain = env.sh(script);
+    plain.rootfs = RootfsSpec::Plain {
+        dir: env.rootfs.dir.clone(),
+        readonly: true,
+    };
+    let (out, log) = env.run(&plain);
     assert!(out.success(), "{out:?} {log}");
     assert!(log.contains("4\n") && log.contains("null-ok"), "{log}");
     assert!(

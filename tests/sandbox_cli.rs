@@ -130,7 +130,7 @@ fn help_teaches_with_examples() {
         .arg("--help")
         .output()
         .unwrap();
-    assert!(!String::from_utf8_lossy(&top.stdout).contains("__sandbox-helper"));
+    assert!(!String::from_utf8_lossy(&top.stdout).contains("__sandbox-zygote"));
 }
 
 #[test]

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use fissile_oci::sandbox::{
-    build_runtime_spec, BindMount, CgroupSupport, HostContext, IdRange, RootfsSpec, SandboxSpec,
-    SpecError,
+    build_runtime_spec, BindMount, CgroupSupport, CopyOnWriteMount, HostContext, IdRange,
+    RootfsSpec, SandboxSpec, ScratchSpace, SpecError,
 };
 use fissile_oci::sandbox::{inherit_network_namespace, rootless_id_maps};
 use oci_spec::runtime::{Capability, LinuxNamespaceType, LinuxSeccompAction, Spec};
@@ -21,6 +21,7 @@ fn root_host() -> HostContext {
         subgid: None,
         id_map_helpers: true,
         cgroups: CgroupSupport::V2,
+        cgroup_swap: true,
     }
 }
 
@@ -38,6 +39,7 @@ fn rootless_host(ranges: bool) -> HostContext {
         cgroups: CgroupSupport::Unavailable {
             reason: "rootless on cgroup v1".into(),
         },
+        cgroup_swap: false,
     }
 }
 
@@ -298,6 +300,10 @@ fn mounts_overlay_first_standard_mounts_then_binds_parents_first() {
         options.contains(&"volatile".to_string()),
         "no syncfs of the host disk per run"
     );
+    assert!(
+        options.contains(&"nodev".to_string()) && options.contains(&"nosuid".to_string()),
+        "no device node or set-uid program of the lower dirs works"
+    );
     assert_eq!(
         spec.root().as_ref().unwrap().path(),
         Path::new("/work/runs/1/pkg/merged")
@@ -432,6 +438,88 @@ fn bad_specs_are_refused() {
         }
     });
     assert!(err.to_string().contains("/a:b"), "{err}");
+    let cow = |source: &str, destination: &str| CopyOnWriteMount {
+        source: source.into(),
+        destination: destination.into(),
+    };
+    let err = refuse(&|s| s.cow_mounts = vec![cow("/src,x", "/d")]);
+    assert!(err.to_string().contains("/src,x"), "{err}");
+    assert!(matches!(
+        refuse(&|s| s.cow_mounts = vec![cow("/src", "rel")]),
+        SpecError::RelativePath { .. }
+    ));
+    assert!(matches!(
+        refuse(&|s| {
+            s.cow_mounts = vec![cow("/src", "/d")];
+            s.rootfs = RootfsSpec::Plain {
+                dir: "/r".into(),
+                readonly: true,
+            };
+        }),
+        SpecError::CowWithoutOverlay
+    ));
+}
+
+#[test]
+fn changes_go_to_the_runs_tmpfs_and_sources_are_copy_on_write_overlays() {
+    let mut spec = compile_spec();
+    spec.mounts
+        .retain(|m| m.destination != Path::new("/var/vcap/source/pkg"));
+    spec.cow_mounts = vec![CopyOnWriteMount {
+        source: "/work/runs/1/src".into(),
+        destination: "/var/vcap/source/pkg".into(),
+    }];
+    let options = |spec: &Spec, dest: &str| -> Vec<String> {
+        spec.mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination() == Path::new(dest))
+            .unwrap_or_else(|| panic!("no mount on {dest}"))
+            .options()
+            .clone()
+            .unwrap()
+    };
+    let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let on_disk = build_runtime_spec(&spec, &root_host(), "c1").unwrap();
+    assert_eq!(
+        options(&on_disk, "/var/vcap/source/pkg"),
+        strings(&[
+            "lowerdir=/work/runs/1/src",
+            "upperdir=/work/runs/1/pkg/cow/0/upper",
+            "workdir=/work/runs/1/pkg/cow/0/work",
+            "volatile",
+            "nodev",
+            "nosuid",
+        ])
+    );
+    // Parents first, the copy-on-write mount among the binds.
+    assert_eq!(
+        &mount_destinations(&on_disk)[7..],
+        [
+            "/var",
+            "/var/vcap/packages/pkg",
+            "/var/vcap/packages/dep",
+            "/var/vcap/source/pkg"
+        ]
+    );
+
+    spec.scratch_space = ScratchSpace::Tmpfs { size: 1 << 30 };
+    let on_tmpfs = build_runtime_spec(&spec, &root_host(), "c1").unwrap();
+    let root = options(&on_tmpfs, "/");
+    assert!(root.contains(&"upperdir=/work/runs/1/pkg/tmpfs/upper".to_string()));
+    assert!(root.contains(&"workdir=/work/runs/1/pkg/tmpfs/work".to_string()));
+    let source = options(&on_tmpfs, "/var/vcap/source/pkg");
+    assert!(source.contains(&"upperdir=/work/runs/1/pkg/tmpfs/cow/0/upper".to_string()));
+    assert_eq!(
+        on_tmpfs.root().as_ref().unwrap().path(),
+        Path::new("/work/runs/1/pkg/merged"),
+        "the mount point stays on disk"
+    );
+
+    let rootless = build_runtime_spec(&spec, &rootless_host(false), "c1").unwrap();
+    assert!(options(&rootless, "/var/vcap/source/pkg").contains(&"userxattr".to_string()));
 }
 
 #[test]

@@ -20,9 +20,7 @@ fsinfo() {
   printf '%s (%s%s%s)' "$path" "$type" "$journal" "$discard"
 }
 
-# Where fissile-oci keeps container state as root (src/sandbox/state.rs): /run when it is a
-# tmpfs, else a private dir in /dev/shm.
+# Where fissile-oci keeps container state as root (src/sandbox/state.rs).
 default_runtime_root() {
-  if [[ $(stat -f -c %T /run 2>/dev/null) == tmpfs ]]; then echo /run/fissile-oci/sandbox
-  else echo /dev/shm/fissile-oci-0/sandbox; fi
+  echo /run/fissile-oci/sandbox
 }

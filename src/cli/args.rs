@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use fissile_oci::base;
+use fissile_oci::compile::scratch::ScratchChoice;
 use fissile_oci::extract::ExtractLimits;
 use fissile_oci::plan::PlanRequest;
 use fissile_oci::release::LoadOptions;
@@ -285,6 +286,34 @@ impl From<NetworkArg> for Network {
     }
 }
 
+/// Where compiles put package build trees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScratchArg {
+    /// A private tmpfs per package when memory allows, disk otherwise
+    Auto,
+    /// A private tmpfs per package
+    Tmpfs,
+    /// The work dir's disk
+    Disk,
+}
+
+impl From<ScratchArg> for ScratchChoice {
+    fn from(arg: ScratchArg) -> ScratchChoice {
+        match arg {
+            ScratchArg::Auto => ScratchChoice::Auto,
+            ScratchArg::Tmpfs => ScratchChoice::Tmpfs,
+            ScratchArg::Disk => ScratchChoice::Disk,
+        }
+    }
+}
+
+/// A memory limit in bytes as the sandbox takes it: the kernel's limits are signed 64-bit, and
+/// a size past `i64::MAX` (8 EiB) means no limit worth the name, so it is clamped, never wrapped
+/// to a negative number.
+pub fn memory_limit(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
 /// `123`, `10K`, `500M`, `64G`, `1T` (powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -338,6 +367,21 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_limits_clamp_instead_of_wrapping() {
+        assert_eq!(memory_limit(1 << 30), 1 << 30);
+        assert_eq!(memory_limit(i64::MAX as u64), i64::MAX);
+        assert_eq!(memory_limit(i64::MAX as u64 + 1), i64::MAX);
+        assert_eq!(memory_limit(u64::MAX), i64::MAX);
+        let huge = parse_size("9000000T").unwrap();
+        assert!(huge > i64::MAX as u64);
+        assert_eq!(
+            memory_limit(huge),
+            i64::MAX,
+            "past 8 EiB: clamped, never negative"
+        );
+    }
 
     #[test]
     fn sizes() {

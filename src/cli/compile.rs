@@ -14,6 +14,7 @@ use fissile_oci::base::{self, BaseChoice, CompilationBase};
 use fissile_oci::cache::Policy;
 use fissile_oci::cancel::CancelToken;
 use fissile_oci::compile::report::{self, Metrics};
+use fissile_oci::compile::scratch;
 use fissile_oci::compile::{
     CompileOptions, CompileReport, Compiler, PackageStatus, RunContext, Shard,
 };
@@ -25,7 +26,8 @@ use fissile_oci::shared_cache::{Notify, SharedCache};
 use fissile_oci::workdir::{WorkDir, WorkDirLock};
 
 use super::args::{
-    parse_duration, parse_size, CacheArgs, NetworkArg, PrerequisitesArgs, RegistryArgs, ReleaseArgs,
+    memory_limit, parse_duration, parse_size, CacheArgs, NetworkArg, PrerequisitesArgs,
+    RegistryArgs, ReleaseArgs, ScratchArg,
 };
 use super::progress::Display;
 use super::{interrupt, LogFormat, Printer};
@@ -74,6 +76,22 @@ pub struct CompileArgs {
     /// Memory limit per compile, e.g. 4G (needs a usable cgroup)
     #[arg(long, value_name = "SIZE", value_parser = parse_size, env = "FISSILE_OCI_MEMORY")]
     pub memory: Option<u64>,
+    /// Where package build trees go: a private tmpfs per package (nothing touches the disk, all
+    /// freed at once when the package ends; `auto` uses one when half of the available memory,
+    /// shared by the packages compiled at once, gives each at least 256 MiB, and not with
+    /// --memory or --keep-sandbox), or the work dir's disk. A package whose build fills its
+    /// tmpfs is compiled again on disk, with a line saying so
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHERE",
+        default_value_t = ScratchArg::Auto,
+        env = "FISSILE_OCI_SCRATCH"
+    )]
+    pub scratch: ScratchArg,
+    /// Size of each package's tmpfs [default: half the available memory / --workers]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, env = "FISSILE_OCI_SCRATCH_SIZE")]
+    pub scratch_size: Option<u64>,
     /// Append fissile-style timing metrics (CSV) to FILE
     #[arg(short = 'M', long, value_name = "FILE")]
     pub metrics: Option<PathBuf>,
@@ -243,20 +261,32 @@ pub struct Settings<'a> {
     pub summary: Option<&'a Path>,
     /// The shared cache, and how to reach its registry.
     pub cache: Option<(&'a CacheArgs, &'a RegistryArgs)>,
+    /// Where the build trees go, and why (shown with -v when something is compiled).
+    pub scratch_why: String,
 }
 
 impl CompileArgs {
-    pub fn settings(&self) -> Settings<'_> {
-        Settings {
+    pub fn settings(&self) -> anyhow::Result<Settings<'_>> {
+        let workers = workers(self.workers);
+        let memory = self.memory.map(memory_limit);
+        let scratch = scratch_space(
+            self.scratch.into(),
+            self.scratch_size,
+            workers,
+            self.keep_sandbox,
+            memory,
+        )?;
+        Ok(Settings {
             base: self.base.as_deref(),
             prerequisites: &self.prerequisites,
             options: CompileOptions {
-                workers: workers(self.workers),
+                workers,
                 keep_going: self.keep_going,
                 keep_sandbox: self.keep_sandbox,
                 network: self.network.into(),
                 timeout: self.timeout.map(Duration::from_secs),
-                memory_limit: self.memory.map(|m| m.min(i64::MAX as u64) as i64),
+                memory_limit: memory,
+                scratch_space: scratch.space,
                 limits: self.releases.limits(),
                 source_date_epoch: fissile_oci::clock::source_date_epoch(),
                 shard: self.shard,
@@ -267,7 +297,8 @@ impl CompileArgs {
             graph: self.graph.as_deref(),
             summary: self.summary.as_deref(),
             cache: Some((&self.shared, &self.registry)),
-        }
+            scratch_why: scratch.why,
+        })
     }
 }
 
@@ -286,6 +317,26 @@ pub fn notifier(printer: Printer) -> Notify {
             eprintln!("warning: {message}");
         }
     })
+}
+
+/// Where the compile's build trees go (`--scratch`, `--scratch-size`), given the host's
+/// available memory.
+pub fn scratch_space(
+    choice: scratch::ScratchChoice,
+    size: Option<u64>,
+    workers: usize,
+    keep_sandbox: bool,
+    memory: Option<i64>,
+) -> anyhow::Result<scratch::ScratchDecision> {
+    scratch::decide(
+        choice,
+        size,
+        workers,
+        keep_sandbox,
+        memory,
+        scratch::mem_available(),
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 /// `-j N`, or one worker per core.
@@ -358,6 +409,7 @@ pub fn compile_releases(
             printer,
         )?;
         let stemcell = base.stemcell();
+        printer.detail(format_args!("scratch: {}", settings.scratch_why));
         printer.detail(format_args!(
             "compilation base {} ({}){}",
             base.name,
@@ -539,7 +591,7 @@ pub fn run(
     if args.without_docker {
         printer.info("note: --without-docker changes nothing: fissile-oci never uses a daemon");
     }
-    let mut compiled = compile_releases(&args.releases, &args.settings(), work_dir, printer)?;
+    let mut compiled = compile_releases(&args.releases, &args.settings()?, work_dir, printer)?;
     let code = finish(&compiled, &args.releases, printer);
     if let Some(max_size) = args.gc_max_size {
         // A collection needs the work dir to itself: other compiles may be using it, and then

@@ -8,15 +8,16 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
+use fissile_oci::compile::scratch::ScratchChoice;
 use fissile_oci::compile::CompileOptions;
 use fissile_oci::export::{self, ExportOptions};
 use fissile_oci::release::digest::Algorithm;
 use fissile_oci::release::Stemcell;
 
 use super::args::{
-    parse_size, CacheArgs, NetworkArg, PrerequisitesArgs, RegistryArgs, ReleaseArgs,
+    memory_limit, parse_size, CacheArgs, NetworkArg, PrerequisitesArgs, RegistryArgs, ReleaseArgs,
 };
-use super::compile::{compile_releases, finish, workers, Settings};
+use super::compile::{compile_releases, finish, scratch_space, workers, Settings};
 use super::Printer;
 
 pub const EXPORT_ABOUT: &str = "\
@@ -123,17 +124,27 @@ pub fn run(
     work_dir: Option<&Path>,
     printer: Printer,
 ) -> anyhow::Result<ExitCode> {
+    let workers = workers(args.workers);
+    let memory = args.memory.map(memory_limit);
+    let scratch = scratch_space(
+        ScratchChoice::Auto,
+        None,
+        workers,
+        args.keep_sandbox,
+        memory,
+    )?;
     let settings = Settings {
         base: args.base.as_deref(),
         prerequisites: &args.prerequisites,
         options: CompileOptions {
-            workers: workers(args.workers),
+            workers,
             // A compiled release needs every package: stop at the first failure.
             keep_going: false,
             keep_sandbox: args.keep_sandbox,
             network: args.network.into(),
             timeout: args.timeout.map(Duration::from_secs),
-            memory_limit: args.memory.map(|m| m.min(i64::MAX as u64) as i64),
+            memory_limit: memory,
+            scratch_space: scratch.space,
             limits: args.releases.limits(),
             source_date_epoch: fissile_oci::clock::source_date_epoch(),
             shard: None,
@@ -144,6 +155,7 @@ pub fn run(
         graph: args.graph.as_deref(),
         summary: args.summary.as_deref(),
         cache: Some((&args.shared, &args.registry)),
+        scratch_why: scratch.why,
     };
     let compiled = compile_releases(&args.releases, &settings, work_dir, printer)?;
     let code = finish(&compiled, &args.releases, printer);

@@ -73,7 +73,7 @@ pub fn run(args: ImageArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow
     }
     let compiled: Compiled = compile::compile_releases(
         &args.compile.releases,
-        &args.compile.settings(),
+        &args.compile.settings()?,
         work_dir,
         printer,
     )?;

@@ -9,7 +9,6 @@ mod compile;
 mod completions;
 mod doctor;
 mod export;
-mod helper;
 mod image;
 mod inspect;
 mod interrupt;
@@ -18,6 +17,7 @@ mod progress;
 mod run;
 mod shell;
 mod transfer;
+mod zygote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -138,9 +138,9 @@ pub enum Command {
     ///   fissile-oci completions zsh > "${fpath[1]}/_fissile-oci"
     ///   fissile-oci completions man --dir /usr/local/share/man/man1
     Completions(completions::CompletionsArgs),
-    /// Internal: the single-threaded process each sandbox is created from.
-    #[command(name = "__sandbox-helper", hide = true)]
-    SandboxHelper(helper::HelperArgs),
+    /// Internal: the single-threaded process that forks the helper of each sandbox.
+    #[command(name = "__sandbox-zygote", hide = true)]
+    SandboxZygote(zygote::ZygoteArgs),
     /// Internal: removes, normalises or packs a tree in a user namespace (rootless).
     #[command(name = "__tree-helper", hide = true)]
     TreeHelper,
@@ -166,7 +166,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(args, cli.work_dir.as_deref(), printer),
         Command::Completions(args) => completions::run(args),
         Command::Doctor(args) => doctor::run(args, cli.work_dir.as_deref()),
-        Command::SandboxHelper(args) => helper::run(args),
+        Command::SandboxZygote(args) => zygote::run(args),
         Command::TreeHelper => Ok(ExitCode::from(
             fissile_oci::rootless::tree_helper_main().clamp(0, 255) as u8,
         )),
@@ -185,8 +185,8 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// Events of the `tracing` kind (libcontainer's own, and ours) go to stderr when asked for:
 /// `$RUST_LOG` chooses them; without it, `-vv` shows libcontainer's and fissile-oci's debug
-/// events and `-vvv` everything. Sandbox helpers are this binary again and inherit `$RUST_LOG`,
-/// which is set here for them, so their libcontainer events show too.
+/// events and `-vvv` everything. The sandbox zygote is this binary again and inherits
+/// `$RUST_LOG`, which is set here for it, so the helpers' libcontainer events show too.
 fn init_tracing(verbosity: u8) {
     let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
     let filter = match (from_env, verbosity) {
@@ -219,7 +219,7 @@ mod tests {
     fn the_helpers_subcommands_are_the_ones_their_callers_start() {
         use clap::CommandFactory;
         for name in [
-            fissile_oci::sandbox::HELPER_SUBCOMMAND,
+            fissile_oci::sandbox::ZYGOTE_SUBCOMMAND,
             fissile_oci::rootless::TREE_HELPER_SUBCOMMAND,
         ] {
             assert!(Cli::command().find_subcommand(name).is_some(), "{name}");

@@ -88,6 +88,9 @@ impl Display {
                         "event": "finished", "package": report.name, "status": report.status,
                         "seconds": report.seconds, "error": report.error, "log": report.log,
                     }),
+                    Progress::Note { name, message } => {
+                        serde_json::json!({"event": "note", "package": name, "message": message})
+                    }
                     Progress::Stopping { reason } => {
                         serde_json::json!({"event": "stopping", "reason": reason})
                     }
@@ -156,6 +159,9 @@ impl Display {
                 )),
                 Progress::Pushing { remaining } => self.printer.info(format_args!(
                     "[{elapsed:>6.1}s] pushing:  {remaining} to the shared cache"
+                )),
+                Progress::Note { name, message } => self.printer.info(format_args!(
+                    "[{elapsed:>6.1}s] note:     {name}: {message}"
                 )),
                 Progress::Stopping { reason } => self
                     .printer
@@ -282,6 +288,11 @@ impl Live {
             Progress::Pushing { remaining } => {
                 self.overall
                     .set_message(format!("pushing {remaining} to the shared cache"));
+            }
+            Progress::Note { name, message } => {
+                self.multi
+                    .println(format!("note:     {name}: {message}"))
+                    .ok();
             }
             Progress::Stopping { reason } => {
                 self.multi.println(format!("stopping: {reason}")).ok();

@@ -1,6 +1,7 @@
 //! `fissile-oci run`: one command in a sandbox, for debugging packaging scripts and benchmarks.
 //! Usually done in this very process, with no helper; a helper is started only when other
-//! threads are running (the hidden `__sandbox-helper` subcommand is in `helper.rs`).
+//! threads are running (forked by the zygote, the hidden `__sandbox-zygote` subcommand in
+//! `zygote.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -86,8 +87,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub timeout: Option<Duration>,
     /// Where container state is kept [default: /run/fissile-oci/sandbox as root, else
-    /// $XDG_RUNTIME_DIR/fissile-oci/sandbox; /dev/shm/fissile-oci-UID/sandbox where those are not
-    /// a tmpfs, or /tmp/fissile-oci-UID/sandbox]
+    /// $XDG_RUNTIME_DIR/fissile-oci/sandbox, or /tmp/fissile-oci-UID/sandbox]
     #[arg(long, value_name = "DIR", env = "FISSILE_OCI_RUNTIME_ROOT")]
     pub runtime_root: Option<PathBuf>,
     /// The command and its arguments
@@ -155,7 +155,7 @@ pub fn run(args: RunArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow::
     (spec.uid, spec.gid) = args.user;
     spec.network = args.network.into();
     spec.pids_limit = (args.pids > 0).then_some(args.pids);
-    spec.memory_limit = args.memory.map(|m| m.min(i64::MAX as u64) as i64);
+    spec.memory_limit = args.memory.map(super::args::memory_limit);
     spec.timeout = args.timeout;
     spec.stdin = Input::Inherit;
     spec.stdout = Output::Inherit;
@@ -203,9 +203,9 @@ pub fn run(args: RunArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow::
     }
 }
 
-/// Runs the sandbox while INT, TERM and HUP sent to us are passed on to the helper, which then
-/// kills and removes the container (Ctrl-C reaches the helper directly too, as it shares our
-/// process group).
+/// Runs the sandbox while INT, TERM and HUP sent to us stop the run: the helper kills and
+/// removes the container (Ctrl-C reaches the helper directly too, as it shares our process
+/// group).
 fn run_forwarding_signals(
     sandbox: &LibcontainerSandbox,
     spec: &SandboxSpec,
@@ -225,10 +225,10 @@ fn run_forwarding_signals(
         other => return other,
     }
     let process = sandbox.spawn(spec)?;
-    let helper = nix::unistd::Pid::from_raw(process.id() as i32);
+    let stopper = process.stopper();
     std::thread::spawn(move || {
-        while let Ok(signal) = set.wait() {
-            let _ = nix::sys::signal::kill(helper, signal);
+        while set.wait().is_ok() {
+            stopper.stop();
         }
     });
     process.wait()

@@ -10,7 +10,7 @@ use clap::Args;
 use fissile_oci::cancel::CancelToken;
 use fissile_oci::compile::{CompileOptions, Compiler};
 use fissile_oci::extract::ExtractLimits;
-use fissile_oci::sandbox::{Input, Output, Sandbox};
+use fissile_oci::sandbox::{Input, Output, Sandbox, ScratchSpace};
 
 use super::args::{NetworkArg, PrerequisitesArgs, ReleaseArgs};
 use super::compile::{BaseOptions, Session};
@@ -84,6 +84,8 @@ pub fn run(args: ShellArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow
         network: args.network.into(),
         timeout: None,
         memory_limit: None,
+        // A shell reopens kept build trees, which are on disk.
+        scratch_space: ScratchSpace::Disk,
         limits: ExtractLimits::default(),
         source_date_epoch: fissile_oci::clock::source_date_epoch(),
         shard: None,

@@ -5,7 +5,6 @@
 //! goes to the pushers when the run pushes to a shared cache.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
@@ -18,7 +17,7 @@ use super::package::write_package_image;
 use super::remote::{annotations, expected_config, Push};
 use super::units::Unit;
 use crate::oci::OciStore;
-use crate::workdir::{remove_tree, NameLock};
+use crate::workdir::NameLock;
 
 /// Per unit: the digest of its committed layer, or why the commit failed.
 pub(super) type CommitResults = HashMap<usize, Result<String, PackageError>>;
@@ -39,7 +38,6 @@ pub(super) fn commit_all(
         // (unit, ref, image, compiled here: its layer's diff_id)
         let mut named: Vec<(usize, String, Descriptor, Option<String>)> = Vec::new();
         let mut locks: Vec<NameLock> = Vec::new();
-        let mut scratches: Vec<PathBuf> = Vec::new();
         for item in batch {
             match item {
                 ToStore::Compiled(commit) => {
@@ -63,7 +61,6 @@ pub(super) fn commit_all(
                     .map_err(PackageError::Store);
                     results.insert(commit.unit, result);
                     locks.extend(commit.lock);
-                    scratches.push(commit.scratch);
                 }
                 ToStore::Pulled {
                     unit,
@@ -91,11 +88,6 @@ pub(super) fn commit_all(
         drop(locks);
         if let Some(pushes) = &pushes {
             send_pushes(pushes, named, units, base_digest, pending);
-        }
-        // Deleting a scratch dir is slow on some filesystems: after the naming and the pushes,
-        // which other runs and other shards wait for.
-        for scratch in scratches {
-            let _ = remove_tree(&scratch);
         }
     }
     results

@@ -29,7 +29,7 @@ use crate::base::CompilationBase;
 use crate::extract::ExtractLimits;
 use crate::oci::OciStore;
 use crate::plan::Plan;
-use crate::sandbox::{Network, Sandbox};
+use crate::sandbox::{Network, Sandbox, ScratchSpace};
 use crate::shared_cache::{Notify, SharedCache, SharedCacheError};
 use crate::workdir::{LastUse, RunDir, WorkDir};
 
@@ -48,6 +48,8 @@ pub struct CompileOptions {
     pub network: Network,
     pub timeout: Option<Duration>,
     pub memory_limit: Option<i64>,
+    /// Where each package's build tree goes (see [`super::scratch`]).
+    pub scratch_space: ScratchSpace,
     pub limits: ExtractLimits,
     pub source_date_epoch: u64,
     /// Compile only this shard's part of the plan; what it needs from the others comes from
@@ -278,7 +280,7 @@ impl Compiler<'_> {
                     commit_all(self.store, base_digest, units, store_rx, push_tx, pending)
                 })
             };
-            let jobs = Jobs {
+            let owned_jobs = Jobs {
                 compiler: self,
                 plan,
                 units,
@@ -290,7 +292,10 @@ impl Compiler<'_> {
                 remote_hits: &remote_hits,
                 deadline: started + self.options.shard_wait,
                 polls: (0..todo.len()).map(|_| AtomicUsize::new(0)).collect(),
+                notes: Default::default(),
+                tmpfs_refused: Default::default(),
             };
+            let jobs = &owned_jobs;
             let mut start_times: HashMap<usize, Instant> = HashMap::new();
             let run_report = scheduler::run_steps(
                 &graph,
@@ -323,6 +328,12 @@ impl Compiler<'_> {
                     Event::Finished(pos, status) => {
                         let i = todo[pos];
                         let unit = &units[i];
+                        for message in jobs.take_notes(i) {
+                            progress(Progress::Note {
+                                name: &unit.name,
+                                message: &message,
+                            });
+                        }
                         let seconds = start_times
                             .get(&pos)
                             .map(|t| t.elapsed().as_secs_f64())
@@ -385,7 +396,7 @@ impl Compiler<'_> {
             );
             // The jobs' sender goes with them: the committer ends once it has stored the rest,
             // and the pushers once they have pushed what it and the sweep gave them.
-            drop(jobs);
+            drop(owned_jobs);
             let commits = committer
                 .join()
                 .expect("the committer thread does not panic");

@@ -1,13 +1,16 @@
 //! One package's job, as the scheduler runs it: compiled here (a scratch dir, its sources
-//! staged, the packaging script run in a sandbox, the output published for dependants at once,
-//! the commit to the store handed to the committer thread), fetched from the shared cache, or
-//! waited for while another shard compiles it. Every way holds the package's key lock, so two
-//! runs on one work dir make each package once.
+//! staged, the packaging script run in a sandbox, again on disk when its build outgrew its
+//! tmpfs, the output published for dependants at once, the commit to the store handed to the
+//! committer thread, and the scratch dir moved to the run's trash: deleting thousands of inodes
+//! between packages slowed the next ones down, docs/DECISIONS.md, "Scratch dirs to a trash
+//! emptied after the run"), fetched from the shared cache, or waited for while another shard
+//! compiles it. Every way holds the package's key lock, so two runs on one work dir make each
+//! package once.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use oci_spec::image::Descriptor;
@@ -18,10 +21,12 @@ use super::outcome::{Failure, PackageError};
 use super::package::{publish_dir, sandbox_spec, CompileInput};
 use super::remote::pull_unit;
 use super::scheduler::Step;
+use super::scratch::human;
 use super::stage::stage_sources;
 use super::units::{cached, Unit};
 use crate::cancel::CancelToken;
 use crate::plan::Plan;
+use crate::sandbox::{Outcome, ScratchSpace};
 use crate::shared_cache::{package_tag, SharedCache};
 use crate::workdir::{remove_tree, NameLock, RunDir};
 
@@ -78,12 +83,11 @@ pub(super) enum ToStore {
     },
 }
 
-/// A compiled package on its way to the store: unit index, what it was compiled from, the
-/// scratch dir to remove once committed, and its key lock, held until it is named.
+/// A compiled package on its way to the store: unit index, what it was compiled from, and its
+/// key lock, held until it is named.
 pub(super) struct Commit {
     pub unit: usize,
     pub input: CompileInput,
-    pub scratch: PathBuf,
     pub lock: Option<NameLock>,
 }
 
@@ -105,6 +109,10 @@ pub(super) struct Jobs<'a> {
     pub deadline: Instant,
     /// Lookups so far (polls, or a lookup before a compile), by scheduler position.
     pub polls: Vec<AtomicUsize>,
+    /// Lines for the user about a unit, shown when it finishes.
+    pub notes: Mutex<HashMap<usize, Vec<String>>>,
+    /// The sandbox could not give a package its tmpfs, and the user was told why (once).
+    pub tmpfs_refused: AtomicBool,
 }
 
 type JobResult = Result<Step<Done>, Box<Failure>>;
@@ -336,7 +344,7 @@ impl Jobs<'_> {
                 self.run_dir.keep(&scratch);
                 Some(scratch.clone())
             } else {
-                let _ = remove_tree(&scratch);
+                self.run_dir.discard(&scratch);
                 None
             };
             let in_log = error.in_log();
@@ -369,7 +377,7 @@ impl Jobs<'_> {
         }
         let _ = fs_err::remove_file(&unit.log);
         let base = self.compiler.base;
-        let input = CompileInput {
+        let mut input = CompileInput {
             name: unit.name.clone(),
             fingerprint: unit.fingerprint.clone(),
             key: unit.key.clone(),
@@ -377,6 +385,7 @@ impl Jobs<'_> {
             source_dir,
             install_dir: install_dir.clone(),
             scratch: scratch.join("sandbox"),
+            scratch_space: options.scratch_space,
             dependencies: unit
                 .dependencies
                 .iter()
@@ -389,10 +398,38 @@ impl Jobs<'_> {
             memory_limit: options.memory_limit,
             source_date_epoch: options.source_date_epoch,
         };
-        let outcome = match self.compiler.sandbox.run(&sandbox_spec(&input), token) {
+        let mut outcome = match self.compiler.sandbox.run(&sandbox_spec(&input), token) {
             Ok(outcome) => outcome,
             Err(e) => return Err(fail(PackageError::Sandbox(e))),
         };
+        self.note_refused_tmpfs(index, &outcome);
+        if let (false, true, ScratchSpace::Tmpfs { size }) =
+            (outcome.success(), outcome.scratch.full, input.scratch_space)
+        {
+            if !token.is_cancelled() {
+                // Out of room, most likely: the same build again, with its tree on disk.
+                self.note(
+                    index,
+                    format!(
+                        "its build filled its {} tmpfs; compiled again with the build tree on disk",
+                        human(size)
+                    ),
+                );
+                let _ = remove_tree(&install_dir);
+                let _ = fs_err::remove_file(&unit.log);
+                if let Err(source) = fs_err::create_dir_all(&install_dir) {
+                    return Err(fail(PackageError::Scratch {
+                        path: install_dir,
+                        source,
+                    }));
+                }
+                input.scratch_space = ScratchSpace::Disk;
+                outcome = match self.compiler.sandbox.run(&sandbox_spec(&input), token) {
+                    Ok(outcome) => outcome,
+                    Err(e) => return Err(fail(PackageError::Sandbox(e))),
+                };
+            }
+        }
         if !outcome.success() {
             return Err(fail(PackageError::Script {
                 status: outcome.status,
@@ -408,10 +445,33 @@ impl Jobs<'_> {
         let _ = self.to_store.send(ToStore::Compiled(Commit {
             unit: index,
             input,
-            scratch,
             lock,
         }));
+        self.run_dir.discard(&scratch);
         Ok(started.elapsed().as_secs_f64())
+    }
+
+    fn note(&self, index: usize, line: String) {
+        let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
+        notes.entry(index).or_default().push(line);
+    }
+
+    /// The lines for the user about unit `index`.
+    pub fn take_notes(&self, index: usize) -> Vec<String> {
+        let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
+        notes.remove(&index).unwrap_or_default()
+    }
+
+    /// Says once per compile why the sandbox could not give a package its tmpfs.
+    fn note_refused_tmpfs(&self, index: usize, outcome: &Outcome) {
+        if let Some(why) = &outcome.scratch.fallback {
+            if !self.tmpfs_refused.swap(true, Ordering::Relaxed) {
+                self.note(
+                    index,
+                    format!("no tmpfs for build trees here ({why}): they go to disk"),
+                );
+            }
+        }
     }
 }
 

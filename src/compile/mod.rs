@@ -6,7 +6,9 @@
 //!   into the store ([`import_only`] when there is nothing else), `stage` copies sources out, the [`scheduler`]
 //!   runs the ready packages' jobs (`job`) on N workers, weighted by the last compile times
 //!   (`timings`), and the committer (`commit`) writes each result as an image (`package`) off
-//!   the critical path. [`shell`] opens one package's compile sandbox for a person.
+//!   the critical path; build trees go to a tmpfs or the disk ([`scratch`]), and a finished
+//!   package's scratch dir goes to the run's trash, emptied after the run. [`shell`] opens one
+//!   package's compile sandbox for a person.
 //! - The sandbox is reached only through [`crate::sandbox::Sandbox`]: the orchestration is
 //!   tested against a recording fake (`tests/orchestration.rs`, as any user, in about a second)
 //!   and end to end with real sandboxes (`tests/compile.rs`); the scheduler on its own
@@ -25,6 +27,7 @@ mod package;
 mod remote;
 pub mod report;
 pub mod scheduler;
+pub mod scratch;
 pub mod shard;
 pub mod shell;
 mod stage;

@@ -49,6 +49,12 @@ pub enum Progress<'a> {
     Finished {
         report: &'a PackageReport,
     },
+    /// Something the user should know about how a package was compiled (told before its
+    /// `Finished`).
+    Note {
+        name: &'a str,
+        message: &'a str,
+    },
     Stopping {
         reason: String,
     },

@@ -10,7 +10,8 @@ use oci_spec::image::Descriptor;
 
 use crate::oci::{self, Compression, ImageSpec, LayerOptions, OciError, OciStore};
 use crate::sandbox::{
-    BindMount, Input, Network, Output, RootfsSpec, SandboxSpec, DEFAULT_PATH, LOG_KEEP_BYTES,
+    BindMount, CopyOnWriteMount, Input, Network, Output, RootfsSpec, SandboxSpec, ScratchSpace,
+    DEFAULT_PATH, LOG_KEEP_BYTES,
 };
 
 pub const PACKAGES_DIR: &str = "/var/vcap/packages";
@@ -35,12 +36,15 @@ pub struct CompileInput {
     pub key: String,
     /// The unpacked compilation base (overlay lower dir).
     pub base_rootfs: PathBuf,
-    /// Staged sources, mounted read-write at `/var/vcap/source/<name>`.
+    /// Staged sources, shown writable at `/var/vcap/source/<name>` but never written: what the
+    /// packaging script writes there (its whole build tree, usually) goes to the scratch space.
     pub source_dir: PathBuf,
     /// Empty dir mounted read-write at `/var/vcap/packages/<name>`.
     pub install_dir: PathBuf,
-    /// Where the overlay's upper/work dirs go.
+    /// The sandbox's scratch dir (its overlays' changes, when they are on disk).
     pub scratch: PathBuf,
+    /// Where the changes go: the package's build tree on a tmpfs, or on disk under `scratch`.
+    pub scratch_space: ScratchSpace,
     /// Direct dependencies: name and published dir, mounted read-only.
     pub dependencies: Vec<(String, PathBuf)>,
     pub bash: String,
@@ -64,10 +68,11 @@ pub fn sandbox_spec(input: &CompileInput) -> SandboxSpec {
         vec![input.bash.clone(), "-x".into(), "./packaging".into()],
     );
     spec.cwd = PathBuf::from(&source);
-    spec.mounts.push(BindMount {
+    spec.scratch_space = input.scratch_space;
+    // The staged sources need no second copy: the script builds in an overlay over them.
+    spec.cow_mounts.push(CopyOnWriteMount {
         source: input.source_dir.clone(),
         destination: PathBuf::from(&source),
-        readonly: false,
     });
     for (dep, dir) in &input.dependencies {
         spec.mounts.push(BindMount {
@@ -254,6 +259,7 @@ mod tests {
             source_dir: "/w/runs/r/app/source".into(),
             install_dir: "/w/runs/r/app/install".into(),
             scratch: "/w/runs/r/app/sandbox".into(),
+            scratch_space: ScratchSpace::Tmpfs { size: 1 << 30 },
             dependencies: vec![("lib".into(), "/w/packages/k1".into())],
             bash: "/bin/bash".into(),
             log: "/w/logs/app.log".into(),
@@ -271,7 +277,15 @@ mod tests {
                 .find(|m| m.destination == Path::new(dst))
                 .unwrap()
         };
-        assert!(!mount("/var/vcap/source/app").readonly);
+        assert_eq!(
+            spec.cow_mounts,
+            [CopyOnWriteMount {
+                source: "/w/runs/r/app/source".into(),
+                destination: "/var/vcap/source/app".into(),
+            }],
+            "the sources are shown writable, never written"
+        );
+        assert_eq!(spec.scratch_space, ScratchSpace::Tmpfs { size: 1 << 30 });
         assert!(mount("/var/vcap/packages/lib").readonly);
         assert_eq!(
             mount("/var/vcap/packages/lib").source,

@@ -13,7 +13,7 @@ use super::report::Metrics;
 use super::stage::{materialize_packages, stage_sources, StageError};
 use crate::cancel::CancelToken;
 use crate::plan::{NodeId, Plan};
-use crate::sandbox::SandboxSpec;
+use crate::sandbox::{SandboxSpec, ScratchSpace};
 use crate::workdir::{remove_tree, RunDir, WorkDir};
 
 #[derive(thiserror::Error, Debug)]
@@ -51,10 +51,12 @@ pub struct ShellSession {
 }
 
 impl ShellSession {
-    /// Removes the overlay's scratch dir, and the staged sources unless they were a kept
-    /// scratch dir (which stays for the next look).
+    /// Removes what the shell staged, unless it reopened a kept scratch dir, which stays (with
+    /// what the shell changed) for the next look.
     pub fn clean_up(self) {
-        let _ = remove_tree(&self.scratch.join("shell-sandbox"));
+        if !self.reopened {
+            let _ = remove_tree(&self.scratch);
+        }
     }
 }
 
@@ -142,7 +144,10 @@ impl Compiler<'_> {
             base_rootfs: self.base.rootfs.clone(),
             source_dir: scratch.join("source"),
             install_dir: scratch.join("install"),
-            scratch: scratch.join("shell-sandbox"),
+            // Where a compile kept its build tree: the shell goes on from it, and leaves it for
+            // the next look.
+            scratch: scratch.join("sandbox"),
+            scratch_space: ScratchSpace::Disk,
             dependencies: direct
                 .into_iter()
                 .map(|(name, dir, _)| (name, dir))

@@ -347,6 +347,7 @@ mod tests {
             cgroups: CgroupSupport::Unavailable {
                 reason: "test".into(),
             },
+            cgroup_swap: false,
         }
     }
 

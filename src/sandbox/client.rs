@@ -1,35 +1,32 @@
-//! The caller's side: [`LibcontainerSandbox`] starts one helper process per run and talks to it
-//! over a socket on the helper's fd 3. Safe to use from many threads at once: all the
+//! The caller's side: [`LibcontainerSandbox`] has its zygote fork a helper per run (see
+//! `zygote`) and talks to it over a run socket. Safe to use from many threads at once: all the
 //! libcontainer work happens in the helpers. A single-threaded caller that exits afterwards
 //! (`fissile-oci run`) can instead do the helper's work in its own process
 //! ([`LibcontainerSandbox::run_in_this_process`]).
 
-use std::io::{Read, Write};
-use std::net::Shutdown;
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use super::error::SandboxError;
-use super::helper::{HelperReply, HELPER_FD};
 use super::host::{CgroupSupport, HostContext};
 use super::types::{Outcome, SandboxSpec};
+use super::zygote::{read_frame, write_frame, ToCaller, Zygote};
 use super::Sandbox;
 use crate::cancel::CancelToken;
 
-/// The name of the hidden subcommand that runs the helper.
-pub const HELPER_SUBCOMMAND: &str = "__sandbox-helper";
+pub use super::zygote::ZYGOTE_SUBCOMMAND;
 
-/// Runs sandboxes with libcontainer, each from a fresh helper process.
+/// Runs sandboxes with libcontainer, each from a helper process its zygote forks.
 pub struct LibcontainerSandbox {
     helper_exe: PathBuf,
     runtime_root: PathBuf,
     host: HostContext,
     limits_notice: Option<String>,
     notice_shown: AtomicBool,
+    /// Started on the first run; stops when this is dropped.
+    zygote: Mutex<Option<Zygote>>,
 }
 
 impl LibcontainerSandbox {
@@ -50,12 +47,13 @@ impl LibcontainerSandbox {
             host,
             limits_notice,
             notice_shown: AtomicBool::new(false),
+            zygote: Mutex::new(None),
         }
     }
 
-    /// Helpers are this very binary, started through `/proc/self/exe`, which stays valid even
-    /// when the binary is replaced on disk mid-run (an upgrade, a rebuild): they always run the
-    /// same code as their parent. State goes to [`super::default_runtime_root`].
+    /// The zygote is this very binary, started through `/proc/self/exe`, which stays valid even
+    /// when the binary is replaced on disk mid-run (an upgrade, a rebuild): helpers always run
+    /// the same code as their caller. State goes to [`super::default_runtime_root`].
     pub fn from_current_exe() -> Result<LibcontainerSandbox, SandboxError> {
         let exe = PathBuf::from("/proc/self/exe");
         if !exe.exists() {
@@ -78,46 +76,53 @@ impl LibcontainerSandbox {
 
     /// Starts a run; [`SandboxProcess::wait`] gives its outcome. The limits notice is printed
     /// to stderr once per `LibcontainerSandbox` when a run asks for limits that cannot be kept.
-    ///
-    /// The helper stops (removing its container) when the *thread* that spawned it ends: the
-    /// kernel's parent-death signal follows threads. Spawn and wait on the same thread.
+    /// The run stops (its container killed and removed) when the returned process is dropped
+    /// unwaited, or when this process dies.
     pub fn spawn(&self, spec: &SandboxSpec) -> Result<SandboxProcess, SandboxError> {
         self.show_limits_notice(spec);
         let spawn_err = |source| SandboxError::SpawnHelper {
             exe: self.helper_exe.clone(),
             source,
         };
-        let (mut ours, theirs) = UnixStream::pair().map_err(spawn_err)?;
-        let theirs_fd = theirs.as_raw_fd();
-        let mut command = Command::new(&self.helper_exe);
-        command
-            .arg(HELPER_SUBCOMMAND)
-            .arg("--runtime-root")
-            .arg(&self.runtime_root)
-            .arg("--caller-pid")
-            .arg(std::process::id().to_string());
-        // SAFETY: between fork and exec the child only calls dup2, which is async-signal-safe.
-        // dup2 also clears close-on-exec on the new fd, so only fd 3 reaches the helper.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::dup2(theirs_fd, HELPER_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn().map_err(spawn_err)?;
+        let (ours, theirs) = UnixStream::pair().map_err(spawn_err)?;
+        self.fork_helper(&theirs).map_err(spawn_err)?;
         drop(theirs);
-        let pid = child.id();
-        let io_err = |source| SandboxError::HelperIo { pid, source };
-        let json = serde_json::to_vec(spec).expect("a sandbox spec always serialises");
-        ours.write_all(&json).map_err(io_err)?;
-        ours.shutdown(Shutdown::Write).map_err(io_err)?;
-        Ok(SandboxProcess {
-            pid,
-            child,
-            socket: ours,
-        })
+        let io_err = |source| SandboxError::HelperIo { pid: 0, source };
+        write_frame(&ours, spec).map_err(io_err)?;
+        match read_frame::<ToCaller>(&ours).map_err(io_err)? {
+            Some(ToCaller::Started { pid }) => Ok(SandboxProcess { pid, socket: ours }),
+            Some(ToCaller::Reply(reply)) => {
+                Err(reply
+                    .into_result()
+                    .err()
+                    .unwrap_or_else(|| SandboxError::HelperDied {
+                        pid: 0,
+                        status: "it answered before it started".into(),
+                    }))
+            }
+            Some(ToCaller::Exited { status }) => Err(SandboxError::HelperDied { pid: 0, status }),
+            None => Err(SandboxError::HelperDied {
+                pid: 0,
+                status: "the zygote closed the run".into(),
+            }),
+        }
+    }
+
+    /// Hands the helper's end of a run socket to the zygote, starting it first if needed, and
+    /// once more if the one there has died.
+    fn fork_helper(&self, theirs: &UnixStream) -> std::io::Result<()> {
+        let mut zygote = self.zygote.lock().unwrap_or_else(|p| p.into_inner());
+        for attempt in 0..2 {
+            if zygote.is_none() {
+                *zygote = Some(Zygote::start(&self.helper_exe, &self.runtime_root)?);
+            }
+            match zygote.as_ref().map(|z| z.fork_helper(theirs)) {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(err)) if attempt == 1 => return Err(err),
+                _ => *zygote = None,
+            }
+        }
+        unreachable!("the second attempt returns")
     }
 
     /// Does the helper's work in this very process: no helper to fork, reap and read a reply
@@ -154,12 +159,8 @@ fn thread_count() -> usize {
 impl Sandbox for LibcontainerSandbox {
     fn run(&self, spec: &SandboxSpec, cancel: &CancelToken) -> Result<Outcome, SandboxError> {
         let process = self.spawn(spec)?;
-        let pid = nix::unistd::Pid::from_raw(process.id() as i32);
-        // The helper kills and deletes its container on SIGTERM; it is our child and is not
-        // reaped before `wait` returns, so its pid cannot have been reused when this fires.
-        let callback = cancel.on_cancel(move || {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        });
+        let stop = process.stopper();
+        let callback = cancel.on_cancel(move || stop.stop());
         let result = process.wait();
         if let Some(id) = callback {
             cancel.remove_callback(id);
@@ -171,8 +172,20 @@ impl Sandbox for LibcontainerSandbox {
 /// A run in progress.
 pub struct SandboxProcess {
     pid: u32,
-    child: Child,
     socket: UnixStream,
+}
+
+/// Stops a run from another thread (see [`SandboxProcess::stopper`]).
+pub struct Stopper(Option<UnixStream>);
+
+impl Stopper {
+    /// Asks the helper to stop: it kills and removes the container, and the run ends with
+    /// [`SandboxError::Interrupted`].
+    pub fn stop(&self) {
+        if let Some(socket) = &self.0 {
+            let _ = write_frame(socket, &"stop");
+        }
+    }
 }
 
 impl SandboxProcess {
@@ -184,26 +197,33 @@ impl SandboxProcess {
     /// Asks the helper to stop: it kills and removes the container, then `wait` returns
     /// [`SandboxError::Interrupted`].
     pub fn terminate(&self) {
-        let pid = nix::unistd::Pid::from_raw(self.pid as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.stopper().stop();
+    }
+
+    /// A handle that stops this run from another thread.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.socket.try_clone().ok())
     }
 
     /// Waits for the run to end.
-    pub fn wait(mut self) -> Result<Outcome, SandboxError> {
+    pub fn wait(self) -> Result<Outcome, SandboxError> {
         let pid = self.pid;
-        let mut buf = Vec::new();
-        let read = self.socket.read_to_end(&mut buf);
-        let status = self
-            .child
-            .wait()
-            .map(|status| status.to_string())
-            .map_err(|source| SandboxError::HelperIo { pid, source })?;
-        read.map_err(|source| SandboxError::HelperIo { pid, source })?;
-        if buf.is_empty() {
-            return Err(SandboxError::HelperDied { pid, status });
+        loop {
+            let frame = read_frame::<ToCaller>(&self.socket)
+                .map_err(|source| SandboxError::HelperIo { pid, source })?;
+            match frame {
+                Some(ToCaller::Reply(reply)) => return reply.into_result(),
+                Some(ToCaller::Started { .. }) => {}
+                Some(ToCaller::Exited { status }) => {
+                    return Err(SandboxError::HelperDied { pid, status })
+                }
+                None => {
+                    return Err(SandboxError::HelperDied {
+                        pid,
+                        status: "its status is unknown: the zygote is gone".into(),
+                    })
+                }
+            }
         }
-        let reply: HelperReply = serde_json::from_slice(&buf)
-            .map_err(|source| SandboxError::BadReply { pid, source })?;
-        reply.into_result()
     }
 }

@@ -15,7 +15,7 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
 use oci_spec::runtime::Spec;
 
-use super::cgroup_v1::{self, ContainerCgroups};
+use super::cgroup_v1;
 use super::log_relay::LogRelay;
 use super::seccomp::Filter;
 use super::state::RuntimeDirs;
@@ -122,34 +122,6 @@ pub fn build(
 
 /// Deletes a container (killing what is left of it) and its cgroup.
 pub fn delete(container: &mut Container) -> Result<(), LibcontainerError> {
-    container.delete(true)
-}
-
-/// Removes a container whose init has been reaped. Its pid namespace died with it, so no process is
-/// left: removing it is rmdir of its cgroups and removal of its state dir. That skips
-/// libcontainer's delete, which first rediscovers every cgroup hierarchy through
-/// `/proc/self/mountinfo` (see docs/DECISIONS.md, "Exited containers removed without libcontainer's
-/// delete"); where anything is still busy, libcontainer's delete does the whole job. `own_cgroups`
-/// are the cgroups the helper made (cgroup v1), removed through it; otherwise libcontainer's are
-/// looked for by name.
-pub fn remove_exited(
-    container: &mut Container,
-    dirs: &RuntimeDirs,
-    id: &str,
-    own_cgroups: Option<&mut ContainerCgroups>,
-) -> Result<(), LibcontainerError> {
-    let cgroups_gone = match own_cgroups {
-        Some(cgroups) => cgroups.remove(),
-        None => remove_cgroup_dirs(id),
-    };
-    if cgroups_gone {
-        let state_dir = dirs.container_state_dir(id);
-        match fs_err::remove_dir_all(&state_dir) {
-            Ok(()) => return Ok(()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(_) => {}
-        }
-    }
     container.delete(true)
 }
 

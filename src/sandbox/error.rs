@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 #[derive(thiserror::Error, Debug)]
 pub enum SandboxError {
-    #[error("/proc is not mounted: sandbox helpers are started through /proc/self/exe")]
+    #[error("/proc is not mounted: the sandbox zygote is started through /proc/self/exe")]
     NoProc,
-    #[error("failed to start the sandbox helper {exe}")]
+    #[error("failed to start a sandbox helper through the zygote {exe}")]
     SpawnHelper {
         exe: PathBuf,
         #[source]
@@ -20,12 +20,6 @@ pub enum SandboxError {
     },
     #[error("the sandbox helper (pid {pid}) ended without an answer ({status})")]
     HelperDied { pid: u32, status: String },
-    #[error("the sandbox helper (pid {pid}) sent an unreadable answer")]
-    BadReply {
-        pid: u32,
-        #[source]
-        source: serde_json::Error,
-    },
     #[error("sandbox {container_id}: {stage} failed: {message}")]
     Failed {
         container_id: String,

@@ -1,20 +1,20 @@
-//! The helper process: `fissile-oci __sandbox-helper`, one per container, single-threaded
-//! because libcontainer is not thread-safe (process-wide env and cwd). It reads a
-//! [`SandboxSpec`] as JSON from fd 3 (a socket), runs it, and writes a [`HelperReply`] back on the
-//! same socket. Its stdin/stdout/stderr are the caller's, so the container can inherit them.
-//! A single-threaded caller that exits afterwards (`fissile-oci run`) does the same work in its
-//! own process instead (`in_process_main`).
+//! The helper: the single-threaded process that runs one sandbox, because libcontainer is not
+//! thread-safe (process-wide env and cwd). The zygote forks one per run (see `zygote`); it sends
+//! its pid, reads a [`SandboxSpec`] from its run socket, runs it, and answers with a
+//! [`HelperReply`]. Its stdin/stdout/stderr are the caller's, so the container can inherit
+//! them. A single-threaded caller that exits afterwards (`fissile-oci run`) does the same work
+//! in its own process instead (`in_process_main`).
 //!
 //! Every exit path ends the same way: kill the container's init if it still runs (its pid
 //! namespace dies with it), reap it, remove the container's cgroups and state dir (directly once
 //! its init has exited, through libcontainer's `delete(true)` otherwise), remove the bundle. Stop
 //! signals (INT, TERM, HUP) are blocked and read from a signalfd, so they interrupt the wait and
-//! take that path too; the helper asks for SIGTERM when its parent dies. SIGKILL of the helper
-//! itself leaves the container to its own parent-death SIGKILL and the state to the next run's
-//! stale scan.
+//! take that path too, as does anything more from the caller on the run socket, or its end
+//! closing (a cancelled run, or a caller that died). SIGKILL of the helper itself leaves the
+//! container to its own parent-death SIGKILL and the state to the next run's stale scan.
 
-use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
+use std::borrow::Cow;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Instant;
@@ -28,19 +28,20 @@ use super::cgroup_v1::ContainerCgroups;
 use super::container::{self, Stdio};
 use super::error::SandboxError;
 use super::host::{CgroupSupport, HostContext};
+use super::mount_ns;
 use super::netns;
 use super::process::{self, WaitEnd};
 use super::rootfs;
 use super::runtime_spec::{build_runtime_spec, inherit_network_namespace};
+use super::scratch;
 use super::seccomp;
 use super::security;
-use super::side_job::{self, SideJob};
 use super::state::{self, Claim, RuntimeDirs};
-use super::types::{ExitStatus, Network, Outcome, RootfsSpec, SandboxSpec};
+use super::types::{
+    ExitStatus, Network, Outcome, RootfsSpec, SandboxSpec, ScratchReport, ScratchSpace,
+};
 use super::userns;
-
-/// The fd the helper talks to its caller on.
-pub const HELPER_FD: i32 = 3;
+use super::zygote::{read_frame, write_frame, ToCaller};
 
 /// What the helper answers.
 #[derive(Debug, Serialize, Deserialize)]
@@ -59,25 +60,28 @@ pub enum HelperReply {
     },
 }
 
-/// Entry point of the hidden subcommand; returns the process exit code. `caller_pid` is the
-/// process that started us: if it is no longer our parent, it died before we could ask to be
-/// told, and we stop at once.
-pub fn helper_main(runtime_root: &Path, caller_pid: Option<u32>) -> i32 {
+/// Serves one run on `socket` (in a helper the zygote forked); returns the exit code.
+pub(super) fn serve(socket: UnixStream, runtime_root: &Path, host: HostContext) -> i32 {
     HELPER_START.get_or_init(Instant::now);
-    if !die_with(caller_pid) {
+    let started = ToCaller::Started {
+        pid: std::process::id(),
+    };
+    if write_frame(&socket, &started).is_err() {
         return 1;
     }
-    // SAFETY: fd 3 was set up by the caller for us alone; we take ownership once.
-    let mut socket = unsafe { UnixStream::from_raw_fd(HELPER_FD) };
-    let _ = nix::fcntl::fcntl(
-        HELPER_FD,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    );
-    let reply = match read_spec(&mut socket) {
-        Ok(spec) => run(&spec, runtime_root, HostContext::detect()),
-        Err(message) => failed(None, "reading the sandbox spec", message),
+    let reply = match read_frame::<SandboxSpec>(&socket) {
+        Ok(Some(spec)) => run(&spec, runtime_root, host, Some(socket.as_fd())),
+        // The caller is gone before it asked for anything.
+        Ok(None) => return 1,
+        Err(err) => failed(None, "reading the sandbox spec", err),
     };
-    answer(socket, &reply)
+    let code = match &reply {
+        HelperReply::Finished(_) => 0,
+        HelperReply::Interrupted { signal, .. } => 128 + signal,
+        HelperReply::Failed { .. } => 1,
+    };
+    let _ = write_frame(&socket, &ToCaller::Reply(reply));
+    code
 }
 
 /// The helper's work done by the caller itself (see
@@ -88,25 +92,7 @@ pub(super) fn in_process_main(
     host: HostContext,
 ) -> HelperReply {
     HELPER_START.get_or_init(Instant::now);
-    run(spec, runtime_root, host)
-}
-
-/// Asks for SIGTERM when the caller dies (handled: the container is still removed). False when
-/// the caller is already gone, so it could not tell us.
-fn die_with(caller_pid: Option<u32>) -> bool {
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
-    caller_pid.is_none_or(|pid| nix::unistd::getppid().as_raw() as u32 == pid)
-}
-
-fn answer(mut socket: UnixStream, reply: &HelperReply) -> i32 {
-    let code = match reply {
-        HelperReply::Finished(_) => 0,
-        HelperReply::Interrupted { signal, .. } => 128 + signal,
-        HelperReply::Failed { .. } => 1,
-    };
-    let json = serde_json::to_vec(reply).unwrap_or_default();
-    let _ = socket.write_all(&json);
-    code
+    run(spec, runtime_root, host, None)
 }
 
 impl HelperReply {
@@ -134,13 +120,7 @@ impl HelperReply {
     }
 }
 
-fn read_spec(socket: &mut UnixStream) -> Result<SandboxSpec, String> {
-    let mut buf = Vec::new();
-    socket.read_to_end(&mut buf).map_err(|e| e.to_string())?;
-    serde_json::from_slice(&buf).map_err(|e| e.to_string())
-}
-
-fn failed(id: Option<&str>, stage: &str, message: impl ToString) -> HelperReply {
+pub(super) fn failed(id: Option<&str>, stage: &str, message: impl ToString) -> HelperReply {
     HelperReply::Failed {
         container_id: id.map(str::to_string),
         stage: stage.to_string(),
@@ -172,28 +152,64 @@ fn chain(err: &dyn std::error::Error) -> String {
     message
 }
 
-fn run(spec: &SandboxSpec, runtime_root: &Path, host: HostContext) -> HelperReply {
+/// Runs `spec` to its end. `cancel`, when given, stops the run once it is readable (the caller
+/// wrote to it or closed its end).
+fn run(
+    spec: &SandboxSpec,
+    runtime_root: &Path,
+    host: HostContext,
+    cancel: Option<BorrowedFd>,
+) -> HelperReply {
     let signals = match process::block_stop_signals() {
         Ok(fd) => fd,
         Err(err) => return failed(None, "blocking signals", err),
+    };
+    // Checked before a rootless helper enters its user namespace: in there, root's dirs (/tmp)
+    // belong to the overflow uid and could not be told from another user's.
+    let dirs = match RuntimeDirs::open(runtime_root) {
+        Ok(dirs) => dirs,
+        Err(err) => return failed(None, "opening the runtime dir", chain(&err)),
     };
     if !host.is_root() {
         if let Err(err) = userns::enter_rootless_namespaces(&host) {
             return failed(None, "entering the rootless namespaces", chain(&err));
         }
     }
-    let overlay_work_reset = match &spec.rootfs {
-        RootfsSpec::Overlay { scratch, .. } => Some(rootfs::OverlayWorkReset::new(scratch)),
-        RootfsSpec::Plain { .. } => None,
+    if spec.network == Network::None {
+        if let Err(err) = netns::make_and_enter() {
+            return failed(None, "creating the network namespace", chain(&err));
+        }
+    }
+    let own_cgroups = host.is_root() && host.cgroups == CgroupSupport::V1;
+    let tmpfs = match (&spec.rootfs, spec.scratch_space) {
+        (RootfsSpec::Overlay { scratch, .. }, ScratchSpace::Tmpfs { size }) => {
+            Some((scratch.as_path(), size))
+        }
+        _ => None,
     };
-    let side_work = match SideWork::start(spec, overlay_work_reset.as_ref()) {
-        Ok(work) => work,
-        Err(err) => return failed(None, "starting the set-up side job", err),
+    // Rootless, the user namespace came with a private mount namespace already.
+    if host.is_root() && (own_cgroups || tmpfs.is_some()) {
+        if let Err(err) = mount_ns::enter_private() {
+            return failed(None, "entering a private mount namespace", err);
+        }
+    }
+    // A tmpfs that cannot be had is no reason to fail: the run's changes go to disk, and its
+    // outcome says why.
+    let mut fallback = None;
+    if let Some((scratch, size)) = tmpfs {
+        if let Err(err) = scratch::mount_tmpfs(scratch, size, !host.is_root()) {
+            fallback = Some(chain(&err));
+        }
+    }
+    let spec = match &fallback {
+        None => Cow::Borrowed(spec),
+        Some(_) => Cow::Owned(SandboxSpec {
+            scratch_space: ScratchSpace::Disk,
+            ..spec.clone()
+        }),
     };
-    let dirs = match RuntimeDirs::open(runtime_root) {
-        Ok(dirs) => dirs,
-        Err(err) => return failed(None, "opening the runtime dir", chain(&err)),
-    };
+    let spec = spec.as_ref();
+    timing("namespaces and scratch ready");
     // Leftovers of helpers that died without cleaning up.
     for stale in state::stale_claims(&dirs) {
         container::delete_stale(&dirs, &stale.id);
@@ -206,15 +222,12 @@ fn run(spec: &SandboxSpec, runtime_root: &Path, host: HostContext) -> HelperRepl
         Ok(s) => s,
         Err(err) => return failed(Some(&id), "building the runtime spec", chain(&err)),
     };
-    let prepared = match &spec.rootfs {
-        RootfsSpec::Overlay { lower, scratch } => rootfs::prepare_overlay(lower, scratch),
-        RootfsSpec::Plain { dir, .. } => rootfs::check_plain(dir),
+    let changes = match prepare_rootfs(spec) {
+        Ok(changes) => changes,
+        Err(err) => return failed(Some(&id), "preparing the rootfs", chain(&err)),
     };
-    if let Err(err) = prepared {
-        return failed(Some(&id), "preparing the rootfs", chain(&err));
-    }
     timing("rootfs prepared");
-    if side_work.makes_netns {
+    if spec.network == Network::None {
         inherit_network_namespace(&mut runtime_spec);
     }
     let claim = match Claim::create(&dirs, &id) {
@@ -228,75 +241,33 @@ fn run(spec: &SandboxSpec, runtime_root: &Path, host: HostContext) -> HelperRepl
     }
     state::restrict(&config);
 
-    let own_cgroups = host.is_root() && host.cgroups == CgroupSupport::V1;
-    let reply = run_container(spec, &dirs, &claim, &signals, own_cgroups, side_work);
-    if let RootfsSpec::Overlay { scratch, .. } = &spec.rootfs {
-        rootfs::finish_overlay(scratch);
+    let mut reply = run_container(spec, &dirs, &claim, &signals, cancel, own_cgroups);
+    if let HelperReply::Finished(outcome) = &mut reply {
+        outcome.scratch = match (tmpfs, &fallback) {
+            (Some((scratch, size)), None) => scratch::report(scratch, size),
+            _ => ScratchReport {
+                fallback,
+                ..ScratchReport::default()
+            },
+        };
+    }
+    if let Some(changes) = &changes {
+        rootfs::finish_overlay(changes, spec.cow_mounts.len());
     }
     claim.release();
     timing("cleaned up");
     reply
 }
 
-/// The network namespace and the reset of the overlay work dir, which a [`side_job`] makes
-/// while the helper prepares the rest.
-struct SideWork<'a> {
-    job: Option<SideJob<'a, 2>>,
-    makes_netns: bool,
-    overlay_work_reset: Option<&'a rootfs::OverlayWorkReset>,
-}
-
-impl<'a> SideWork<'a> {
-    fn start(
-        spec: &SandboxSpec,
-        overlay_work_reset: Option<&'a rootfs::OverlayWorkReset>,
-    ) -> nix::Result<SideWork<'a>> {
-        let makes_netns = spec.network == Network::None;
-        let job = if makes_netns || overlay_work_reset.is_some() {
-            // Shares our fd table: the namespace's fd is opened there.
-            let job = move || {
-                [
-                    if makes_netns {
-                        netns::make_in_side_job()
-                    } else {
-                        0
-                    },
-                    overlay_work_reset.map_or(0, rootfs::OverlayWorkReset::reset_in_side_job),
-                ]
-            };
-            let tail = move || {
-                if let Some(reset) = overlay_work_reset {
-                    reset.clear_in_side_job();
-                }
-            };
-            Some(side_job::start(true, job, tail)?)
-        } else {
-            None
-        };
-        Ok(SideWork {
-            job,
-            makes_netns,
-            overlay_work_reset,
-        })
-    }
-
-    /// Waits for the side job's results, joins the namespace and completes the reset; on
-    /// failure, the stage and the error. The side job's tail runs on; it is reaped on drop.
-    fn finish(&mut self) -> Result<(), (&'static str, String)> {
-        let results = self.job.as_mut().map(SideJob::results).transpose();
-        let results =
-            results.map_err(|err| ("waiting for the set-up side job", err.to_string()))?;
-        if self.makes_netns {
-            let made = results.map_or(-libc::ECHILD, |[netns, _]| netns);
-            netns::enter_made(made)
-                .map_err(|err| ("creating the network namespace", chain(&err)))?;
+/// Checks the rootfs and, for an overlay, makes the dirs its changes go to.
+fn prepare_rootfs(spec: &SandboxSpec) -> Result<Option<rootfs::Changes>, rootfs::RootfsError> {
+    match &spec.rootfs {
+        RootfsSpec::Overlay { lower, scratch } => {
+            let changes = rootfs::Changes::of(scratch, spec.scratch_space);
+            rootfs::prepare_overlay(lower, &spec.cow_mounts, scratch, &changes)?;
+            Ok(Some(changes))
         }
-        if let Some(reset) = self.overlay_work_reset {
-            reset
-                .finish(results.map(|[_, reset]| reset))
-                .map_err(|err| ("preparing the rootfs", chain(&err)))?;
-        }
-        Ok(())
+        RootfsSpec::Plain { dir, .. } => rootfs::check_plain(dir).map(|()| None),
     }
 }
 
@@ -305,8 +276,8 @@ fn run_container(
     dirs: &RuntimeDirs,
     claim: &Claim,
     signals: &nix::sys::signalfd::SignalFd,
+    cancel: Option<BorrowedFd>,
     own_cgroups: bool,
-    mut side_work: SideWork,
 ) -> HelperReply {
     let id = claim.id.as_str();
     let (stdio, mut log) = match Stdio::open(spec) {
@@ -321,7 +292,7 @@ fn run_container(
     // (see `cgroup_v1`); they are dropped, and so removed, after the container on every path.
     let mut cgroups = None;
     if own_cgroups {
-        let entered = ContainerCgroups::create(id, spec).and_then(|mut cg| {
+        let entered = ContainerCgroups::create(id, spec).and_then(|cg| {
             cg.hide_hierarchies()?;
             cg.enter()?;
             Ok(cg)
@@ -332,15 +303,8 @@ fn run_container(
         }
     }
     timing("cgroups entered");
-    if let Err((stage, err)) = side_work.finish() {
-        return failed(Some(id), stage, err);
-    }
-    timing("side job done");
     let started = Instant::now();
     let built = container::build(id, dirs, &claim.bundle, stdio, filter);
-    if let Some(cg) = cgroups.as_mut() {
-        cg.retire_stand_in();
-    }
     timing("built");
     let mut container = match built {
         Ok(c) => c,
@@ -376,18 +340,18 @@ fn run_container(
     let deadline = spec.timeout.map(|t| Instant::now() + t);
     let end = match setup_error {
         Some(_) => Ok(WaitEnd::Deadline),
-        None => process::wait_child(pid, &pidfd, signals, deadline, log.as_mut()),
+        None => process::wait_child(pid, &pidfd, signals, cancel, deadline, log.as_mut()),
     };
     let (end, status) = match end {
         Ok(WaitEnd::Ended(status)) => (None, Some(status)),
         Ok(other) => {
             // Killing pid 1 of the container's pid namespace kills every process in it.
-            let _ = process::pidfd_kill(&pidfd, Signal::SIGKILL);
+            let _ = process::pidfd_kill(&pidfd);
             let status = nix::sys::wait::waitpid(pid, None).ok();
             (Some(other), status)
         }
         Err(err) => {
-            let _ = process::pidfd_kill(&pidfd, Signal::SIGKILL);
+            let _ = process::pidfd_kill(&pidfd);
             let _ = nix::sys::wait::waitpid(pid, None);
             setup_error = Some(("waiting for the container", err.to_string()));
             (None, None)
@@ -408,10 +372,12 @@ fn run_container(
             .as_ref()
             .map_or_else(|| container::oom_killed(id), ContainerCgroups::oom_killed);
     timing("exited");
-    let deleted = match status {
-        Some(_) => container::remove_exited(&mut container, dirs, id, cgroups.as_mut()),
-        None => container::delete(&mut container),
-    };
+    // libcontainer's delete for every container, exited or not (the cgroups the helper made on
+    // v1 go when `cgroups` is dropped): removing an exited one by hand (its cgroup and state
+    // dirs, skipping libcontainer's rediscovery of the cgroup hierarchies) gave 0.999x the wall
+    // time of a 200-package chain (docs/DECISIONS.md, "Exited containers removed without
+    // libcontainer's delete"), so it went.
+    let deleted = container::delete(&mut container);
     timing("deleted");
 
     if let Some((stage, message)) = setup_error {
@@ -427,6 +393,13 @@ fn run_container(
                 signal: signal as i32,
             }
         }
+        // Cancelled by the caller: reported as the SIGTERM that used to carry a cancellation.
+        (Some(WaitEnd::Cancelled), _) => {
+            return HelperReply::Interrupted {
+                container_id: id.to_string(),
+                signal: Signal::SIGTERM as i32,
+            }
+        }
         (Some(_), _) => ExitStatus::TimedOut,
         (None, Some(WaitStatus::Exited(_, code))) => ExitStatus::Exited(code),
         (None, Some(WaitStatus::Signaled(_, signal, _))) => ExitStatus::Signaled(signal as i32),
@@ -439,5 +412,6 @@ fn run_container(
         status,
         wall,
         oom_killed,
+        scratch: ScratchReport::default(),
     })
 }

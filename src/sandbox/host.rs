@@ -36,6 +36,10 @@ pub struct HostContext {
     /// `newuidmap` and `newgidmap` are installed (needed to map more than one id).
     pub id_map_helpers: bool,
     pub cgroups: CgroupSupport,
+    /// The memory controller accounts swap, so a memory limit can include it (on v2, where
+    /// `memory.swap.max` exists; on v1 the helper checks `memory.memsw.*` itself).
+    #[serde(default)]
+    pub cgroup_swap: bool,
 }
 
 /// Most ids mapped from a subordinate range: uid 1..=65535 inside, as a distro rootfs needs.
@@ -49,13 +53,16 @@ impl HostContext {
         if euid == 0 {
             // Subordinate ids only shape a rootless user namespace: skip the user database,
             // /etc/sub[ug]id and the PATH search, which are a measurable part of a short run.
+            let cgroups = detect_cgroups(true);
+            let cgroup_swap = cgroups == CgroupSupport::V2 && v2_swap_accounted();
             return HostContext {
                 euid,
                 egid,
                 subuid: None,
                 subgid: None,
                 id_map_helpers: false,
-                cgroups: detect_cgroups(true),
+                cgroups,
+                cgroup_swap,
             };
         }
         let user_name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(euid))
@@ -75,6 +82,7 @@ impl HostContext {
                 .or_else(|| parse_subid(&read("/etc/subgid"), user_name.as_deref(), euid)),
             id_map_helpers: ["newuidmap", "newgidmap"].iter().all(|b| in_path(b)),
             cgroups: detect_cgroups(euid == 0),
+            cgroup_swap: false,
         }
     }
 
@@ -151,11 +159,49 @@ fn detect_cgroups(root: bool) -> CgroupSupport {
             reason: format!("{} is not writable", probe.display()),
         };
     }
-    if unified {
-        CgroupSupport::V2
-    } else {
-        CgroupSupport::V1
+    if !unified {
+        return CgroupSupport::V1;
     }
+    // libcgroups enables what the root offers in every cgroup on the way down; a limit whose
+    // controller is not there would make every container fail to start.
+    let offered = fs_err::read_to_string(probe.join("cgroup.controllers")).unwrap_or_default();
+    let missing: Vec<&str> = ["pids", "memory"]
+        .into_iter()
+        .filter(|c| !offered.split_whitespace().any(|o| o == *c))
+        .collect();
+    if !missing.is_empty() {
+        return CgroupSupport::Unavailable {
+            reason: format!(
+                "the cgroup v2 root offers no {} controller",
+                missing.join(" or ")
+            ),
+        };
+    }
+    CgroupSupport::V2
+}
+
+/// Whether cgroup v2 memory controllers here have `memory.swap.max` (swap accounting can be
+/// turned off at boot). Looked for beside a `memory.max`: in our own cgroup, else in the first
+/// child of the root that has one. Without any, assumed (the kernel's default).
+fn v2_swap_accounted() -> bool {
+    let root = Path::new("/sys/fs/cgroup");
+    let own = fs_err::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                l.strip_prefix("0::")
+                    .map(|p| root.join(p.trim_start_matches('/')))
+            })
+        });
+    let children = fs_err::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path());
+    own.into_iter()
+        .chain(children)
+        .find(|dir| dir.join("memory.max").is_file())
+        .is_none_or(|dir| dir.join("memory.swap.max").is_file())
 }
 
 #[cfg(test)]
@@ -195,6 +241,7 @@ mod tests {
             }),
             id_map_helpers: false,
             cgroups: CgroupSupport::V1,
+            cgroup_swap: false,
         };
         assert_eq!(host.subordinate_ranges(), None);
         host.id_map_helpers = true;

@@ -6,12 +6,14 @@
 //!   `mounts`, `security` (capabilities, masked paths, the seccomp profile, which `seccomp`
 //!   compiles) and `rootfs` (the overlay, mounted inside the container); `host` holds the host
 //!   facts it depends on ([`HostContext`]).
-//! - `client`: [`LibcontainerSandbox`], the caller's side, safe from any thread; it starts
-//!   `helper`, a single-threaded process per container (`fissile-oci __sandbox-helper`), or,
-//!   for a single-threaded caller that exits afterwards (`fissile-oci run`), does the helper's
-//!   work in its own process. That work drives libcontainer through `container` and `process`,
-//!   makes the network namespace (`netns`, in a `side_job` alongside the rest of the set-up)
-//!   and, on cgroup v1 hosts, the container's cgroups (`cgroup_v1`), enters a user namespace of
+//! - `client`: [`LibcontainerSandbox`], the caller's side, safe from any thread; its `zygote`
+//!   (`fissile-oci __sandbox-zygote`, one per sandbox object) forks `helper`, a single-threaded
+//!   process per container, or, for a single-threaded caller that exits afterwards
+//!   (`fissile-oci run`), does the helper's work in its own process. That work drives
+//!   libcontainer through `container` and `process`, makes the network namespace (`netns`), a
+//!   private mount namespace (`mount_ns`) with the run's tmpfs when its changes go to memory
+//!   (`scratch`) and, on cgroup v1 hosts, the container's cgroups (`cgroup_v1`; on v2
+//!   libcontainer's manager applies the limits of the runtime spec), enters a user namespace of
 //!   its own when rootless (`userns`), and keeps `state` on disk so a later run can clean up
 //!   after a crashed one. `error` is how a run fails, as the caller sees it ([`SandboxError`]).
 //!
@@ -26,32 +28,35 @@ mod error;
 mod helper;
 mod host;
 mod log_relay;
+mod mount_ns;
 mod mounts;
 mod netns;
 mod process;
 pub(crate) mod rootfs;
 mod runtime_spec;
+mod scratch;
 mod seccomp;
 mod security;
-mod side_job;
 mod state;
 mod types;
 pub(crate) mod userns;
+mod zygote;
 
 use crate::cancel::CancelToken;
-pub use client::{LibcontainerSandbox, SandboxProcess, HELPER_SUBCOMMAND};
+pub use client::{LibcontainerSandbox, SandboxProcess, Stopper, ZYGOTE_SUBCOMMAND};
 pub use error::SandboxError;
-pub use helper::helper_main;
 pub use host::{in_path, parse_subid, CgroupSupport, HostContext, IdRange};
 pub use runtime_spec::{
     build_runtime_spec, inherit_network_namespace, rootless_id_maps, SpecError,
 };
 pub use security::seccomp_profile;
-pub use state::default_runtime_root;
+pub use state::{check_private, default_runtime_root};
 pub use types::{
-    BindMount, ExitStatus, Input, Network, Outcome, Output, RootfsSpec, SandboxSpec,
-    DEFAULT_HOSTNAME, DEFAULT_PATH, DEFAULT_PIDS_LIMIT, LOG_KEEP_BYTES,
+    BindMount, CopyOnWriteMount, ExitStatus, Input, Network, Outcome, Output, RootfsSpec,
+    SandboxSpec, ScratchReport, ScratchSpace, DEFAULT_HOSTNAME, DEFAULT_PATH, DEFAULT_PIDS_LIMIT,
+    LOG_KEEP_BYTES,
 };
+pub use zygote::zygote_main;
 
 /// Runs one sandboxed command to its end: the one seam between the orchestration (compiles,
 /// compilation bases, shells) and libcontainer, so the orchestration can be tested with a fake.

@@ -1,6 +1,7 @@
 //! The mounts of a sandbox: the overlay root (when asked), the standard kernel filesystems, then
-//! the caller's bind mounts, parents before children. No tmpfs on /tmp: packaging scripts write
-//! there and it lives in the overlay like everything else.
+//! the caller's bind and copy-on-write mounts, parents before children. No tmpfs on /tmp:
+//! packaging scripts write there and it lives in the overlay like everything else (in the run's
+//! scratch space, a tmpfs when a compile asks for one).
 
 use oci_spec::runtime::{Mount, MountBuilder};
 
@@ -19,9 +20,14 @@ pub fn mounts(spec: &SandboxSpec, host: &HostContext) -> Result<Vec<Mount>, Spec
             .build()
     };
     let mut mounts = Vec::new();
-    if let RootfsSpec::Overlay { lower, scratch } = &spec.rootfs {
-        mounts.push(rootfs::overlay_mount(lower, scratch, !host.is_root())?);
-    }
+    let changes = match &spec.rootfs {
+        RootfsSpec::Overlay { lower, scratch } => {
+            let changes = rootfs::Changes::of(scratch, spec.scratch_space);
+            mounts.push(rootfs::overlay_mount(lower, &changes, !host.is_root())?);
+            Some(changes)
+        }
+        RootfsSpec::Plain { .. } => None,
+    };
     mounts.push(mount(
         "/proc",
         "proc",
@@ -83,18 +89,25 @@ pub fn mounts(spec: &SandboxSpec, host: &HostContext) -> Result<Vec<Mount>, Spec
             &["rbind", "nosuid", "noexec", "nodev", "ro"],
         )?);
     }
-    let mut binds = spec.mounts.clone();
-    binds.sort_by_key(|m| m.destination.components().count());
-    for bind in binds {
+    let mut own = Vec::new();
+    for bind in &spec.mounts {
         let access = if bind.readonly { "ro" } else { "rw" };
-        mounts.push(
+        own.push(
             MountBuilder::default()
-                .destination(bind.destination)
+                .destination(bind.destination.clone())
                 .typ("bind")
-                .source(bind.source)
+                .source(bind.source.clone())
                 .options(strings(&["bind", "nosuid", "nodev", access]))
                 .build()?,
         );
     }
+    if let Some(changes) = &changes {
+        for (index, cow) in spec.cow_mounts.iter().enumerate() {
+            own.push(rootfs::cow_mount(cow, index, changes, !host.is_root())?);
+        }
+    }
+    // Parents before children; a stable sort keeps the caller's order otherwise.
+    own.sort_by_key(|m| m.destination().components().count());
+    mounts.extend(own);
     Ok(mounts)
 }

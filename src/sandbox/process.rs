@@ -1,6 +1,6 @@
 //! Process plumbing of the helper: pidfds, signals, waiting with a deadline, reaping.
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -30,32 +30,17 @@ pub fn block_stop_signals() -> nix::Result<SignalFd> {
 
 /// A pidfd for a child: waiting on it cannot race with pid reuse.
 pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    if fd < 0 {
-        return Err(nix::Error::last());
-    }
-    // SAFETY: the kernel just gave us this fd; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    let pid = rustix::process::Pid::from_raw(pid.as_raw()).ok_or(nix::Error::ESRCH)?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        .map_err(|err| nix::Error::from_raw(err.raw_os_error()))
 }
 
-pub fn pidfd_kill(pidfd: &OwnedFd, signal: Signal) -> nix::Result<()> {
-    // SAFETY: pidfd_send_signal with a valid fd, a signal number, no siginfo and no flags.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal as i32,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    match rc {
-        0 => Ok(()),
-        _ => match nix::Error::last() {
-            nix::Error::ESRCH => Ok(()),
-            err => Err(err),
-        },
+/// SIGKILLs the process behind `pidfd`; one already gone is no error.
+pub fn pidfd_kill(pidfd: &OwnedFd) -> nix::Result<()> {
+    match rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL) {
+        Ok(()) => Ok(()),
+        Err(err) if err == rustix::io::Errno::SRCH => Ok(()),
+        Err(err) => Err(nix::Error::from_raw(err.raw_os_error())),
     }
 }
 
@@ -68,14 +53,18 @@ pub enum WaitEnd {
     Deadline,
     /// One of the stop signals arrived first.
     Signal(Signal),
+    /// The caller cancelled the run first (or went away).
+    Cancelled,
 }
 
-/// Waits for the child behind `pidfd` to end, the deadline to pass, or a stop signal, copying
-/// the container's output into its log meanwhile when it has a capped one.
+/// Waits for the child behind `pidfd` to end, the deadline to pass, a stop signal, or `cancel`
+/// to become readable (anything from the caller, or its end closing), copying the container's
+/// output into its log meanwhile when it has a capped one.
 pub fn wait_child(
     pid: Pid,
     pidfd: &OwnedFd,
     signals: &SignalFd,
+    cancel: Option<BorrowedFd>,
     deadline: Option<Instant>,
     mut log: Option<&mut LogRelay>,
 ) -> nix::Result<WaitEnd> {
@@ -96,6 +85,10 @@ pub fn wait_child(
             PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
         ];
+        if let Some(cancel) = cancel {
+            fds.push(PollFd::new(cancel, PollFlags::POLLIN));
+        }
+        let log_at = fds.len();
         if let Some(log) = log.as_deref() {
             fds.push(PollFd::new(log.pipe(), PollFlags::POLLIN));
         }
@@ -105,10 +98,11 @@ pub fn wait_child(
             Ok(_) => {}
         }
         let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-        let (child_ended, signalled, output) = (
+        let (child_ended, signalled, cancelled, output) = (
             ready(&fds[0]),
             ready(&fds[1]),
-            fds.get(2).is_some_and(ready),
+            cancel.is_some() && ready(&fds[2]),
+            fds.get(log_at).is_some_and(ready),
         );
         drop(fds);
         if output {
@@ -131,6 +125,9 @@ pub fn wait_child(
         }
         if child_ended {
             return nix::sys::wait::waitpid(pid, None).map(WaitEnd::Ended);
+        }
+        if cancelled {
+            return Ok(WaitEnd::Cancelled);
         }
     }
 }

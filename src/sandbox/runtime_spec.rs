@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxDeviceCgroupBuilder, LinuxIdMapping, LinuxIdMappingBuilder,
-    LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
-    LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    LinuxBuilder, LinuxIdMapping, LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespace,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, ProcessBuilder,
+    RootBuilder, Spec, UserBuilder,
 };
 
 use super::host::{CgroupSupport, HostContext};
@@ -25,6 +25,8 @@ pub enum SpecError {
     RelativePath { what: &'static str, path: PathBuf },
     #[error("overlay needs at least one lower dir")]
     NoLowerDir,
+    #[error("copy-on-write mounts need an overlay rootfs (their changes live in its scratch dir)")]
+    CowWithoutOverlay,
     #[error("{path}: overlay paths must not contain ':' or ','")]
     OverlayPath { path: PathBuf },
     #[error("uid/gid {uid}:{gid} is not mapped in the rootless user namespace (only 0 is, unless /etc/subuid and /etc/subgid give ranges and newuidmap is installed)")]
@@ -108,7 +110,7 @@ pub fn build_runtime_spec(
         .readonly_paths(strings(&security::READONLY_PATHS))
         .build()?;
     linux.set_resources(match host.cgroups {
-        CgroupSupport::V2 => Some(resources(spec)?),
+        CgroupSupport::V2 => Some(resources(spec, host)?),
         CgroupSupport::V1 | CgroupSupport::Unavailable { .. } => None,
     });
 
@@ -158,13 +160,22 @@ fn validate(spec: &SandboxSpec) -> Result<(), SpecError> {
         absolute("a mount source", &mount.source)?;
         absolute("a mount destination", &mount.destination)?;
     }
+    for mount in &spec.cow_mounts {
+        absolute("a mount destination", &mount.destination)?;
+    }
     match &spec.rootfs {
-        RootfsSpec::Plain { dir, .. } => absolute("the rootfs", dir),
+        RootfsSpec::Plain { dir, .. } => {
+            if !spec.cow_mounts.is_empty() {
+                return Err(SpecError::CowWithoutOverlay);
+            }
+            absolute("the rootfs", dir)
+        }
         RootfsSpec::Overlay { lower, scratch } => {
             if lower.is_empty() {
                 return Err(SpecError::NoLowerDir);
             }
-            for path in lower.iter().chain([scratch]) {
+            let sources = spec.cow_mounts.iter().map(|m| &m.source);
+            for path in lower.iter().chain([scratch]).chain(sources) {
                 absolute("an overlay dir", path)?;
                 if path.to_string_lossy().contains([':', ',']) {
                     return Err(SpecError::OverlayPath { path: path.clone() });
@@ -201,18 +212,22 @@ fn is_mapped(id: u32, maps: &[LinuxIdMapping]) -> bool {
         .any(|m| id >= m.container_id() && id - m.container_id() < m.size())
 }
 
-fn resources(spec: &SandboxSpec) -> Result<LinuxResources, SpecError> {
-    // Deny every device, then libcgroups adds the default nodes (null, zero, tty, ptys, ...).
-    let deny_all = LinuxDeviceCgroupBuilder::default()
-        .allow(false)
-        .access("rwm")
-        .build()?;
-    let mut builder = LinuxResourcesBuilder::default().devices(vec![deny_all]);
+/// The limits libcontainer's cgroup v2 manager applies: the device rules (a BPF program, with
+/// libcgroups' `cgroupsv2_devices`), `pids.max`, and `memory.max`. The spec's swap is memory
+/// plus swap set to the limit where the host accounts swap (no swap on top, as the helper's own
+/// cgroups do on v1), but libcgroups 0.7 skips the resulting `memory.swap.max` of 0: on a v2
+/// host with swap, swap is not capped (tests/cgroup_v2.rs, README).
+fn resources(spec: &SandboxSpec, host: &HostContext) -> Result<LinuxResources, SpecError> {
+    let mut builder = LinuxResourcesBuilder::default().devices(security::device_rules());
     if let Some(limit) = spec.pids_limit {
         builder = builder.pids(LinuxPidsBuilder::default().limit(limit).build()?);
     }
     if let Some(limit) = spec.memory_limit {
-        builder = builder.memory(LinuxMemoryBuilder::default().limit(limit).build()?);
+        let mut memory = LinuxMemoryBuilder::default().limit(limit);
+        if host.cgroup_swap {
+            memory = memory.swap(limit);
+        }
+        builder = builder.memory(memory.build()?);
     }
     Ok(builder.build()?)
 }

@@ -3,8 +3,9 @@
 //! root inside; they never need to mount, trace, load modules or reach the kernel's keyrings.
 
 use oci_spec::runtime::{
-    Arch, Capabilities, Capability, LinuxCapabilities, LinuxSeccomp, LinuxSeccompAction,
-    LinuxSeccompArg, LinuxSeccompArgBuilder, LinuxSeccompOperator, LinuxSyscall,
+    Arch, Capabilities, Capability, LinuxCapabilities, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder,
+    LinuxDeviceType, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder,
+    LinuxSeccompOperator, LinuxSyscall,
 };
 
 /// Docker's default set minus CAP_MKNOD, CAP_NET_RAW and CAP_SETFCAP (no device nodes, no raw
@@ -36,6 +37,94 @@ pub fn capabilities() -> LinuxCapabilities {
         .set_inheritable(Some(Capabilities::new()))
         .set_ambient(Some(Capabilities::new()));
     caps
+}
+
+/// One rule of the device cgroup: which nodes (`None` for any major or minor number) may be
+/// used how (`r`ead, `w`rite, `m`knod).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceRule {
+    pub block: bool,
+    pub major: Option<i64>,
+    pub minor: Option<i64>,
+    pub access: &'static str,
+}
+
+const fn char_dev(major: Option<i64>, minor: Option<i64>, access: &'static str) -> DeviceRule {
+    DeviceRule {
+        block: false,
+        major,
+        minor,
+        access,
+    }
+}
+
+/// The device nodes a container may use, all others denied (host disks included, even when
+/// bind-mounted in): making nodes of any kind (it has no CAP_MKNOD anyway), and null, zero,
+/// full, random, urandom, tty, console, ptmx and the pty slaves. The same rules on cgroup v1
+/// (written by the helper) and v2 (a BPF program libcontainer attaches, to which libcgroups adds
+/// its defaults: these, plus /dev/net/tun).
+pub const ALLOWED_DEVICES: [DeviceRule; 11] = [
+    char_dev(None, None, "m"),
+    DeviceRule {
+        block: true,
+        major: None,
+        minor: None,
+        access: "m",
+    },
+    char_dev(Some(1), Some(3), "rwm"),
+    char_dev(Some(1), Some(5), "rwm"),
+    char_dev(Some(1), Some(7), "rwm"),
+    char_dev(Some(1), Some(8), "rwm"),
+    char_dev(Some(1), Some(9), "rwm"),
+    char_dev(Some(5), Some(0), "rwm"),
+    char_dev(Some(5), Some(1), "rwm"),
+    char_dev(Some(5), Some(2), "rwm"),
+    char_dev(Some(136), None, "rwm"),
+];
+
+impl DeviceRule {
+    /// As cgroup v1's `devices.allow` takes it: `c 1:3 rwm`, `c 136:* rwm`.
+    pub fn v1_line(&self) -> String {
+        let number = |n: Option<i64>| n.map_or_else(|| "*".to_string(), |n| n.to_string());
+        format!(
+            "{} {}:{} {}",
+            if self.block { 'b' } else { 'c' },
+            number(self.major),
+            number(self.minor),
+            self.access
+        )
+    }
+
+    /// As the runtime spec takes it (`linux.resources.devices`), allowed.
+    pub fn allowed(&self) -> LinuxDeviceCgroup {
+        let mut builder = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(if self.block {
+                LinuxDeviceType::B
+            } else {
+                LinuxDeviceType::C
+            })
+            .access(self.access);
+        if let Some(major) = self.major {
+            builder = builder.major(major);
+        }
+        if let Some(minor) = self.minor {
+            builder = builder.minor(minor);
+        }
+        builder.build().expect("every device rule field is set")
+    }
+}
+
+/// The device rules of the runtime spec: everything denied, then [`ALLOWED_DEVICES`].
+pub fn device_rules() -> Vec<LinuxDeviceCgroup> {
+    let deny_all = LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()
+        .expect("every device rule field is set");
+    std::iter::once(deny_all)
+        .chain(ALLOWED_DEVICES.iter().map(DeviceRule::allowed))
+        .collect()
 }
 
 /// Hidden behind /dev/null (files) or an empty read-only tmpfs (dirs); runc's defaults plus
@@ -223,6 +312,29 @@ mod tests {
             }
         }
         assert!(caps.ambient().as_ref().unwrap().is_empty());
+    }
+
+    #[test]
+    fn device_rules_read_the_same_on_v1_and_v2() {
+        let lines: Vec<String> = ALLOWED_DEVICES.iter().map(DeviceRule::v1_line).collect();
+        assert_eq!(lines[0], "c *:* m");
+        assert_eq!(lines[1], "b *:* m");
+        assert_eq!(lines[2], "c 1:3 rwm");
+        assert_eq!(lines[10], "c 136:* rwm");
+        let rules = device_rules();
+        assert_eq!(rules.len(), ALLOWED_DEVICES.len() + 1);
+        assert!(!rules[0].allow());
+        assert_eq!(
+            rules[0].typ(),
+            None,
+            "the first rule denies every kind of node"
+        );
+        assert_eq!(rules[0].access().as_deref(), Some("rwm"));
+        let null = &rules[3];
+        assert!(null.allow());
+        assert_eq!(null.typ(), Some(LinuxDeviceType::C));
+        assert_eq!((null.major(), null.minor()), (Some(1), Some(3)));
+        assert_eq!((rules[11].major(), rules[11].minor()), (Some(136), None));
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub enum StateError {
     },
     #[error("runtime dir {path} is not ours (owner uid {owner}, we are {uid}); set another runtime root")]
     NotOurs { path: PathBuf, owner: u32, uid: u32 },
+    #[error("runtime dir {root} is not private: {path} {why}, so another user could replace the container state or the seccomp filter kept there; point XDG_RUNTIME_DIR (or run's --runtime-root) at a dir only you can write")]
+    NotPrivate {
+        root: PathBuf,
+        path: PathBuf,
+        why: String,
+    },
     #[error("failed to write {path}")]
     Write {
         path: PathBuf,
@@ -42,36 +48,26 @@ pub enum StateError {
 }
 
 /// The default runtime root: `/run/fissile-oci/sandbox` as root, else
-/// `$XDG_RUNTIME_DIR/fissile-oci/sandbox`, as long as that is a tmpfs. Every run creates, rewrites
-/// and deletes a dozen small files and dirs there; where `/run` lives on the root disk (containers,
-/// minimal VMs) that costs time on every sandbox (see docs/DECISIONS.md, "Runtime root on a
-/// tmpfs"), so a private `/dev/shm/fissile-oci-<uid>/sandbox` is used instead. Last resort:
-/// `/tmp/fissile-oci-<uid>/sandbox`.
+/// `$XDG_RUNTIME_DIR/fissile-oci/sandbox`, else `/tmp/fissile-oci-<uid>/sandbox` as long as
+/// `/tmp/fissile-oci-<uid>` is a private dir of ours (another user may have made it first;
+/// [`RuntimeDirs::open`] then refuses it). Whether it is a tmpfs does not matter on a compile:
+/// a runtime root on this machine's ext4 (with `discard`) instead of a tmpfs gave 1.000x the
+/// wall time of a 200-package chain (docs/DECISIONS.md, "Runtime root on a tmpfs").
 pub fn default_runtime_root() -> PathBuf {
     let uid = nix::unistd::geteuid();
-    let preferred = if uid.is_root() {
-        Some(PathBuf::from("/run"))
-    } else {
-        std::env::var_os("XDG_RUNTIME_DIR")
-            .map(PathBuf::from)
-            .filter(|dir| dir.is_dir())
-    };
-    let per_user = format!("fissile-oci-{uid}");
-    match preferred {
-        Some(dir) if is_tmpfs(&dir) => dir.join("fissile-oci/sandbox"),
-        _ if is_tmpfs(Path::new("/dev/shm"))
-            && private_dir(&Path::new("/dev/shm").join(&per_user)) =>
-        {
-            Path::new("/dev/shm").join(per_user).join("sandbox")
-        }
-        Some(dir) if uid.is_root() => dir.join("fissile-oci/sandbox"),
-        _ => Path::new("/tmp").join(per_user).join("sandbox"),
+    if uid.is_root() {
+        return PathBuf::from("/run/fissile-oci/sandbox");
     }
-}
-
-fn is_tmpfs(dir: &Path) -> bool {
-    nix::sys::statfs::statfs(dir)
-        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_dir())
+    {
+        return dir.join("fissile-oci/sandbox");
+    }
+    let dir = Path::new("/tmp").join(format!("fissile-oci-{uid}"));
+    // Made private when missing; refused when taken, by RuntimeDirs::open.
+    private_dir(&dir);
+    dir.join("sandbox")
 }
 
 /// Makes `dir` (mode 0700) in a world-writable dir, or checks that the one already there is a
@@ -92,8 +88,9 @@ pub struct RuntimeDirs {
 }
 
 impl RuntimeDirs {
-    /// Creates the dirs (mode 0700) and checks that we own the root: under /tmp another user
-    /// could have made it first.
+    /// Creates the dirs (mode 0700) and checks that nobody else can change what is in them
+    /// ([`check_private`]): under /tmp another user could have made the root, or a dir above
+    /// it, first.
     pub fn open(root: &Path) -> Result<RuntimeDirs, StateError> {
         let dirs = RuntimeDirs {
             root: root.to_path_buf(),
@@ -123,6 +120,7 @@ impl RuntimeDirs {
                 uid,
             });
         }
+        check_private(root, uid)?;
         Ok(dirs)
     }
 
@@ -146,6 +144,64 @@ impl RuntimeDirs {
     pub fn container_state_dir(&self, id: &str) -> PathBuf {
         self.state_root().join(id)
     }
+}
+
+/// Checks that only `uid` (and root) can change what is under `root`: `root` must be a
+/// directory of `uid` that nobody else may write to, and every directory above it (the real
+/// path, and any symlink on the way) must belong to `uid` or root and, where others may write to
+/// it, be sticky, so that they cannot rename or remove our entries in it (as in /tmp).
+pub fn check_private(root: &Path, uid: u32) -> Result<(), StateError> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |path: &Path, why: String| StateError::NotPrivate {
+        root: root.to_path_buf(),
+        path: path.to_path_buf(),
+        why,
+    };
+    let trusted = |owner: u32| owner == uid || owner == 0;
+    // Symlinks on the way as written: each must be ours or root's.
+    for path in root.ancestors() {
+        if let Ok(meta) = fs_err::symlink_metadata(path) {
+            if meta.file_type().is_symlink() && !trusted(meta.uid()) {
+                return Err(refuse(path, format!("is a symlink of uid {}", meta.uid())));
+            }
+        }
+    }
+    let real = fs_err::canonicalize(root).map_err(|source| StateError::CreateDir {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    for (depth, path) in real.ancestors().enumerate() {
+        let meta = fs_err::symlink_metadata(path).map_err(|source| StateError::CreateDir {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (owner, mode) = (meta.uid(), meta.mode());
+        if depth == 0 {
+            if owner != uid {
+                return Err(refuse(path, format!("belongs to uid {owner}")));
+            }
+            if mode & 0o022 != 0 {
+                return Err(refuse(
+                    path,
+                    format!("is writable by others (mode {:o})", mode & 0o7777),
+                ));
+            }
+            continue;
+        }
+        if !trusted(owner) {
+            return Err(refuse(path, format!("belongs to uid {owner}")));
+        }
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(refuse(
+                path,
+                format!(
+                    "is writable by others and not sticky (mode {:o})",
+                    mode & 0o7777
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A unique container id: our pid, the time, and a per-process counter.
@@ -275,12 +331,76 @@ mod tests {
         assert!(!private_dir(&link), "a symlink could point anywhere");
     }
 
+    /// Runs `check_private` on `root` as `uid` and says whether it accepted.
+    fn private(root: &Path, uid: u32) -> Result<(), String> {
+        check_private(root, uid).map_err(|e| e.to_string())
+    }
+
     #[test]
-    fn the_default_runtime_root_is_on_a_tmpfs_where_one_exists() {
+    fn a_runtime_root_must_be_ours_under_dirs_nobody_else_can_rearrange() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        let mode = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        let parent = tmp.path().join("parent");
+        let root = parent.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        mode(&root, 0o700);
+        mode(&parent, 0o755);
+        private(&root, me).unwrap();
+
+        // A parent others may write to: they could move our root away and put theirs.
+        mode(&parent, 0o777);
+        let err = private(&root, me).unwrap_err();
+        assert!(err.contains("not sticky"), "{err}");
+        // Sticky, as /tmp is: they cannot touch our entries.
+        mode(&parent, 0o1777);
+        private(&root, me).unwrap();
+        mode(&parent, 0o755);
+
+        // A root others may write to.
+        mode(&root, 0o770);
+        assert!(private(&root, me)
+            .unwrap_err()
+            .contains("writable by others"));
+        mode(&root, 0o700);
+
+        // Another user's dirs: the root, or a dir above it.
+        let other = me.wrapping_add(4242);
+        assert!(private(&root, other)
+            .unwrap_err()
+            .contains("belongs to uid"));
+        if me == 0 {
+            std::os::unix::fs::chown(&parent, Some(65534), None).unwrap();
+            let err = private(&root, me).unwrap_err();
+            assert!(err.contains("belongs to uid 65534"), "{err}");
+            std::os::unix::fs::chown(&parent, Some(0), None).unwrap();
+
+            // A symlink of another user on the way.
+            let link = tmp.path().join("link");
+            std::os::unix::fs::symlink(&parent, &link).unwrap();
+            std::os::unix::fs::lchown(&link, Some(65534), None).unwrap();
+            let err = private(&link.join("root"), me).unwrap_err();
+            assert!(err.contains("is a symlink of uid 65534"), "{err}");
+        }
+        // RuntimeDirs::open refuses what check_private refuses.
+        mode(&parent, 0o777);
+        assert!(matches!(
+            RuntimeDirs::open(&root),
+            Err(StateError::NotPrivate { .. })
+        ));
+    }
+
+    #[test]
+    fn the_default_runtime_root_is_run_as_root_else_the_users_own() {
         let root = default_runtime_root();
-        let fs_root = root.ancestors().find(|p| p.exists()).unwrap();
-        if is_tmpfs(Path::new("/dev/shm")) {
-            assert!(is_tmpfs(fs_root), "{}", root.display());
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!(root, Path::new("/run/fissile-oci/sandbox"));
+        } else {
+            assert!(root.ends_with("fissile-oci/sandbox") || root.ends_with("sandbox"));
+            assert!(!root.starts_with("/dev/shm"), "{}", root.display());
         }
     }
 

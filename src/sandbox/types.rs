@@ -23,6 +23,13 @@ pub struct SandboxSpec {
     pub rootfs: RootfsSpec,
     /// Bind mounts, applied parents first (sorted by destination depth, stable).
     pub mounts: Vec<BindMount>,
+    /// Host dirs shown writable but never written (overlays over them, their changes kept in
+    /// the scratch space). Need an [`RootfsSpec::Overlay`] root; mounted after `mounts`.
+    #[serde(default)]
+    pub cow_mounts: Vec<CopyOnWriteMount>,
+    /// Where the changes of an overlay root and of `cow_mounts` live.
+    #[serde(default)]
+    pub scratch_space: ScratchSpace,
     /// The command; `args[0]` is looked up in the sandbox's `PATH`.
     pub args: Vec<String>,
     /// Environment; `PATH` is added (as [`DEFAULT_PATH`]) when absent.
@@ -48,12 +55,14 @@ pub struct SandboxSpec {
 }
 
 impl SandboxSpec {
-    /// A spec with the defaults: no mounts, cwd `/`, hostname `compiler`, root inside, no network,
+    /// A spec with the defaults: no mounts, scratch on disk, cwd `/`, hostname `compiler`, root inside, no network,
     /// pids limit 4096, no memory limit or timeout, stdin from /dev/null, output inherited.
     pub fn new(rootfs: RootfsSpec, args: Vec<String>) -> SandboxSpec {
         SandboxSpec {
             rootfs,
             mounts: Vec::new(),
+            cow_mounts: Vec::new(),
+            scratch_space: ScratchSpace::Disk,
             args,
             env: Vec::new(),
             cwd: PathBuf::from("/"),
@@ -101,6 +110,44 @@ pub struct BindMount {
     pub source: PathBuf,
     pub destination: PathBuf,
     pub readonly: bool,
+}
+
+/// A host dir made visible and writable inside the sandbox without ever being written: an
+/// overlay with `source` as its read-only lower dir, whose changes live in the sandbox's scratch
+/// space. A compile's staged sources are shown this way: the packaging script unpacks and builds
+/// in its source dir, and the build tree lands in the scratch space (a tmpfs when it fits).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyOnWriteMount {
+    pub source: PathBuf,
+    pub destination: PathBuf,
+}
+
+/// Where a sandbox's changes go: the overlay root's upper dir and those of its copy-on-write
+/// mounts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScratchSpace {
+    /// Under the scratch dir, on its filesystem. They outlive the run: a base build commits
+    /// them, `compile --keep-sandbox` keeps them for `shell`.
+    #[default]
+    Disk,
+    /// On a tmpfs of at most `size` bytes, private to the run and gone with it: nothing of the
+    /// build tree touches the disk. The run falls back to `Disk` (and says why in its
+    /// [`ScratchReport`]) where no such tmpfs can be used.
+    Tmpfs { size: u64 },
+}
+
+/// Where a run's changes went, as the helper found it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScratchReport {
+    /// On a tmpfs (else on disk, under the scratch dir).
+    pub tmpfs: bool,
+    /// Why the tmpfs that was asked for could not be used.
+    pub fallback: Option<String>,
+    /// Bytes the tmpfs held when the command ended.
+    pub used: u64,
+    /// The tmpfs was full (no free block or inode) when the command ended: a failure may be
+    /// for want of space, and the same run on disk may pass.
+    pub full: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +199,9 @@ pub struct Outcome {
     pub wall: Duration,
     /// The memory cgroup recorded an OOM kill (only known where cgroups are in use).
     pub oom_killed: bool,
+    /// Where its changes went.
+    #[serde(default)]
+    pub scratch: ScratchReport,
 }
 
 impl Outcome {
@@ -210,6 +260,7 @@ mod tests {
             status,
             wall: Duration::ZERO,
             oom_killed: false,
+            scratch: ScratchReport::default(),
         };
         assert_eq!(out(ExitStatus::Exited(3)).shell_code(), 3);
         assert_eq!(out(ExitStatus::Signaled(9)).shell_code(), 137);

@@ -1,8 +1,11 @@
 //! A run's scratch dir, `WORK/runs/<id>/`: staged sources, package archives copied out of
-//! release tarballs, overlay upper dirs. The run removes it on every way out (success, failure,
-//! interrupt: `Drop`), except the entries it was asked to keep (`--keep-sandbox`). An `owner`
-//! file names the process (pid and start time), so `cache gc` can tell the dir of a live run
-//! (a `shell` holds no lock while it runs) from what a killed run left.
+//! release tarballs, overlay upper dirs. What the run is done with goes to its `trash/`
+//! ([`RunDir::discard`]): a rename, so that no tree is deleted while packages still compile
+//! (on ext4, freshly freed inodes slow down the files made next). The run removes the whole dir
+//! on every way out (success, failure, interrupt: `Drop`), except the entries it was asked to
+//! keep (`--keep-sandbox`). An `owner` file names the process (pid and start time), so
+//! `cache gc` can tell the dir of a live run (a `shell` holds no lock while it runs) from what a
+//! killed run left, trash included.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -11,6 +14,8 @@ use super::{remove_tree, WorkDir};
 
 /// The owner file in every run dir.
 const OWNER: &str = "owner";
+/// Where [`RunDir::discard`] moves what the run is done with.
+const TRASH: &str = "trash";
 
 /// The scratch dir of this run; removed when dropped, but for what [`RunDir::keep`] named.
 #[derive(Debug)]
@@ -38,6 +43,17 @@ impl RunDir {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Moves `entry` (inside the run dir) to the run's trash, removed with the run dir. Where
+    /// the rename fails, the entry stays where it is, and goes with the run dir all the same.
+    pub fn discard(&self, entry: &Path) {
+        let Some(name) = entry.file_name() else {
+            return;
+        };
+        let trash = self.path.join(TRASH);
+        let _ = fs_err::create_dir_all(&trash);
+        let _ = fs_err::rename(entry, trash.join(name));
     }
 
     /// Keeps `entry` (inside the run dir) when the run ends: a failed package's scratch dir for
@@ -148,9 +164,14 @@ mod tests {
             let run = RunDir::create(&wd, "").unwrap();
             std::fs::create_dir_all(run.path().join("archives-0")).unwrap();
             std::fs::write(run.path().join("archives-0/p.tgz"), "x").unwrap();
+            let done = run.path().join("pkg-4567");
+            std::fs::create_dir_all(done.join("source")).unwrap();
+            run.discard(&done);
+            assert!(!done.exists(), "discarded: out of the way at once");
+            assert!(run.path().join("trash/pkg-4567/source").is_dir());
             run.path().to_path_buf()
         };
-        assert!(!path.exists());
+        assert!(!path.exists(), "trash included");
         let (path, kept) = {
             let run = RunDir::create(&wd, "").unwrap();
             let kept = run.path().join("pkg-0123");
