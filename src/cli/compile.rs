@@ -46,6 +46,44 @@ pub struct CompileArgs {
     pub base: Option<String>,
     #[command(flatten)]
     pub prerequisites: PrerequisitesArgs,
+    /// Compile everything that does not depend on a failure, then report all failures
+    #[arg(long, env = "FISSILE_OCI_KEEP_GOING")]
+    pub keep_going: bool,
+    #[command(flatten)]
+    pub run: PackageRunArgs,
+    /// After compiling, evict least recently used images until the work dir is at most SIZE
+    /// (e.g. 5G): keeps a CI runner's cache under its quota with no extra step
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, env = "FISSILE_OCI_MAX_SIZE")]
+    pub gc_max_size: Option<u64>,
+    /// Accepted for fissile's scripts: fissile-oci never uses a container daemon
+    #[arg(long)]
+    pub without_docker: bool,
+    /// Compile shard I of N (1 <= I <= N) of the packages, for N runners started at once by a
+    /// CI matrix: every shard computes the same split, compiles its part and pulls what it needs
+    /// of the others' from --cache as they push it; a final unsharded run pulls everything
+    #[arg(
+        long,
+        value_name = "I/N",
+        requires = "cache",
+        env = "FISSILE_OCI_SHARD"
+    )]
+    pub shard: Option<Shard>,
+    /// With --shard: how long (from the start) to wait for packages other shards compile;
+    /// past it, what is still missing is compiled here
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30m",
+        value_parser = parse_duration,
+        env = "FISSILE_OCI_SHARD_WAIT"
+    )]
+    pub shard_wait: Duration,
+}
+
+/// How packages are compiled and reported, for every command that compiles (`compile`,
+/// `export`, `image`).
+#[derive(Args, Debug)]
+pub struct PackageRunArgs {
     /// Packages compiled at once [default: number of cores]
     #[arg(
         short = 'j',
@@ -55,9 +93,6 @@ pub struct CompileArgs {
         env = "FISSILE_OCI_WORKERS"
     )]
     pub workers: Option<usize>,
-    /// Compile everything that does not depend on a failure, then report all failures
-    #[arg(long, env = "FISSILE_OCI_KEEP_GOING")]
-    pub keep_going: bool,
     /// Keep a failed package's scratch dir and print the command that reopens it
     #[arg(long)]
     pub keep_sandbox: bool,
@@ -104,35 +139,8 @@ pub struct CompileArgs {
     /// Exit 2 instead of waiting when another run holds the work dir
     #[arg(long)]
     pub no_wait: bool,
-    /// After compiling, evict least recently used images until the work dir is at most SIZE
-    /// (e.g. 5G): keeps a CI runner's cache under its quota with no extra step
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, env = "FISSILE_OCI_MAX_SIZE")]
-    pub gc_max_size: Option<u64>,
-    /// Accepted for fissile's scripts: fissile-oci never uses a container daemon
-    #[arg(long)]
-    pub without_docker: bool,
     #[command(flatten)]
     pub shared: CacheArgs,
-    /// Compile shard I of N (1 <= I <= N) of the packages, for N runners started at once by a
-    /// CI matrix: every shard computes the same split, compiles its part and pulls what it needs
-    /// of the others' from --cache as they push it; a final unsharded run pulls everything
-    #[arg(
-        long,
-        value_name = "I/N",
-        requires = "cache",
-        env = "FISSILE_OCI_SHARD"
-    )]
-    pub shard: Option<Shard>,
-    /// With --shard: how long (from the start) to wait for packages other shards compile;
-    /// past it, what is still missing is compiled here
-    #[arg(
-        long,
-        value_name = "DURATION",
-        default_value = "30m",
-        value_parser = parse_duration,
-        env = "FISSILE_OCI_SHARD_WAIT"
-    )]
-    pub shard_wait: Duration,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -267,6 +275,35 @@ pub struct Settings<'a> {
 
 impl CompileArgs {
     pub fn settings(&self) -> anyhow::Result<Settings<'_>> {
+        self.run.settings(
+            self.base.as_deref(),
+            &self.prerequisites,
+            &self.releases,
+            Scope {
+                keep_going: self.keep_going,
+                shard: self.shard,
+                shard_wait: self.shard_wait,
+            },
+        )
+    }
+}
+
+/// What differs between the commands that compile: whether to go on after a failure, and
+/// which part of the plan this runner compiles.
+pub struct Scope {
+    pub keep_going: bool,
+    pub shard: Option<Shard>,
+    pub shard_wait: Duration,
+}
+
+impl PackageRunArgs {
+    pub fn settings<'a>(
+        &'a self,
+        base: Option<&'a str>,
+        prerequisites: &'a PrerequisitesArgs,
+        releases: &ReleaseArgs,
+        scope: Scope,
+    ) -> anyhow::Result<Settings<'a>> {
         let workers = workers(self.workers);
         let memory = self.memory.map(memory_limit);
         let scratch = scratch_space(
@@ -277,20 +314,20 @@ impl CompileArgs {
             memory,
         )?;
         Ok(Settings {
-            base: self.base.as_deref(),
-            prerequisites: &self.prerequisites,
+            base,
+            prerequisites,
             options: CompileOptions {
                 workers,
-                keep_going: self.keep_going,
+                keep_going: scope.keep_going,
                 keep_sandbox: self.keep_sandbox,
                 network: self.network.into(),
                 timeout: self.timeout.map(Duration::from_secs),
                 memory_limit: memory,
                 scratch_space: scratch.space,
-                limits: self.releases.limits(),
+                limits: releases.limits(),
                 source_date_epoch: fissile_oci::clock::source_date_epoch(),
-                shard: self.shard,
-                shard_wait: self.shard_wait,
+                shard: scope.shard,
+                shard_wait: scope.shard_wait,
             },
             wait: !self.no_wait,
             metrics: self.metrics.as_deref(),

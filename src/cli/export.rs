@@ -8,16 +8,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use fissile_oci::compile::scratch::ScratchChoice;
-use fissile_oci::compile::CompileOptions;
 use fissile_oci::export::{self, ExportOptions};
 use fissile_oci::release::digest::Algorithm;
 use fissile_oci::release::Stemcell;
 
-use super::args::{
-    memory_limit, parse_size, CacheArgs, NetworkArg, PrerequisitesArgs, RegistryArgs, ReleaseArgs,
-};
-use super::compile::{compile_releases, finish, scratch_space, workers, Settings};
+use super::args::{PrerequisitesArgs, ReleaseArgs};
+use super::compile::{compile_releases, finish, PackageRunArgs, Scope};
 use super::Printer;
 
 pub const EXPORT_ABOUT: &str = "\
@@ -63,49 +59,8 @@ pub struct ExportArgs {
     pub base: Option<String>,
     #[command(flatten)]
     pub prerequisites: PrerequisitesArgs,
-    /// Packages compiled at once [default: number of cores]
-    #[arg(
-        short = 'j',
-        long = "workers",
-        short_alias = 'W',
-        value_name = "N",
-        env = "FISSILE_OCI_WORKERS"
-    )]
-    pub workers: Option<usize>,
-    /// Keep a failed package's scratch dir and print the command that reopens it
-    #[arg(long)]
-    pub keep_sandbox: bool,
-    /// Network inside compiles: none (loopback only) or host
-    #[arg(
-        long,
-        visible_alias = "docker-network-mode",
-        value_enum,
-        default_value_t = NetworkArg::None,
-        env = "FISSILE_OCI_NETWORK"
-    )]
-    pub network: NetworkArg,
-    /// Kill a package's compile after this many seconds
-    #[arg(long, value_name = "SECS", env = "FISSILE_OCI_TIMEOUT")]
-    pub timeout: Option<u64>,
-    /// Memory limit per compile, e.g. 4G (needs a usable cgroup)
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, env = "FISSILE_OCI_MEMORY")]
-    pub memory: Option<u64>,
-    /// Append fissile-style timing metrics (CSV) to FILE
-    #[arg(short = 'M', long, value_name = "FILE")]
-    pub metrics: Option<PathBuf>,
-    /// Write the package graph, coloured by outcome, as DOT to FILE
-    #[arg(long, value_name = "FILE")]
-    pub graph: Option<PathBuf>,
-    /// Write a JSON summary of every package to FILE
-    #[arg(long, value_name = "FILE")]
-    pub summary: Option<PathBuf>,
-    /// Exit 2 instead of waiting when another run holds the work dir
-    #[arg(long)]
-    pub no_wait: bool,
     #[command(flatten)]
-    pub shared: CacheArgs,
-    #[command(flatten)]
-    pub registry: RegistryArgs,
+    pub run: PackageRunArgs,
 }
 
 /// `--digest`.
@@ -124,39 +79,17 @@ pub fn run(
     work_dir: Option<&Path>,
     printer: Printer,
 ) -> anyhow::Result<ExitCode> {
-    let workers = workers(args.workers);
-    let memory = args.memory.map(memory_limit);
-    let scratch = scratch_space(
-        ScratchChoice::Auto,
-        None,
-        workers,
-        args.keep_sandbox,
-        memory,
-    )?;
-    let settings = Settings {
-        base: args.base.as_deref(),
-        prerequisites: &args.prerequisites,
-        options: CompileOptions {
-            workers,
-            // A compiled release needs every package: stop at the first failure.
+    let settings = args.run.settings(
+        args.base.as_deref(),
+        &args.prerequisites,
+        &args.releases,
+        // A compiled release needs every package: stop at the first failure.
+        Scope {
             keep_going: false,
-            keep_sandbox: args.keep_sandbox,
-            network: args.network.into(),
-            timeout: args.timeout.map(Duration::from_secs),
-            memory_limit: memory,
-            scratch_space: scratch.space,
-            limits: args.releases.limits(),
-            source_date_epoch: fissile_oci::clock::source_date_epoch(),
             shard: None,
-            shard_wait: std::time::Duration::ZERO,
+            shard_wait: Duration::ZERO,
         },
-        wait: !args.no_wait,
-        metrics: args.metrics.as_deref(),
-        graph: args.graph.as_deref(),
-        summary: args.summary.as_deref(),
-        cache: Some((&args.shared, &args.registry)),
-        scratch_why: scratch.why,
-    };
+    )?;
     let compiled = compile_releases(&args.releases, &settings, work_dir, printer)?;
     let code = finish(&compiled, &args.releases, printer);
     if compiled.interrupted || !compiled.report.failures.is_empty() {

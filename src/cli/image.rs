@@ -200,7 +200,7 @@ pub fn run(args: ImageArgs, work_dir: Option<&Path>, printer: Printer) -> anyhow
         &destination,
         store,
         &images,
-        &args.compile.registry,
+        &args.compile.run.registry,
         &compiled.wd,
         printer,
         &cancel,
