@@ -25,10 +25,37 @@ use crate::plan::Plan;
 use crate::shared_cache::{package_tag, SharedCache};
 use crate::workdir::{remove_tree, NameLock, RunDir};
 
-/// Polls for a package another shard compiles: the first after this, then half as long again
-/// each time, at most `POLL_MAX` apart.
+/// Polls for a package another shard compiles: once its dependencies are known to be in the
+/// registry (it cannot be there before them), the first at once, then `POLL_FIRST` later and
+/// half as long again each time, at most `POLL_MAX` apart. A waiting job looks again this often,
+/// which costs no request unless a key is due.
 const POLL_FIRST: Duration = Duration::from_millis(100);
 const POLL_MAX: Duration = Duration::from_millis(500);
+const WAIT_TICK: Duration = Duration::from_millis(50);
+
+/// What this run knows of one package in the shared cache, by scheduler position: whether it
+/// is there (or done here, so it will be), the manifest a poll found, when its key may be
+/// polled again and how often it was.
+#[derive(Default)]
+pub(super) struct Presence {
+    pub known: std::sync::atomic::AtomicBool,
+    pub compiled_here: std::sync::atomic::AtomicBool,
+    found: std::sync::Mutex<Option<String>>,
+    due: std::sync::Mutex<(Option<Instant>, u32)>,
+}
+
+impl Presence {
+    /// Whether this caller may poll the key now; if so, the next poll is pushed back.
+    fn claim(&self, now: Instant) -> bool {
+        let mut due = self.due.lock().unwrap_or_else(|p| p.into_inner());
+        if due.0.is_some_and(|at| now < at) {
+            return false;
+        }
+        let pause = POLL_FIRST.mul_f64(1.5f64.powi(due.1.min(20) as i32));
+        *due = (Some(now + pause.min(POLL_MAX)), due.1 + 1);
+        true
+    }
+}
 
 /// What a node's job does now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,10 +128,18 @@ pub(super) struct Jobs<'a> {
     pub modes: Vec<AtomicU8>,
     /// What the sweep found in the shared cache, by unit.
     pub remote_hits: &'a [Option<Descriptor>],
+    /// The unit of each scheduler position.
+    pub todo: &'a [usize],
     /// Past this, a shard stops waiting for other shards and compiles what it needs.
     pub deadline: Instant,
     /// Lookups so far (polls, or a lookup before a compile), by scheduler position.
     pub polls: Vec<AtomicUsize>,
+    /// Each node's dependencies among the scheduled nodes, by scheduler position.
+    pub deps: Vec<Vec<usize>>,
+    /// Whether this shard compiles the node, by scheduler position.
+    pub mine: Vec<bool>,
+    /// What is known of each node in the shared cache, by scheduler position.
+    pub presence: Vec<Presence>,
 }
 
 type JobResult = Result<Step<Done>, Box<Failure>>;
@@ -130,6 +165,20 @@ impl Jobs<'_> {
 
     /// Unit `index` (scheduler position `pos`), as its mode says.
     pub fn step(&self, index: usize, pos: usize, token: &CancelToken) -> JobResult {
+        let result = self.step_mode(index, pos, token);
+        if let Ok(Step::Done(done)) = &result {
+            // Done here: in the cache soon (pushed), or already (pulled).
+            self.presence[pos].known.store(true, Ordering::SeqCst);
+            if matches!(done, Done::Compiled { .. }) {
+                self.presence[pos]
+                    .compiled_here
+                    .store(true, Ordering::SeqCst);
+            }
+        }
+        result
+    }
+
+    fn step_mode(&self, index: usize, pos: usize, token: &CancelToken) -> JobResult {
         match self.mode(pos) {
             Mode::Fetch => {
                 let digest = self.remote_hits[index]
@@ -142,35 +191,105 @@ impl Jobs<'_> {
         }
     }
 
-    /// One poll for a package another shard compiles: pulled once it is there; past the
-    /// deadline (or with the cache gone) compiled here.
+    /// One look for a package another shard compiles: pulled once a poll found it; past the
+    /// deadline (or with the cache gone) compiled here. Only the packages it needs whose own
+    /// dependencies are known to be in the cache are polled (the fleet's frontier), each key
+    /// once per interval however many jobs wait for it.
     fn wait(&self, index: usize, pos: usize, token: &CancelToken) -> JobResult {
         let unit = &self.units[index];
         let Some(cache) = self.cache() else {
             self.set_mode(pos, Mode::Compile);
             return Ok(Step::Attach { lane: 0 });
         };
-        let polls = self.polls[pos].fetch_add(1, Ordering::SeqCst);
-        match cache.lookup(&package_tag(&unit.name, &unit.key)) {
-            Ok(Some(found)) => {
-                return self.fetch_or_compile(index, pos, Some(found.digest().as_ref()), token)
+        let now = Instant::now();
+        if now >= self.deadline && !self.presence[pos].known.load(Ordering::SeqCst) {
+            // One last look at the package itself, whatever is known of its dependencies.
+            self.polls[pos].fetch_add(1, Ordering::SeqCst);
+            match cache.lookup(&package_tag(&unit.name, &unit.key)) {
+                Ok(Some(found)) => {
+                    return self.fetch_or_compile(
+                        index,
+                        pos,
+                        Some(found.digest().as_ref()),
+                        token,
+                    )
+                }
+                Ok(None) => self.notify(&format!(
+                    "{}: not in the shared cache after --shard-wait: compiling it here",
+                    unit.name
+                )),
+                Err(e) => {
+                    if let Some(required) = cache.failed(&e, false) {
+                        return Err(self.failure(index, PackageError::SharedCache(required)));
+                    }
+                }
             }
-            Ok(None) if Instant::now() < self.deadline => {
-                let pause = POLL_FIRST.mul_f64(1.5f64.powi(polls.min(20) as i32));
-                return Ok(Step::Later(pause.min(POLL_MAX)));
+            self.set_mode(pos, Mode::Compile);
+            return Ok(Step::Attach { lane: 0 });
+        }
+        for k in self.frontier(pos) {
+            if !self.presence[k].claim(now) {
+                continue;
             }
-            Ok(None) => self.notify(&format!(
-                "{}: not in the shared cache after --shard-wait: compiling it here",
-                unit.name
-            )),
-            Err(e) => {
-                if let Some(required) = cache.failed(&e, false) {
-                    return Err(self.failure(index, PackageError::SharedCache(required)));
+            let other = &self.units[self.todo_unit(k)];
+            self.polls[k].fetch_add(1, Ordering::SeqCst);
+            match cache.lookup(&package_tag(&other.name, &other.key)) {
+                Ok(Some(found)) => {
+                    *self.presence[k]
+                        .found
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(found.digest().to_string());
+                    self.presence[k].known.store(true, Ordering::SeqCst);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if let Some(required) = cache.failed(&e, false) {
+                        return Err(self.failure(index, PackageError::SharedCache(required)));
+                    }
+                    if !cache.usable() {
+                        self.set_mode(pos, Mode::Compile);
+                        return Ok(Step::Attach { lane: 0 });
+                    }
                 }
             }
         }
-        self.set_mode(pos, Mode::Compile);
-        Ok(Step::Attach { lane: 0 })
+        let found = self.presence[pos]
+            .found
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match found {
+            Some(digest) => self.fetch_or_compile(index, pos, Some(&digest), token),
+            None => Ok(Step::Later(WAIT_TICK)),
+        }
+    }
+
+    /// The unit at scheduler position `pos`.
+    fn todo_unit(&self, pos: usize) -> usize {
+        self.todo[pos]
+    }
+
+    /// What to poll for node `pos`: it and the packages it needs, not yet known to be in the
+    /// cache, that another shard compiles and whose own dependencies are known to be there. A
+    /// package of this shard not done yet blocks what depends on it (nothing can be there
+    /// before it).
+    fn frontier(&self, pos: usize) -> Vec<usize> {
+        let known = |k: usize| self.presence[k].known.load(Ordering::SeqCst);
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![pos];
+        while let Some(k) = stack.pop() {
+            if !seen.insert(k) || known(k) || self.mine[k] {
+                continue;
+            }
+            let missing: Vec<usize> = self.deps[k].iter().copied().filter(|&d| !known(d)).collect();
+            if missing.is_empty() {
+                out.push(k);
+            } else {
+                stack.extend(missing);
+            }
+        }
+        out
     }
 
     /// Pulls the package from the shared cache; if that fails, it is compiled here once its
@@ -284,8 +403,12 @@ impl Jobs<'_> {
         }
         let unit = &self.units[index];
         // Another runner may have pushed it since the sweep; not again after a pull of it
-        // failed or a wait for it ran out.
-        let looked = self.polls[pos].fetch_add(1, Ordering::SeqCst) > 0;
+        // failed or a wait for it ran out, nor when a dependency was compiled here (then
+        // another runner would have had to compile that one too, at the same time).
+        let looked = self.polls[pos].fetch_add(1, Ordering::SeqCst) > 0
+            || self.deps[pos]
+                .iter()
+                .any(|&d| self.presence[d].compiled_here.load(Ordering::SeqCst));
         if let (Some(cache), false) = (self.cache(), looked) {
             match cache.lookup(&package_tag(&unit.name, &unit.key)) {
                 Ok(Some(found)) => match self.pull(index, Some(found.digest().as_ref()), lock) {
