@@ -207,12 +207,7 @@ impl Jobs<'_> {
             self.polls[pos].fetch_add(1, Ordering::SeqCst);
             match cache.lookup(&package_tag(&unit.name, &unit.key)) {
                 Ok(Some(found)) => {
-                    return self.fetch_or_compile(
-                        index,
-                        pos,
-                        Some(found.digest().as_ref()),
-                        token,
-                    )
+                    return self.fetch_or_compile(index, pos, Some(found.digest().as_ref()), token)
                 }
                 Ok(None) => self.notify(&format!(
                     "{}: not in the shared cache after --shard-wait: compiling it here",
@@ -269,27 +264,10 @@ impl Jobs<'_> {
         self.todo[pos]
     }
 
-    /// What to poll for node `pos`: it and the packages it needs, not yet known to be in the
-    /// cache, that another shard compiles and whose own dependencies are known to be there. A
-    /// package of this shard not done yet blocks what depends on it (nothing can be there
-    /// before it).
     fn frontier(&self, pos: usize) -> Vec<usize> {
-        let known = |k: usize| self.presence[k].known.load(Ordering::SeqCst);
-        let mut out = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let mut stack = vec![pos];
-        while let Some(k) = stack.pop() {
-            if !seen.insert(k) || known(k) || self.mine[k] {
-                continue;
-            }
-            let missing: Vec<usize> = self.deps[k].iter().copied().filter(|&d| !known(d)).collect();
-            if missing.is_empty() {
-                out.push(k);
-            } else {
-                stack.extend(missing);
-            }
-        }
-        out
+        frontier(pos, &self.deps, &self.mine, |k| {
+            self.presence[k].known.load(Ordering::SeqCst)
+        })
     }
 
     /// Pulls the package from the shared cache; if that fails, it is compiled here once its
@@ -538,6 +516,34 @@ impl Jobs<'_> {
     }
 }
 
+/// What to poll for node `pos`: it and the nodes it needs (`deps`), not yet `known` to be in the
+/// cache, that another shard compiles (not `mine`) and whose own dependencies are known to be
+/// there. A node of this shard not done yet blocks what depends on it (nothing can be in the
+/// cache before it).
+fn frontier(
+    pos: usize,
+    deps: &[Vec<usize>],
+    mine: &[bool],
+    known: impl Fn(usize) -> bool,
+) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![pos];
+    while let Some(k) = stack.pop() {
+        if !seen.insert(k) || known(k) || mine[k] {
+            continue;
+        }
+        let missing: Vec<usize> = deps[k].iter().copied().filter(|&d| !known(d)).collect();
+        if missing.is_empty() {
+            out.push(k);
+        } else {
+            stack.extend(missing);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
 /// The last `n` lines of a log file.
 pub fn tail(path: &Path, n: usize) -> Vec<String> {
     let Ok(text) = fs_err::read(path) else {
@@ -549,4 +555,52 @@ pub fn tail(path: &Path, n: usize) -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_frontier_is_polled() {
+        // 0 and 1 are leaves of another shard; 2 (other) needs 0 and 1; 3 (mine) needs 2;
+        // 4 (other) needs 3 and 1; 5 (other) needs 4.
+        let deps = vec![vec![], vec![], vec![0, 1], vec![2], vec![3, 1], vec![4]];
+        let mine = [false, false, false, true, false, false];
+        let known = |set: &'static [usize]| move |k: usize| set.contains(&k);
+        // Nothing known: the leaf 1 that 4 needs; not 5 or 4, nor what only 3 (mine, not
+        // done) waits for.
+        assert_eq!(frontier(5, &deps, &mine, known(&[])), vec![1]);
+        assert_eq!(frontier(2, &deps, &mine, known(&[])), vec![0, 1]);
+        assert_eq!(frontier(4, &deps, &mine, known(&[])), vec![1]);
+        // 0 found: still 1; both found: 2 itself.
+        assert_eq!(frontier(2, &deps, &mine, known(&[0])), vec![1]);
+        assert_eq!(frontier(2, &deps, &mine, known(&[0, 1])), vec![2]);
+        // 3 done here and 1 found: 4 is due, 5 not yet.
+        assert_eq!(frontier(5, &deps, &mine, known(&[0, 1, 2, 3])), vec![4]);
+        assert_eq!(frontier(5, &deps, &mine, known(&[0, 1, 2, 3, 4])), vec![5]);
+        // Known itself: nothing to poll.
+        assert!(frontier(5, &deps, &mine, known(&[0, 1, 2, 3, 4, 5])).is_empty());
+    }
+
+    #[test]
+    fn a_key_is_polled_once_per_interval_and_backs_off() {
+        let presence = Presence::default();
+        let t0 = Instant::now();
+        assert!(presence.claim(t0));
+        assert!(
+            !presence.claim(t0),
+            "a second waiter does not poll the same key"
+        );
+        assert!(!presence.claim(t0 + POLL_FIRST / 2));
+        assert!(presence.claim(t0 + POLL_FIRST));
+        // Half as long again: not yet at POLL_FIRST after the second poll.
+        assert!(!presence.claim(t0 + POLL_FIRST * 2));
+        assert!(presence.claim(t0 + POLL_FIRST * 3));
+        let mut at = t0 + POLL_FIRST * 3;
+        for _ in 0..30 {
+            at += POLL_MAX;
+            assert!(presence.claim(at), "never more than POLL_MAX apart");
+        }
+    }
 }
