@@ -57,11 +57,12 @@ impl Client {
             ranged: true,
             hashed: Hashed::new(),
         };
-        if location.is_none() && size <= MONOLITHIC_MAX.min(upload.chunk) {
-            if upload.monolithic(digest, self)? {
-                progress(size);
-                return Ok(());
-            }
+        if location.is_none()
+            && size <= MONOLITHIC_MAX.min(upload.chunk)
+            && upload.monolithic(digest, self)?
+        {
+            progress(size);
+            return Ok(());
         }
         let mut location = match location {
             Some(l) => l,
