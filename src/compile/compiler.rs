@@ -14,7 +14,7 @@ use oci_spec::image::Descriptor;
 
 use super::commit::commit_all;
 use super::import::{import_all, ImportError};
-use super::job::{Done, Jobs, Mode, ToStore};
+use super::job::{Done, Jobs, Mode, Presence, ToStore};
 use super::key::package_ref;
 use super::outcome::{CacheSummary, CompileReport, Failure, Progress};
 use super::remote::{self, Push};
@@ -294,6 +294,19 @@ impl Compiler<'_> {
                 polls: (0..todo.len()).map(|_| AtomicUsize::new(0)).collect(),
                 notes: Default::default(),
                 tmpfs_refused: Default::default(),
+                todo: &todo,
+                deps: graph_nodes.iter().map(|n| n.dependencies.clone()).collect(),
+                mine: todo.iter().map(|&i| mine(i)).collect(),
+                presence: todo
+                    .iter()
+                    .map(|&i| {
+                        let presence = Presence::default();
+                        if remote_hits[i].is_some() {
+                            presence.known.store(true, Ordering::SeqCst);
+                        }
+                        presence
+                    })
+                    .collect(),
             };
             let jobs = &owned_jobs;
             let mut start_times: HashMap<usize, Instant> = HashMap::new();

@@ -30,10 +30,37 @@ use crate::sandbox::{Outcome, ScratchSpace};
 use crate::shared_cache::{package_tag, SharedCache};
 use crate::workdir::{remove_tree, NameLock, RunDir};
 
-/// Polls for a package another shard compiles: the first after this, then half as long again
-/// each time, at most `POLL_MAX` apart.
+/// Polls for a package another shard compiles: once its dependencies are known to be in the
+/// registry (it cannot be there before them), the first at once, then `POLL_FIRST` later and
+/// half as long again each time, at most `POLL_MAX` apart. A waiting job looks again this often,
+/// which costs no request unless a key is due.
 const POLL_FIRST: Duration = Duration::from_millis(100);
 const POLL_MAX: Duration = Duration::from_millis(500);
+const WAIT_TICK: Duration = Duration::from_millis(50);
+
+/// What this run knows of one package in the shared cache, by scheduler position: whether it
+/// is there (or done here, so it will be), the manifest a poll found, when its key may be
+/// polled again and how often it was.
+#[derive(Default)]
+pub(super) struct Presence {
+    pub known: std::sync::atomic::AtomicBool,
+    pub compiled_here: std::sync::atomic::AtomicBool,
+    found: std::sync::Mutex<Option<String>>,
+    due: std::sync::Mutex<(Option<Instant>, u32)>,
+}
+
+impl Presence {
+    /// Whether this caller may poll the key now; if so, the next poll is pushed back.
+    fn claim(&self, now: Instant) -> bool {
+        let mut due = self.due.lock().unwrap_or_else(|p| p.into_inner());
+        if due.0.is_some_and(|at| now < at) {
+            return false;
+        }
+        let pause = POLL_FIRST.mul_f64(1.5f64.powi(due.1.min(20) as i32));
+        *due = (Some(now + pause.min(POLL_MAX)), due.1 + 1);
+        true
+    }
+}
 
 /// What a node's job does now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +132,8 @@ pub(super) struct Jobs<'a> {
     pub modes: Vec<AtomicU8>,
     /// What the sweep found in the shared cache, by unit.
     pub remote_hits: &'a [Option<Descriptor>],
+    /// The unit of each scheduler position.
+    pub todo: &'a [usize],
     /// Past this, a shard stops waiting for other shards and compiles what it needs.
     pub deadline: Instant,
     /// Lookups so far (polls, or a lookup before a compile), by scheduler position.
@@ -113,6 +142,12 @@ pub(super) struct Jobs<'a> {
     pub notes: Mutex<HashMap<usize, Vec<String>>>,
     /// The sandbox could not give a package its tmpfs, and the user was told why (once).
     pub tmpfs_refused: AtomicBool,
+    /// Each node's dependencies among the scheduled nodes, by scheduler position.
+    pub deps: Vec<Vec<usize>>,
+    /// Whether this shard compiles the node, by scheduler position.
+    pub mine: Vec<bool>,
+    /// What is known of each node in the shared cache, by scheduler position.
+    pub presence: Vec<Presence>,
 }
 
 type JobResult = Result<Step<Done>, Box<Failure>>;
@@ -138,6 +173,20 @@ impl Jobs<'_> {
 
     /// Unit `index` (scheduler position `pos`), as its mode says.
     pub fn step(&self, index: usize, pos: usize, token: &CancelToken) -> JobResult {
+        let result = self.step_mode(index, pos, token);
+        if let Ok(Step::Done(done)) = &result {
+            // Done here: in the cache soon (pushed), or already (pulled).
+            self.presence[pos].known.store(true, Ordering::SeqCst);
+            if matches!(done, Done::Compiled { .. }) {
+                self.presence[pos]
+                    .compiled_here
+                    .store(true, Ordering::SeqCst);
+            }
+        }
+        result
+    }
+
+    fn step_mode(&self, index: usize, pos: usize, token: &CancelToken) -> JobResult {
         match self.mode(pos) {
             Mode::Fetch => {
                 let digest = self.remote_hits[index]
@@ -150,35 +199,83 @@ impl Jobs<'_> {
         }
     }
 
-    /// One poll for a package another shard compiles: pulled once it is there; past the
-    /// deadline (or with the cache gone) compiled here.
+    /// One look for a package another shard compiles: pulled once a poll found it; past the
+    /// deadline (or with the cache gone) compiled here. Only the packages it needs whose own
+    /// dependencies are known to be in the cache are polled (the fleet's frontier), each key
+    /// once per interval however many jobs wait for it.
     fn wait(&self, index: usize, pos: usize, token: &CancelToken) -> JobResult {
         let unit = &self.units[index];
         let Some(cache) = self.cache() else {
             self.set_mode(pos, Mode::Compile);
             return Ok(Step::Attach { lane: 0 });
         };
-        let polls = self.polls[pos].fetch_add(1, Ordering::SeqCst);
-        match cache.lookup(&package_tag(&unit.name, &unit.key)) {
-            Ok(Some(found)) => {
-                return self.fetch_or_compile(index, pos, Some(found.digest().as_ref()), token)
+        let now = Instant::now();
+        if now >= self.deadline && !self.presence[pos].known.load(Ordering::SeqCst) {
+            // One last look at the package itself, whatever is known of its dependencies.
+            self.polls[pos].fetch_add(1, Ordering::SeqCst);
+            match cache.lookup(&package_tag(&unit.name, &unit.key)) {
+                Ok(Some(found)) => {
+                    return self.fetch_or_compile(index, pos, Some(found.digest().as_ref()), token)
+                }
+                Ok(None) => self.notify(&format!(
+                    "{}: not in the shared cache after --shard-wait: compiling it here",
+                    unit.name
+                )),
+                Err(e) => {
+                    if let Some(required) = cache.failed(&e, false) {
+                        return Err(self.failure(index, PackageError::SharedCache(required)));
+                    }
+                }
             }
-            Ok(None) if Instant::now() < self.deadline => {
-                let pause = POLL_FIRST.mul_f64(1.5f64.powi(polls.min(20) as i32));
-                return Ok(Step::Later(pause.min(POLL_MAX)));
+            self.set_mode(pos, Mode::Compile);
+            return Ok(Step::Attach { lane: 0 });
+        }
+        for k in self.frontier(pos) {
+            if !self.presence[k].claim(now) {
+                continue;
             }
-            Ok(None) => self.notify(&format!(
-                "{}: not in the shared cache after --shard-wait: compiling it here",
-                unit.name
-            )),
-            Err(e) => {
-                if let Some(required) = cache.failed(&e, false) {
-                    return Err(self.failure(index, PackageError::SharedCache(required)));
+            let other = &self.units[self.todo_unit(k)];
+            self.polls[k].fetch_add(1, Ordering::SeqCst);
+            match cache.lookup(&package_tag(&other.name, &other.key)) {
+                Ok(Some(found)) => {
+                    *self.presence[k]
+                        .found
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(found.digest().to_string());
+                    self.presence[k].known.store(true, Ordering::SeqCst);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if let Some(required) = cache.failed(&e, false) {
+                        return Err(self.failure(index, PackageError::SharedCache(required)));
+                    }
+                    if !cache.usable() {
+                        self.set_mode(pos, Mode::Compile);
+                        return Ok(Step::Attach { lane: 0 });
+                    }
                 }
             }
         }
-        self.set_mode(pos, Mode::Compile);
-        Ok(Step::Attach { lane: 0 })
+        let found = self.presence[pos]
+            .found
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match found {
+            Some(digest) => self.fetch_or_compile(index, pos, Some(&digest), token),
+            None => Ok(Step::Later(WAIT_TICK)),
+        }
+    }
+
+    /// The unit at scheduler position `pos`.
+    fn todo_unit(&self, pos: usize) -> usize {
+        self.todo[pos]
+    }
+
+    fn frontier(&self, pos: usize) -> Vec<usize> {
+        frontier(pos, &self.deps, &self.mine, |k| {
+            self.presence[k].known.load(Ordering::SeqCst)
+        })
     }
 
     /// Pulls the package from the shared cache; if that fails, it is compiled here once its
@@ -292,8 +389,12 @@ impl Jobs<'_> {
         }
         let unit = &self.units[index];
         // Another runner may have pushed it since the sweep; not again after a pull of it
-        // failed or a wait for it ran out.
-        let looked = self.polls[pos].fetch_add(1, Ordering::SeqCst) > 0;
+        // failed or a wait for it ran out, nor when a dependency was compiled here (then
+        // another runner would have had to compile that one too, at the same time).
+        let looked = self.polls[pos].fetch_add(1, Ordering::SeqCst) > 0
+            || self.deps[pos]
+                .iter()
+                .any(|&d| self.presence[d].compiled_here.load(Ordering::SeqCst));
         if let (Some(cache), false) = (self.cache(), looked) {
             match cache.lookup(&package_tag(&unit.name, &unit.key)) {
                 Ok(Some(found)) => match self.pull(index, Some(found.digest().as_ref()), lock) {
@@ -475,6 +576,34 @@ impl Jobs<'_> {
     }
 }
 
+/// What to poll for node `pos`: it and the nodes it needs (`deps`), not yet `known` to be in the
+/// cache, that another shard compiles (not `mine`) and whose own dependencies are known to be
+/// there. A node of this shard not done yet blocks what depends on it (nothing can be in the
+/// cache before it).
+fn frontier(
+    pos: usize,
+    deps: &[Vec<usize>],
+    mine: &[bool],
+    known: impl Fn(usize) -> bool,
+) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![pos];
+    while let Some(k) = stack.pop() {
+        if !seen.insert(k) || known(k) || mine[k] {
+            continue;
+        }
+        let missing: Vec<usize> = deps[k].iter().copied().filter(|&d| !known(d)).collect();
+        if missing.is_empty() {
+            out.push(k);
+        } else {
+            stack.extend(missing);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
 /// The last `n` lines of a log file.
 pub fn tail(path: &Path, n: usize) -> Vec<String> {
     let Ok(text) = fs_err::read(path) else {
@@ -486,4 +615,52 @@ pub fn tail(path: &Path, n: usize) -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_frontier_is_polled() {
+        // 0 and 1 are leaves of another shard; 2 (other) needs 0 and 1; 3 (mine) needs 2;
+        // 4 (other) needs 3 and 1; 5 (other) needs 4.
+        let deps = vec![vec![], vec![], vec![0, 1], vec![2], vec![3, 1], vec![4]];
+        let mine = [false, false, false, true, false, false];
+        let known = |set: &'static [usize]| move |k: usize| set.contains(&k);
+        // Nothing known: the leaf 1 that 4 needs; not 5 or 4, nor what only 3 (mine, not
+        // done) waits for.
+        assert_eq!(frontier(5, &deps, &mine, known(&[])), vec![1]);
+        assert_eq!(frontier(2, &deps, &mine, known(&[])), vec![0, 1]);
+        assert_eq!(frontier(4, &deps, &mine, known(&[])), vec![1]);
+        // 0 found: still 1; both found: 2 itself.
+        assert_eq!(frontier(2, &deps, &mine, known(&[0])), vec![1]);
+        assert_eq!(frontier(2, &deps, &mine, known(&[0, 1])), vec![2]);
+        // 3 done here and 1 found: 4 is due, 5 not yet.
+        assert_eq!(frontier(5, &deps, &mine, known(&[0, 1, 2, 3])), vec![4]);
+        assert_eq!(frontier(5, &deps, &mine, known(&[0, 1, 2, 3, 4])), vec![5]);
+        // Known itself: nothing to poll.
+        assert!(frontier(5, &deps, &mine, known(&[0, 1, 2, 3, 4, 5])).is_empty());
+    }
+
+    #[test]
+    fn a_key_is_polled_once_per_interval_and_backs_off() {
+        let presence = Presence::default();
+        let t0 = Instant::now();
+        assert!(presence.claim(t0));
+        assert!(
+            !presence.claim(t0),
+            "a second waiter does not poll the same key"
+        );
+        assert!(!presence.claim(t0 + POLL_FIRST / 2));
+        assert!(presence.claim(t0 + POLL_FIRST));
+        // Half as long again: not yet at POLL_FIRST after the second poll.
+        assert!(!presence.claim(t0 + POLL_FIRST * 2));
+        assert!(presence.claim(t0 + POLL_FIRST * 3));
+        let mut at = t0 + POLL_FIRST * 3;
+        for _ in 0..30 {
+            at += POLL_MAX;
+            assert!(presence.claim(at), "never more than POLL_MAX apart");
+        }
+    }
 }

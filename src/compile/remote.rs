@@ -68,28 +68,73 @@ pub(super) fn annotations(
     notes
 }
 
-/// Looks every unit of `which` up in the cache, `SWEEP_THREADS` at a time: the manifest each
-/// has there, or `None`. A failure of the registry as a whole stops the sweep (the cache is off
-/// from then on); it is the cache's to report.
+/// Looks the units of `which` up in the cache, `SWEEP_THREADS` at a time, in waves: a unit
+/// only once every dependency of it in `which` was found, since a package cannot be in the
+/// cache without them (a fleet's first run asks about its leaves only, not about every
+/// package). The manifest each has there, or `None`. A failure of the registry as a whole
+/// stops the sweep (the cache is off from then on); it is the cache's to report.
 pub(super) fn sweep(
     cache: &SharedCache,
     units: &[Unit],
     which: &[usize],
 ) -> Result<Vec<Option<Descriptor>>, SharedCacheError> {
-    let found: Mutex<Vec<Option<Descriptor>>> = Mutex::new(vec![None; units.len()]);
+    let mut found: Vec<Option<Descriptor>> = vec![None; units.len()];
+    let asked: std::collections::HashSet<usize> = which.iter().copied().collect();
+    let mut decided: std::collections::HashSet<usize> = std::collections::HashSet::new();
+    loop {
+        let mut wave = Vec::new();
+        for &i in which {
+            if decided.contains(&i) {
+                continue;
+            }
+            let deps = units[i].dependencies.iter().filter(|d| asked.contains(d));
+            let mut ready = true;
+            let mut missing = false;
+            for &d in deps {
+                if !decided.contains(&d) {
+                    ready = false;
+                } else if found[d].is_none() {
+                    missing = true;
+                }
+            }
+            if missing {
+                decided.insert(i);
+            } else if ready {
+                wave.push(i);
+            }
+        }
+        if wave.is_empty() {
+            return Ok(found);
+        }
+        let hits = sweep_wave(cache, units, &wave)?;
+        for (i, hit) in wave.into_iter().zip(hits) {
+            found[i] = hit;
+            decided.insert(i);
+        }
+    }
+}
+
+/// One wave of lookups, `SWEEP_THREADS` at a time: what each of `wave` has in the cache.
+fn sweep_wave(
+    cache: &SharedCache,
+    units: &[Unit],
+    wave: &[usize],
+) -> Result<Vec<Option<Descriptor>>, SharedCacheError> {
+    let found: Mutex<Vec<Option<Descriptor>>> = Mutex::new(vec![None; wave.len()]);
     let next = AtomicUsize::new(0);
     let failure: Mutex<Option<SharedCacheError>> = Mutex::new(None);
     std::thread::scope(|scope| {
-        for _ in 0..SWEEP_THREADS.min(which.len()) {
+        for _ in 0..SWEEP_THREADS.min(wave.len()) {
             scope.spawn(|| loop {
                 if !cache.usable() || failure.lock().expect("failure lock").is_some() {
                     return;
                 }
-                let Some(&i) = which.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                let Some(&i) = wave.get(n) else {
                     return;
                 };
                 match cache.lookup(&package_tag(&units[i].name, &units[i].key)) {
-                    Ok(hit) => found.lock().expect("found lock")[i] = hit,
+                    Ok(hit) => found.lock().expect("found lock")[n] = hit,
                     Err(e) if e.is_outage() || e.is_interrupted() => {
                         failure.lock().expect("failure lock").get_or_insert(e);
                     }

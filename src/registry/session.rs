@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::atomic::AtomicU8;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -21,6 +22,11 @@ use super::request::{
 use super::{retry, tls, RegistryError};
 use crate::cancel::CancelToken;
 
+/// Whether a registry commits a blob sent with its `POST ?digest=`: not asked yet, yes, no.
+pub(crate) const SINGLE_POST_UNKNOWN: u8 = 0;
+pub(crate) const SINGLE_POST_YES: u8 = 1;
+pub(crate) const SINGLE_POST_NO: u8 = 2;
+
 /// A registry, as this process talks to it.
 pub(crate) struct Session {
     pub registry: String,
@@ -35,6 +41,8 @@ pub(crate) struct Session {
     pub(super) backoff: Duration,
     pub(super) notifier: Option<Notifier>,
     pub(super) cancel: CancelToken,
+    /// `SINGLE_POST_*`: what the registry did with the last monolithic `POST`.
+    pub(super) single_post: AtomicU8,
 }
 
 impl Session {
@@ -67,6 +75,7 @@ impl Session {
             backoff: client.options.backoff,
             notifier: client.notifier.clone(),
             cancel: client.cancel.clone(),
+            single_post: AtomicU8::new(SINGLE_POST_UNKNOWN),
         };
         let ping = Request::new(Method::GET, format!("{}/v2/", session.base));
         let response = if verify {

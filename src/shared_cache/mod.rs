@@ -26,7 +26,7 @@ use oci_spec::image::{Descriptor, ImageManifest, MediaType};
 
 use crate::oci::store::canonical_json;
 use crate::oci::{OciError, OciStore};
-use crate::registry::{push_image, Client, NoReporter, Reference, RegistryError, Repository};
+use crate::registry::{push_new_image, Client, NoReporter, Reference, RegistryError, Repository};
 
 pub use artifact::{base_tag, package_tag, DependencyKey, PackageConfig};
 
@@ -369,7 +369,9 @@ impl SharedCache {
         let manifest_descriptor = store
             .put_bytes(MediaType::ImageManifest, &bytes)
             .map_err(self.store_error(what.clone()))?;
-        push_image(
+        // Its layer and config were just made here: sent without asking whether the
+        // registry has them.
+        push_new_image(
             &self.client,
             store,
             &manifest_descriptor,
