@@ -12,6 +12,7 @@ ensure_cargo
 cargo build --release --locked
 bin=target/release/fissile-oci
 out="${DEMO_OUT:-$(mktemp -d)}"
+mkdir -p "$out"
 
 echo "== inspect examples/hello-release"
 "$bin" inspect examples/hello-release
