@@ -741,3 +741,27 @@ fn small_new_blobs_go_up_in_one_body_and_a_registry_that_answers_202_gets_a_put(
         assert_eq!(pulled.manifest.digest(), digest);
     }
 }
+
+#[test]
+fn tags_are_listed_in_one_request_while_there_are_few() {
+    if !common_registry::available() {
+        return;
+    }
+    let registry = Registry::start(Options::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (store, manifest) = image(dir.path(), 1, 1024);
+    let client = plain_client();
+    let repository = reference(&registry.host(), "team/listed").repository;
+    // Nobody pushed there yet: no tags, not an error.
+    assert_eq!(client.list_tags(&repository, 10).unwrap(), Some(Vec::new()));
+    for tag in ["a", "b", "c"] {
+        let destination = reference(&registry.host(), &format!("team/listed:{tag}"));
+        push_image(&client, &store, &manifest, &destination, &NoReporter).unwrap();
+    }
+    let mut tags = client.list_tags(&repository, 10).unwrap().unwrap();
+    tags.sort();
+    assert_eq!(tags, ["a", "b", "c"]);
+    // More tags than the caller wants to read at a time: no listing, whether the registry
+    // pages the list (a Link header) or ignores `n` and sends them all.
+    assert_eq!(client.list_tags(&repository, 2).unwrap(), None);
+}

@@ -249,6 +249,56 @@ impl Client {
         )))
     }
 
+    /// Every tag of `repository`, in one request, when it has at most `max`: `Ok(None)` when
+    /// it has more (the registry pages the list, or sends more than `max`), since then one
+    /// request per tag asked about costs the registry less than listing them all. A repository
+    /// nobody pushed to yet (`NAME_UNKNOWN`) has no tags.
+    pub fn list_tags(
+        &self,
+        repository: &Repository,
+        max: usize,
+    ) -> Result<Option<Vec<String>>, RegistryError> {
+        let session = self.session(&repository.registry)?;
+        let url = format!("{}/v2/{}/tags/list?n={max}", session.base, repository.name);
+        let request = Request::new(Method::GET, url).scope(repository, "pull");
+        let mut response = session.send(&request, Payload::None)?;
+        if response.status().as_u16() != 200 {
+            let error =
+                session.status_error(&request, response, &format!("the tags of {repository}"));
+            return match error {
+                RegistryError::NotFound { message, .. } if message.contains("(NAME_UNKNOWN)") => {
+                    Ok(Some(Vec::new()))
+                }
+                e => Err(e),
+            };
+        }
+        if header(&response, "link").is_some() {
+            return Ok(None);
+        }
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        // About 100 bytes a tag; a registry that ignores `n` may send more.
+        let limit = (max as u64 + 1) * 256;
+        let bytes = match read_limited(&session, &request, &mut response, limit) {
+            Ok(bytes) => bytes,
+            Err(RegistryError::Protocol { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let list: TagList =
+            serde_json::from_slice(&bytes).map_err(|e| RegistryError::Protocol {
+                registry: repository.registry.clone(),
+                method: "GET".into(),
+                path: request.path(),
+                status: 200,
+                message: format!("the tag list is not JSON: {e}"),
+            })?;
+        let tags = list.tags.unwrap_or_default();
+        Ok((tags.len() <= max).then_some(tags))
+    }
+
     /// Stores a manifest under `reference` (a tag, or its digest); returns its digest.
     pub fn put_manifest(
         &self,
