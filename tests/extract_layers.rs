@@ -985,3 +985,122 @@ fn an_existing_destination_is_refused_up_front() {
     assert_eq!(fx.root_names(), vec![OsString::from("dest")]);
     assert!(fs::read_dir(&fx.dest).unwrap().next().is_none());
 }
+
+#[test]
+fn only_under_takes_the_prefix_as_the_root() {
+    let fx = Fixture::new();
+    let layer = oci("pkg.tar", |b| {
+        dir(b, "var/", 0o755);
+        dir(b, "var/vcap/", 0o755);
+        dir(b, "var/vcap/packages/", 0o755);
+        dir(b, "var/vcap/packages/app/", 0o750);
+        dir(b, "var/vcap/packages/app/bin/", 0o755);
+        file(b, "var/vcap/packages/app/bin/run", b"#!/bin/sh\n", 0o755);
+        link(
+            b,
+            EntryType::Link,
+            "var/vcap/packages/app/bin/again",
+            "var/vcap/packages/app/bin/run",
+        );
+        // A dependency's file, as packages link to them; it means something in the sandbox.
+        symlink(
+            b,
+            "var/vcap/packages/app/ruby",
+            "/var/vcap/packages/ruby/bin/ruby",
+        );
+    });
+    let mut b = fx.builder(true);
+    b.only_under(Path::new("var/vcap/packages/app"));
+    assert!(!b.found_under());
+    b.apply(io::Cursor::new(&layer.bytes), Path::new(layer.name), false)
+        .unwrap();
+    assert!(b.found_under());
+    b.finish().unwrap();
+    assert_eq!(fs::read(fx.dest.join("bin/run")).unwrap(), b"#!/bin/sh\n");
+    assert_eq!(
+        fs::metadata(fx.dest.join("bin/again")).unwrap().ino(),
+        fs::metadata(fx.dest.join("bin/run")).unwrap().ino()
+    );
+    assert_eq!(
+        fs::read_link(fx.dest.join("ruby")).unwrap(),
+        Path::new("/var/vcap/packages/ruby/bin/ruby")
+    );
+    assert_eq!(
+        fs::metadata(&fx.dest).unwrap().permissions().mode() & 0o777,
+        0o750,
+        "the prefix's own entry gives the root its mode"
+    );
+    assert!(!fx.dest.join("var").exists());
+}
+
+#[test]
+fn only_under_refuses_what_lies_elsewhere() {
+    let prefix = Path::new("var/vcap/packages/app");
+    let outside = oci("other.tar", |b| {
+        file(b, "var/vcap/packages/app/ok", b"ok", 0o644);
+        file(b, "etc/passwd", b"root::0:0::/:/bin/sh\n", 0o644);
+    });
+    let sibling = oci("sibling.tar", |b| {
+        file(b, "var/vcap/packages/app2/x", b"x", 0o644);
+    });
+    // A file where a directory on the way to the prefix should be.
+    let not_a_dir = oci("file.tar", |b| file(b, "var/vcap", b"", 0o644));
+    let hardlink_out = oci("link.tar", |b| {
+        file(b, "var/vcap/packages/dep/secret", b"s", 0o644);
+    });
+    for layer in [&outside, &sibling, &not_a_dir] {
+        let fx = Fixture::new();
+        let mut b = fx.builder(true);
+        b.only_under(prefix);
+        let err = b
+            .apply(io::Cursor::new(&layer.bytes), Path::new(layer.name), false)
+            .unwrap_err();
+        assert!(
+            matches!(err, ExtractError::InvalidPath { .. }),
+            "{}: {err:?}",
+            layer.name
+        );
+        assert!(
+            err.to_string().contains("not under var/vcap/packages/app"),
+            "{err}"
+        );
+    }
+    let fx = Fixture::new();
+    let mut b = fx.builder(true);
+    b.only_under(prefix);
+    let err = b
+        .apply(
+            io::Cursor::new(&hardlink_out.bytes),
+            Path::new("link.tar"),
+            false,
+        )
+        .unwrap_err();
+    assert!(matches!(err, ExtractError::InvalidPath { .. }), "{err:?}");
+    let link_out = oci("link2.tar", |b| {
+        file(b, "var/vcap/packages/app/a", b"a", 0o644);
+        link(b, EntryType::Link, "var/vcap/packages/app/b", "etc/a");
+    });
+    let fx = Fixture::new();
+    let mut b = fx.builder(true);
+    b.only_under(prefix);
+    let err = b
+        .apply(
+            io::Cursor::new(&link_out.bytes),
+            Path::new("link2.tar"),
+            false,
+        )
+        .unwrap_err();
+    assert!(matches!(err, ExtractError::LinkEscape { .. }), "{err:?}");
+    // A layer with nothing under the prefix builds an empty tree, which the caller can tell.
+    let elsewhere_dirs = oci("dirs.tar", |b| dir(b, "var/vcap/packages/", 0o755));
+    let fx = Fixture::new();
+    let mut b = fx.builder(true);
+    b.only_under(prefix);
+    b.apply(
+        io::Cursor::new(&elsewhere_dirs.bytes),
+        Path::new("dirs.tar"),
+        false,
+    )
+    .unwrap();
+    assert!(!b.found_under());
+}

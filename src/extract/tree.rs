@@ -92,6 +92,22 @@ impl TreeBuilder {
         self
     }
 
+    /// Builds the tree from what the layers hold under `prefix` (a relative path, e.g.
+    /// `var/vcap/packages/nginx`), as its root: the directories on the way to `prefix` are
+    /// skipped, and any other entry outside it is refused with [`ExtractError::InvalidPath`].
+    /// A hard link must point under `prefix` too. One directory is created for a package,
+    /// not one per component of the prefix, and none is left to remove.
+    pub fn only_under(&mut self, prefix: &Path) -> &mut Self {
+        self.x.under = Some((prefix.to_path_buf(), false));
+        self
+    }
+
+    /// With [`only_under`](TreeBuilder::only_under): whether any entry so far was at or under
+    /// the prefix (a layer without it built an empty tree).
+    pub fn found_under(&self) -> bool {
+        self.x.under.as_ref().is_some_and(|(_, found)| *found)
+    }
+
     /// Where the tree is being built (for tests / callers that want to inspect); not `dest`.
     pub fn staging_dir(&self) -> &Path {
         self.tmp.path()

@@ -60,6 +60,8 @@ pub(super) struct Extractor {
     pub(super) layer: HashSet<PathBuf>,
     pub(super) root_mode: Option<u32>,
     pub(super) buf: Vec<u8>,
+    /// See [`TreeBuilder::only_under`]: the prefix, and whether any entry was at or under it.
+    pub(super) under: Option<(PathBuf, bool)>,
 }
 
 impl Extractor {
@@ -81,6 +83,7 @@ impl Extractor {
             layer: HashSet::new(),
             root_mode: None,
             buf: vec![0; 64 * 1024],
+            under: None,
         }
     }
 
@@ -174,6 +177,26 @@ impl Extractor {
         // Old tar writers mark directories only by a trailing slash.
         let is_dir = kind == EntryType::Directory
             || (matches!(kind, EntryType::Regular) && raw.ends_with(b"/") && size == 0);
+        let rel = match &mut self.under {
+            None => rel,
+            Some((prefix, found)) => match rel.strip_prefix(&*prefix) {
+                Ok(inner) => {
+                    *found = true;
+                    inner.to_path_buf()
+                }
+                // A directory on the way to the prefix: not part of the tree.
+                Err(_) if is_dir && prefix.starts_with(&rel) => {
+                    return self.skip_data(entry, &name, size);
+                }
+                Err(_) => {
+                    return Err(ExtractError::InvalidPath {
+                        archive: self.archive.to_path_buf(),
+                        entry: name,
+                        reason: format!("it is not under {}", prefix.display()),
+                    })
+                }
+            },
+        };
         let mode = || {
             entry.header().mode().map_err(|e| ExtractError::Corrupt {
                 archive: self.archive.to_path_buf(),
@@ -464,7 +487,13 @@ impl Extractor {
             target: lossy(target),
         };
         let target_rel = match normalize(target) {
-            Ok(t) => t,
+            Ok(t) => match &self.under {
+                None => t,
+                Some((prefix, _)) => match t.strip_prefix(prefix) {
+                    Ok(inner) => inner.to_path_buf(),
+                    Err(_) => return Err(escape()),
+                },
+            },
             Err(PathProblem::Absolute | PathProblem::Parent) => return Err(escape()),
             Err(p) => {
                 return Err(ExtractError::InvalidPath {
