@@ -70,14 +70,20 @@ fn pkg(name: &str, deps: &[&str], extra: &str) -> (String, Vec<String>, String) 
     )
 }
 
-/// lib <- tool <- app, and notes alone.
+/// lib <- tool <- app, and notes alone. tool links to lib's files, as packages do: an absolute
+/// link and a relative one, which mean something only in the sandbox.
 fn demo(dir: &Path) -> PathBuf {
     release(
         dir,
         "demo",
         &[
             pkg("lib", &[], ""),
-            pkg("tool", &["lib"], ""),
+            pkg(
+                "tool",
+                &["lib"],
+                "ln -s /var/vcap/packages/lib/seen \"$BOSH_INSTALL_TARGET/lib-seen\"\n\
+                 ln -s ../lib/input.txt \"$BOSH_INSTALL_TARGET/lib-input\"",
+            ),
             pkg("app", &["tool"], ""),
             pkg("notes", &[], ""),
         ],
@@ -210,16 +216,40 @@ fn runner_b_pulls_everything_runner_a_compiled_and_a_changed_dependency_compiles
     let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
     assert_eq!(
         manifest["artifactType"],
-        "application/vnd.cloudfoundry.fissile-oci.package.v1"
+        "application/vnd.cloudfoundry.fissile-oci.package.v2"
     );
     assert_eq!(
         manifest["config"]["mediaType"],
-        "application/vnd.cloudfoundry.fissile-oci.package.config.v1+json"
+        "application/vnd.cloudfoundry.fissile-oci.package.config.v2+json"
     );
     assert_eq!(
         manifest["annotations"]["org.cloudfoundry.fissile-oci.cache-key"],
         app_key.as_str()
     );
+    // What the key covers travels in one annotation; the config is one blob for all.
+    let described: serde_json::Value = serde_json::from_str(
+        manifest["annotations"]["org.cloudfoundry.fissile-oci.package"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(described["cache_key"], app_key.as_str());
+    assert_eq!(described["name"], "app");
+    assert!(described["diff_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    let (_, lib_key) = &statuses(&sa)["lib"];
+    let lib: serde_json::Value = serde_json::from_slice(
+        &succeed(
+            Command::new("skopeo")
+                .args(["inspect", "--raw", "--tls-verify=false"])
+                .arg(format!("docker://{cache}:pkg-lib-{lib_key}")),
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(lib["config"], manifest["config"]);
 
     // Runner B: an empty work dir, not even a base; nothing compiles.
     let b = tmp.path().join("b");
@@ -236,6 +266,14 @@ fn runner_b_pulls_everything_runner_a_compiled_and_a_changed_dependency_compiles
     for (name, (_, key)) in statuses(&sb) {
         let seen = |w: &Path| std::fs::read(w.join("packages").join(&key).join("seen")).unwrap();
         assert_eq!(seen(&a), seen(&b), "{name}");
+    }
+    let (_, tool_key) = &statuses(&sb)["tool"];
+    for (link, target) in [
+        ("lib-seen", "/var/vcap/packages/lib/seen"),
+        ("lib-input", "../lib/input.txt"),
+    ] {
+        let path = b.join("packages").join(tool_key).join(link);
+        assert_eq!(std::fs::read_link(&path).unwrap(), Path::new(target));
     }
     succeed(
         Command::new("skopeo")
@@ -470,17 +508,44 @@ fn four_shards_compile_each_package_once_and_a_final_run_compiles_nothing() {
     let registry = Registry::start(Options::default());
     let cache = format!("{}/fleet/cache", registry.host());
     let rel = sixty(tmp.path());
-    // Four runners, each with its own work dir, started at once as a CI matrix would.
-    let works: Vec<PathBuf> = (1..=4)
-        .map(|i| busybox_work(tmp.path(), &format!("shard{i}")))
+    fleet(tmp.path(), &rel, &cache, 4);
+}
+
+#[test]
+fn without_a_tag_listing_shards_look_keys_up_one_by_one() {
+    if !ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(Options::default());
+    // Some registries refuse to list a repository's tags to whoever may pull from it.
+    let proxy = Proxy::start(registry.port, Damage::RefuseTagList);
+    let cache = format!("127.0.0.1:{}/fleet/cache", proxy.port);
+    let rel = sixty(tmp.path());
+    fleet(tmp.path(), &rel, &cache, 2);
+    assert!(proxy.damaged.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    let heads = registry
+        .requests()
+        .iter()
+        .filter(|(method, path, _)| method == "HEAD" && path.contains("/manifests/pkg-"))
+        .count();
+    assert!(heads > 0, "the keys were looked up one by one");
+}
+
+/// `shards` runners, each with its own work dir, started at once as a CI matrix would, then
+/// a final unsharded run: each package compiled exactly once across the fleet, and the final
+/// run compiles nothing.
+fn fleet(tmp: &Path, rel: &Path, cache: &str, shards: usize) {
+    let works: Vec<PathBuf> = (1..=shards)
+        .map(|i| busybox_work(tmp, &format!("shard{i}")))
         .collect();
     let children: Vec<(PathBuf, std::process::Child)> = works
         .iter()
         .enumerate()
         .map(|(i, work)| {
-            let s = tmp.path().join(format!("shard{}.json", i + 1));
-            let child = compile(work, &rel, &cache, &s)
-                .args(["-j", "2", "--shard", &format!("{}/4", i + 1)])
+            let s = tmp.join(format!("shard{}.json", i + 1));
+            let child = compile(work, rel, cache, &s)
+                .args(["-j", "2", "--shard", &format!("{}/{shards}", i + 1)])
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
@@ -507,7 +572,7 @@ fn four_shards_compile_each_package_once_and_a_final_run_compiles_nothing() {
             if p["status"] == "skipped" {
                 let why = p["error"].as_str().unwrap();
                 assert!(
-                    why.starts_with("shard ") && why.ends_with("/4 compiles it"),
+                    why.starts_with("shard ") && why.ends_with(&format!("/{shards} compiles it")),
                     "{why}"
                 );
             }
@@ -519,9 +584,9 @@ fn four_shards_compile_each_package_once_and_a_final_run_compiles_nothing() {
         "each exactly once across the fleet: {compiled:?}"
     );
     // The final, unsharded run on a fresh work dir pulls everything and compiles nothing.
-    let fin = tmp.path().join("final");
-    let sf = tmp.path().join("final.json");
-    let out = succeed(&mut compile(&fin, &rel, &cache, &sf));
+    let fin = tmp.join("final");
+    let sf = tmp.join("final.json");
+    let out = succeed(&mut compile(&fin, rel, cache, &sf));
     assert!(all(&sf, "pulled"), "{:?}\n{}", statuses(&sf), stderr(&out));
     assert!(stderr(&out).contains("0 compiled"), "{}", stderr(&out));
 }

@@ -30,7 +30,7 @@ use crate::extract::ExtractLimits;
 use crate::oci::OciStore;
 use crate::plan::Plan;
 use crate::sandbox::{Network, Sandbox, ScratchSpace};
-use crate::shared_cache::{Notify, SharedCache, SharedCacheError};
+use crate::shared_cache::{package_tag, Notify, SharedCache, SharedCacheError};
 use crate::workdir::{LastUse, RunDir, WorkDir};
 
 /// The scheduler's lane for fetching from the shared cache, and its workers: pulls and polls
@@ -147,7 +147,7 @@ impl Compiler<'_> {
         let todo: Vec<usize> = (0..units.len())
             .filter(|&i| units[i].origin == Origin::Compile && units[i].cached.is_none())
             .collect();
-        let mut remote_hits: Vec<Option<Descriptor>> = vec![None; units.len()];
+        let mut remote_hits: Vec<Option<String>> = vec![None; units.len()];
         let (push_tx, push_rx) = mpsc::channel::<Push>();
         let pending_pushes = AtomicUsize::new(0);
         let queue_push = |push: Push| {
@@ -307,6 +307,11 @@ impl Compiler<'_> {
                         presence
                     })
                     .collect(),
+                tags: todo
+                    .iter()
+                    .map(|&i| package_tag(&units[i].name, &units[i].key))
+                    .collect(),
+                listing_seen: Default::default(),
             };
             let jobs = &owned_jobs;
             let mut start_times: HashMap<usize, Instant> = HashMap::new();

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,10 +32,12 @@ use crate::workdir::{remove_tree, NameLock, RunDir};
 
 /// Polls for a package another shard compiles: once its dependencies are known to be in the
 /// registry (it cannot be there before them), the first at once, then `POLL_FIRST` later and
-/// half as long again each time, at most `POLL_MAX` apart. A waiting job looks again this often,
-/// which costs no request unless a key is due.
+/// half as long again each time, at most `POLL_MAX` apart.
 const POLL_FIRST: Duration = Duration::from_millis(100);
 const POLL_MAX: Duration = Duration::from_millis(500);
+/// How often a waiting job looks again, which costs no request unless a listing or a key is
+/// due. Shorter costs CPU the compiles need (`scripts/bench/fleet.sh` was no faster with 25 ms
+/// and a 50 ms listing interval).
 const WAIT_TICK: Duration = Duration::from_millis(50);
 
 /// What this run knows of one package in the shared cache, by scheduler position: whether it
@@ -60,6 +62,16 @@ impl Presence {
         *due = (Some(now + pause.min(POLL_MAX)), due.1 + 1);
         true
     }
+}
+
+/// Why a pull did not give the package.
+enum PullFailed {
+    /// The cache failed, and told: compile it here instead.
+    CompileHere,
+    /// Its tag is not there (yet): wait for it again.
+    NotYet,
+    /// The failure that ends the package (`--cache-required`).
+    Ends(Box<Failure>),
 }
 
 /// What a node's job does now.
@@ -130,8 +142,8 @@ pub(super) struct Jobs<'a> {
     pub base_digest: &'a str,
     /// Each node's [`Mode`], by scheduler position.
     pub modes: Vec<AtomicU8>,
-    /// What the sweep found in the shared cache, by unit.
-    pub remote_hits: &'a [Option<Descriptor>],
+    /// What the sweep found in the shared cache, by unit: the reference to pull it by.
+    pub remote_hits: &'a [Option<String>],
     /// The unit of each scheduler position.
     pub todo: &'a [usize],
     /// Past this, a shard stops waiting for other shards and compiles what it needs.
@@ -148,6 +160,10 @@ pub(super) struct Jobs<'a> {
     pub mine: Vec<bool>,
     /// What is known of each node in the shared cache, by scheduler position.
     pub presence: Vec<Presence>,
+    /// Each node's tag in the shared cache, by scheduler position.
+    pub tags: Vec<String>,
+    /// The newest listing of the cache's tags taken note of.
+    pub listing_seen: AtomicU64,
 }
 
 type JobResult = Result<Step<Done>, Box<Failure>>;
@@ -189,10 +205,8 @@ impl Jobs<'_> {
     fn step_mode(&self, index: usize, pos: usize, token: &CancelToken) -> JobResult {
         match self.mode(pos) {
             Mode::Fetch => {
-                let digest = self.remote_hits[index]
-                    .as_ref()
-                    .map(|d| d.digest().to_string());
-                self.fetch_or_compile(index, pos, digest.as_deref(), token)
+                let reference = self.remote_hits[index].clone();
+                self.fetch_or_compile(index, pos, reference.as_deref(), token)
             }
             Mode::Wait => self.wait(index, pos, token),
             Mode::Compile => self.compile(index, pos, token).map(Step::Done),
@@ -230,6 +244,48 @@ impl Jobs<'_> {
             self.set_mode(pos, Mode::Compile);
             return Ok(Step::Attach { lane: 0 });
         }
+        if let Some((generation, listed)) = cache.listing(false) {
+            // One listing answers for every key this run waits for; whoever sees a new one
+            // first takes note of what it has.
+            if self.listing_seen.fetch_max(generation, Ordering::SeqCst) < generation {
+                for (k, tag) in self.tags.iter().enumerate() {
+                    if !self.presence[k].known.load(Ordering::SeqCst) && listed.contains(tag) {
+                        *self.presence[k]
+                            .found
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = Some(tag.clone());
+                        self.presence[k].known.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+        } else {
+            self.poll_frontier(pos, now, cache)
+                .map_err(|e| self.failure(index, e))?;
+            if !cache.usable() {
+                self.set_mode(pos, Mode::Compile);
+                return Ok(Step::Attach { lane: 0 });
+            }
+        }
+        let found = self.presence[pos]
+            .found
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match found {
+            Some(reference) => self.fetch_or_compile(index, pos, Some(&reference), token),
+            None => Ok(Step::Later(WAIT_TICK)),
+        }
+    }
+
+    /// Looks up, one `HEAD` each, the keys of the frontier of node `pos` that are due, and
+    /// takes note of those found. `Err`: the failure that ends the package
+    /// (`--cache-required`).
+    fn poll_frontier(
+        &self,
+        pos: usize,
+        now: Instant,
+        cache: &SharedCache,
+    ) -> Result<(), PackageError> {
         for k in self.frontier(pos) {
             if !self.presence[k].claim(now) {
                 continue;
@@ -247,24 +303,15 @@ impl Jobs<'_> {
                 Ok(None) => {}
                 Err(e) => {
                     if let Some(required) = cache.failed(&e, false) {
-                        return Err(self.failure(index, PackageError::SharedCache(required)));
+                        return Err(PackageError::SharedCache(required));
                     }
                     if !cache.usable() {
-                        self.set_mode(pos, Mode::Compile);
-                        return Ok(Step::Attach { lane: 0 });
+                        return Ok(());
                     }
                 }
             }
         }
-        let found = self.presence[pos]
-            .found
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        match found {
-            Some(digest) => self.fetch_or_compile(index, pos, Some(&digest), token),
-            None => Ok(Step::Later(WAIT_TICK)),
-        }
+        Ok(())
     }
 
     /// The unit at scheduler position `pos`.
@@ -278,24 +325,37 @@ impl Jobs<'_> {
         })
     }
 
-    /// Pulls the package from the shared cache; if that fails, it is compiled here once its
-    /// dependencies are (the scheduler attaches it).
+    /// Pulls the package from the shared cache (by `reference`: its tag, or the digest a
+    /// lookup found); if that fails, it is compiled here once its dependencies are (the
+    /// scheduler attaches it). A package a listing showed but whose tag does not answer yet
+    /// (a registry lists a tag while it is still writing it) is waited for again.
     fn fetch_or_compile(
         &self,
         index: usize,
         pos: usize,
-        digest: Option<&str>,
+        reference: Option<&str>,
         token: &CancelToken,
     ) -> JobResult {
         let lock = self.lock(index, token)?;
         if let Some(layer) = self.in_store(index) {
             return Ok(Step::Done(Done::Cached { layer }));
         }
+        let tag = package_tag(&self.units[index].name, &self.units[index].key);
+        let by_tag = reference.is_none_or(|r| r == tag);
+        let wait_again = by_tag && self.mode(pos) == Mode::Wait && Instant::now() < self.deadline;
         self.polls[pos].fetch_add(1, Ordering::SeqCst);
-        match self.pull(index, digest, lock) {
+        match self.pull(index, reference, lock, wait_again) {
             Ok(done) => Ok(Step::Done(done)),
-            Err(Some(failure)) => Err(failure),
-            Err(None) => {
+            Err(PullFailed::Ends(failure)) => Err(failure),
+            Err(PullFailed::NotYet) => {
+                *self.presence[pos]
+                    .found
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = None;
+                self.presence[pos].known.store(false, Ordering::SeqCst);
+                Ok(Step::Later(WAIT_TICK))
+            }
+            Err(PullFailed::CompileHere) => {
                 self.set_mode(pos, Mode::Compile);
                 Ok(Step::Attach { lane: 0 })
             }
@@ -303,16 +363,17 @@ impl Jobs<'_> {
     }
 
     /// Pulls unit `index` (its key lock held) and hands it to the committer to be named.
-    /// `Err(None)`: the cache failed, and told; compile it instead. `Err(Some(_))`: the
-    /// failure that ends the package (`--cache-required`).
+    /// With `missing_is_later`, a tag that is not there is [`PullFailed::NotYet`] rather than
+    /// a failure of the cache.
     fn pull(
         &self,
         index: usize,
-        digest: Option<&str>,
+        reference: Option<&str>,
         lock: Option<NameLock>,
-    ) -> Result<Done, Option<Box<Failure>>> {
+        missing_is_later: bool,
+    ) -> Result<Done, PullFailed> {
         let Some(cache) = self.cache() else {
-            return Err(None);
+            return Err(PullFailed::CompileHere);
         };
         let started = Instant::now();
         let compiler = self.compiler;
@@ -322,7 +383,7 @@ impl Jobs<'_> {
             self.units,
             index,
             self.base_digest,
-            digest,
+            reference,
             &compiler.options.limits,
         ) {
             Ok(pulled) => {
@@ -336,11 +397,12 @@ impl Jobs<'_> {
                     seconds: started.elapsed().as_secs_f64(),
                 })
             }
+            Err(e) if missing_is_later && e.is_not_found() => Err(PullFailed::NotYet),
             Err(e) => match cache.failed(&e, false) {
-                Some(required) => Err(Some(
+                Some(required) => Err(PullFailed::Ends(
                     self.failure(index, PackageError::SharedCache(required)),
                 )),
-                None => Err(None),
+                None => Err(PullFailed::CompileHere),
             },
         }
     }
@@ -396,12 +458,19 @@ impl Jobs<'_> {
                 .iter()
                 .any(|&d| self.presence[d].compiled_here.load(Ordering::SeqCst));
         if let (Some(cache), false) = (self.cache(), looked) {
-            match cache.lookup(&package_tag(&unit.name, &unit.key)) {
-                Ok(Some(found)) => match self.pull(index, Some(found.digest().as_ref()), lock) {
+            let tag = package_tag(&unit.name, &unit.key);
+            let found = match cache.listing(false) {
+                Some((_, listed)) => Ok(listed.contains(&tag).then(|| tag.clone())),
+                None => cache
+                    .lookup(&tag)
+                    .map(|hit| hit.map(|d| d.digest().to_string())),
+            };
+            match found {
+                Ok(Some(reference)) => match self.pull(index, Some(&reference), lock, false) {
                     Ok(done) => return Ok(done),
-                    Err(Some(failure)) => return Err(failure),
+                    Err(PullFailed::Ends(failure)) => return Err(failure),
                     // The lock went with the failed pull: take it again.
-                    Err(None) => {
+                    Err(PullFailed::NotYet | PullFailed::CompileHere) => {
                         return self.compile_locked(index, token, self.lock(index, token)?)
                     }
                 },

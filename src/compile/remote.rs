@@ -14,7 +14,7 @@ use oci_spec::image::{Descriptor, MediaType};
 use sha2::Digest as _;
 
 use super::key::package_ref;
-use super::package::{package_annotations, BASE_ANNOTATION, CACHE_KEY_ANNOTATION};
+use super::package::{package_annotations, BASE_ANNOTATION};
 use super::units::Unit;
 use crate::extract::{ExtractLimits, TreeBuilder};
 use crate::oci::store::OciStore;
@@ -68,17 +68,28 @@ pub(super) fn annotations(
     notes
 }
 
-/// Looks the units of `which` up in the cache, `SWEEP_THREADS` at a time, in waves: a unit
-/// only once every dependency of it in `which` was found, since a package cannot be in the
-/// cache without them (a fleet's first run asks about its leaves only, not about every
-/// package). The manifest each has there, or `None`. A failure of the registry as a whole
+/// What the cache has of the units of `which`: the reference to pull each by (the tag, or
+/// the digest a lookup found), or `None`. One listing of the repository's tags answers for
+/// all when the registry gives one ([`SharedCache::listing`]); otherwise lookups,
+/// `SWEEP_THREADS` at a time, in waves: a unit only once every dependency of it in `which`
+/// was found, since a package cannot be in the cache without them (a fleet's first run asks
+/// about its leaves only, not about every package). A failure of the registry as a whole
 /// stops the sweep (the cache is off from then on); it is the cache's to report.
 pub(super) fn sweep(
     cache: &SharedCache,
     units: &[Unit],
     which: &[usize],
-) -> Result<Vec<Option<Descriptor>>, SharedCacheError> {
-    let mut found: Vec<Option<Descriptor>> = vec![None; units.len()];
+) -> Result<Vec<Option<String>>, SharedCacheError> {
+    let mut found: Vec<Option<String>> = vec![None; units.len()];
+    if let Some((_, listed)) = cache.listing(true) {
+        for &i in which {
+            let tag = package_tag(&units[i].name, &units[i].key);
+            if listed.contains(&tag) {
+                found[i] = Some(tag);
+            }
+        }
+        return Ok(found);
+    }
     let asked: std::collections::HashSet<usize> = which.iter().copied().collect();
     let mut decided: std::collections::HashSet<usize> = std::collections::HashSet::new();
     loop {
@@ -108,7 +119,7 @@ pub(super) fn sweep(
         }
         let hits = sweep_wave(cache, units, &wave)?;
         for (i, hit) in wave.into_iter().zip(hits) {
-            found[i] = hit;
+            found[i] = hit.map(|d| d.digest().to_string());
             decided.insert(i);
         }
     }
@@ -159,7 +170,8 @@ pub(super) struct PulledUnit {
     pub layer_digest: String,
 }
 
-/// Pulls unit `index` from the cache (by `digest` when a lookup found it), unpacks it into its
+/// Pulls unit `index` from the cache (by `reference`, the digest a lookup found, or else by its
+/// tag), unpacks it into its
 /// published dir and writes its image, the same image a compile here would have written.
 /// Nothing of a package that fails a check is kept: not its blob (checked before it is
 /// stored), not its files.
@@ -169,13 +181,13 @@ pub(super) fn pull_unit(
     units: &[Unit],
     index: usize,
     base_digest: &str,
-    digest: Option<&str>,
+    reference: Option<&str>,
     limits: &ExtractLimits,
 ) -> Result<PulledUnit, SharedCacheError> {
     let unit = &units[index];
     let tag = package_tag(&unit.name, &unit.key);
     let expected = expected_config(units, index, base_digest);
-    let fetched = cache.fetch_package(store, &tag, digest, &expected, CACHE_KEY_ANNOTATION)?;
+    let fetched = cache.fetch_package(store, &tag, reference.unwrap_or(&tag), &expected)?;
     let layer = Descriptor::new(
         MediaType::ImageLayerGzip,
         fetched.layer.size(),
@@ -232,8 +244,10 @@ enum UnpackError {
 }
 
 /// Unpacks a package layer (`var/vcap/packages/<name>/…`) into `published`, as any untrusted
-/// archive, hashing the uncompressed stream on the way: unless it is `diff_id`, nothing is
-/// published. Another run that published the same key first wins (same key, same package).
+/// archive (only what is under that dir, links that may point anywhere as in the sandbox, where
+/// `/var/vcap/packages/<dep>/…` means a dependency), hashing the uncompressed stream on the
+/// way: unless it is `diff_id`, nothing is published. When another run on this work dir
+/// published the same key first (same key, same package), the layer is only hashed.
 fn unpack_layer(
     store: &OciStore,
     layer: &Descriptor,
@@ -242,17 +256,7 @@ fn unpack_layer(
     diff_id: &str,
     limits: &ExtractLimits,
 ) -> Result<(String, u64), UnpackError> {
-    let parent = published.parent().unwrap_or(Path::new("."));
     let store_error = |e: OciError| UnpackError::Store(e);
-    fs_err::create_dir_all(parent)
-        .map_err(OciError::io(parent))
-        .map_err(store_error)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".pull-")
-        .tempdir_in(parent)
-        .map_err(OciError::io(parent))
-        .map_err(store_error)?;
-    let tree = tmp.path().join("tree");
     let blob_path = store.blob_path(layer.digest()).map_err(store_error)?;
     let blob = store.open_blob(layer).map_err(store_error)?;
     let mut hashing = Hashing {
@@ -260,33 +264,45 @@ fn unpack_layer(
         hasher: sha2::Sha256::new(),
         size: 0,
     };
-    let mut builder = TreeBuilder::new(&tree, limits)
-        .map_err(|e| UnpackError::Invalid(format!("its layer cannot be unpacked: {e}")))?;
-    builder
-        .apply(&mut hashing, &blob_path, false)
-        .map_err(|e| UnpackError::Invalid(format!("its layer cannot be unpacked: {e}")))?;
-    // The rest of the stream (tar's end blocks) counts for the digest.
+    let unpackable = |e: crate::extract::ExtractError| {
+        UnpackError::Invalid(format!("its layer cannot be unpacked: {e}"))
+    };
+    let builder = match TreeBuilder::new(published, limits) {
+        Err(crate::extract::ExtractError::DestinationExists { .. }) if published.is_dir() => None,
+        Err(e) => return Err(unpackable(e)),
+        Ok(builder) => Some(builder),
+    };
+    let builder = if let Some(mut builder) = builder {
+        builder
+            .only_under(&Path::new("var/vcap/packages").join(name))
+            .allow_escaping_symlinks(true);
+        builder
+            .apply(&mut hashing, &blob_path, false)
+            .map_err(unpackable)?;
+        Some(builder)
+    } else {
+        None
+    };
+    // The rest of the stream (tar's end blocks, or all of it) counts for the digest.
     std::io::copy(&mut hashing, &mut std::io::sink())
         .map_err(|e| UnpackError::Invalid(format!("its layer cannot be read: {e}")))?;
     let found = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
     if found != diff_id {
         return Err(UnpackError::Invalid(format!(
-            "its layer unpacks to {found}, but its config says {diff_id}"
+            "its layer unpacks to {found}, but its manifest says {diff_id}"
         )));
     }
-    builder
-        .finish()
-        .map_err(|e| UnpackError::Invalid(format!("its layer cannot be unpacked: {e}")))?;
-    let inner = tree.join("var/vcap/packages").join(name);
-    if !inner.is_dir() {
-        return Err(UnpackError::Invalid(format!(
-            "its layer has no var/vcap/packages/{name}"
-        )));
-    }
-    match fs_err::rename(&inner, published) {
-        Ok(()) => {}
-        Err(_) if published.is_dir() => {}
-        Err(e) => return Err(store_error(OciError::io(published)(e))),
+    if let Some(builder) = builder {
+        if !builder.found_under() {
+            return Err(UnpackError::Invalid(format!(
+                "its layer has no var/vcap/packages/{name}"
+            )));
+        }
+        match builder.finish() {
+            Ok(_) => {}
+            Err(crate::extract::ExtractError::DestinationExists { .. }) if published.is_dir() => {}
+            Err(e) => return Err(unpackable(e)),
+        }
     }
     Ok((found, hashing.size))
 }

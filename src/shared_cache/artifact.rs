@@ -2,15 +2,20 @@
 //! tagged with a name derived from the key. Registries that know nothing of artifacts
 //! (distribution 2.x) store it, since only its config's media type is custom; `artifactType`
 //! says what it is to those that do. Its one layer is the very blob of the package's image in
-//! the store; its config is a small JSON document with what the key covers and the layer's
-//! `diff_id`, so a runner that pulls it rebuilds the same local image byte for byte.
+//! the store. What the key covers and the layer's `diff_id` (so a runner that pulls it rebuilds
+//! the same local image byte for byte, and checks the unpacked layer) are in one annotation,
+//! [`PACKAGE_ANNOTATION`], next to the package's annotations for people and tools. The config
+//! is the same small document for every package: a registry holds it once, a push sends a
+//! layer and a manifest, and a pull fetches a manifest and a layer (a config per package cost
+//! two more requests per push and one per pull, on the path a waiting shard waits on).
 //!
 //! ```json
 //! {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-//!  "artifactType": "application/vnd.cloudfoundry.fissile-oci.package.v1",
-//!  "config": {"mediaType": "application/vnd.cloudfoundry.fissile-oci.package.config.v1+json", …},
+//!  "artifactType": "application/vnd.cloudfoundry.fissile-oci.package.v2",
+//!  "config": {"mediaType": "application/vnd.cloudfoundry.fissile-oci.package.config.v2+json", …},
 //!  "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", …}],
-//!  "annotations": {"org.cloudfoundry.bosh.package.name": "…", "…cache-key": "…", …}}
+//!  "annotations": {"org.cloudfoundry.fissile-oci.package": "{\"name\": …, \"diff_id\": …}",
+//!                  "org.cloudfoundry.bosh.package.name": "…", …}}
 //! ```
 
 use std::collections::BTreeMap;
@@ -20,17 +25,22 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 /// What the manifest is, for registries and tools that read `artifactType`.
-pub const ARTIFACT_TYPE: &str = "application/vnd.cloudfoundry.fissile-oci.package.v1";
+pub const ARTIFACT_TYPE: &str = "application/vnd.cloudfoundry.fissile-oci.package.v2";
 /// The config's media type: no image config, so no engine mistakes it for a runnable image.
 pub const CONFIG_MEDIA_TYPE: &str =
-    "application/vnd.cloudfoundry.fissile-oci.package.config.v1+json";
+    "application/vnd.cloudfoundry.fissile-oci.package.config.v2+json";
+/// The config of every package artifact.
+pub const CONFIG: &[u8] =
+    br#"{"about":"a BOSH package compiled by fissile-oci: the manifest's annotations say which"}"#;
+/// The annotation with the package's [`PackageConfig`], as canonical JSON.
+pub const PACKAGE_ANNOTATION: &str = "org.cloudfoundry.fissile-oci.package";
 /// The one layer: the package's files under `var/vcap/packages/<name>/`, as in the store.
 pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 /// Longest tag registries accept (distribution's reference grammar).
 pub const MAX_TAG: usize = 128;
 
-/// The config of a package in the shared cache: what its key covers, and how to check its
-/// layer once unpacked.
+/// What a package in the shared cache is: what its key covers, and how to check its layer once
+/// unpacked ([`PACKAGE_ANNOTATION`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageConfig {
     pub name: String,
@@ -90,42 +100,64 @@ fn tag_safe(s: &str, max: usize) -> String {
         .collect()
 }
 
-/// The artifact manifest for a package whose layer is `layer` and config `config` (a blob
-/// already stored as `config_descriptor`), with the package's annotations.
+/// The descriptor of [`CONFIG`].
+pub fn config_descriptor() -> Descriptor {
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(CONFIG)));
+    Descriptor::new(
+        MediaType::Other(CONFIG_MEDIA_TYPE.to_string()),
+        CONFIG.len() as u64,
+        digest
+            .parse::<oci_spec::image::Digest>()
+            .expect("a sha256 digest"),
+    )
+}
+
+/// The artifact manifest for the package `package` whose layer is `layer`, with the package's
+/// `annotations` besides.
 pub fn manifest_json(
-    config_descriptor: &Descriptor,
     layer: &Descriptor,
+    package: &PackageConfig,
     annotations: &BTreeMap<String, String>,
-) -> serde_json::Value {
+) -> Result<serde_json::Value, serde_json::Error> {
     let descriptor = |d: &Descriptor, media_type: &str| serde_json::json!({"mediaType": media_type, "digest": d.digest().to_string(), "size": d.size()});
-    serde_json::json!({
+    let mut annotations = annotations.clone();
+    // Through a Value, whose objects are sorted maps: the same package, the same bytes.
+    let package = serde_json::to_string(&serde_json::to_value(package)?)?;
+    annotations.insert(PACKAGE_ANNOTATION.to_string(), package);
+    Ok(serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "artifactType": ARTIFACT_TYPE,
-        "config": descriptor(config_descriptor, CONFIG_MEDIA_TYPE),
+        "config": descriptor(&config_descriptor(), CONFIG_MEDIA_TYPE),
         "layers": [descriptor(layer, LAYER_MEDIA_TYPE)],
         "annotations": annotations,
-    })
+    }))
 }
 
-/// Checks that `manifest` is a package artifact for `key`: the artifact and config media
-/// types, one gzip layer, and the key in its annotations. Returns its config and layer.
-pub fn check_manifest(
-    manifest: &ImageManifest,
-    key_annotation: &str,
-    key: &str,
-) -> Result<(Descriptor, Descriptor), String> {
+/// Reads a package artifact: checks its artifact and config media types, the config (the one
+/// every package has), its one gzip layer, and returns that layer and what the manifest says
+/// the package is.
+pub fn read_manifest(manifest: &ImageManifest) -> Result<(Descriptor, PackageConfig), String> {
     let artifact = manifest.artifact_type().as_ref().map(|m| m.to_string());
     if artifact.as_deref() != Some(ARTIFACT_TYPE) {
         return Err(format!(
-            "not a fissile-oci package (artifactType {artifact:?}, expected {ARTIFACT_TYPE})"
+            "not a package of this fissile-oci (artifactType {artifact:?}, expected {ARTIFACT_TYPE})"
         ));
     }
     let config = manifest.config();
-    if config.media_type() != &MediaType::Other(CONFIG_MEDIA_TYPE.to_string()) {
+    let expected = config_descriptor();
+    if config.media_type() != expected.media_type()
+        || config.digest() != expected.digest()
+        || config.size() != expected.size()
+    {
         return Err(format!(
-            "config media type {}, expected {CONFIG_MEDIA_TYPE}",
-            config.media_type()
+            "its config is {} {} ({} bytes), expected {} {} ({} bytes)",
+            config.media_type(),
+            config.digest(),
+            config.size(),
+            expected.media_type(),
+            expected.digest(),
+            expected.size()
         ));
     }
     let [layer] = manifest.layers().as_slice() else {
@@ -140,24 +172,24 @@ pub fn check_manifest(
             layer.media_type()
         ));
     }
-    let found = manifest
+    let Some(package) = manifest
         .annotations()
         .as_ref()
-        .and_then(|a| a.get(key_annotation));
-    if found.map(String::as_str) != Some(key) {
-        return Err(format!(
-            "it is for cache key {}, not {key}",
-            found.map(String::as_str).unwrap_or("(none)")
-        ));
-    }
-    Ok((config.clone(), layer.clone()))
+        .and_then(|a| a.get(PACKAGE_ANNOTATION))
+    else {
+        return Err(format!("no {PACKAGE_ANNOTATION} annotation"));
+    };
+    let package: PackageConfig = serde_json::from_str(package)
+        .map_err(|e| format!("its {PACKAGE_ANNOTATION} annotation is not a package: {e}"))?;
+    Ok((layer.clone(), package))
 }
 
-/// Checks that a pulled config describes the package asked for.
+/// Checks that what a pulled manifest says (its [`PACKAGE_ANNOTATION`]) is the package asked
+/// for.
 pub fn check_config(config: &PackageConfig, expected: &PackageConfig) -> Result<(), String> {
     let mismatch = |field: &str, found: &str, wanted: &str| {
         Err(format!(
-            "its config has {field} {found:?}, expected {wanted:?}"
+            "it is a package with {field} {found:?}, expected {wanted:?}"
         ))
     };
     if config.name != expected.name {
@@ -178,13 +210,13 @@ pub fn check_config(config: &PackageConfig, expected: &PackageConfig) -> Result<
     }
     if config.dependencies != expected.dependencies {
         return Err(format!(
-            "its config has other dependencies ({:?}) than expected ({:?})",
+            "it is a package with other dependencies ({:?}) than expected ({:?})",
             config.dependencies, expected.dependencies
         ));
     }
     if !config.diff_id.starts_with("sha256:") || config.diff_id.len() != 71 {
         return Err(format!(
-            "its config's diff_id {:?} is not a sha256 digest",
+            "its diff_id {:?} is not a sha256 digest",
             config.diff_id
         ));
     }
@@ -195,6 +227,92 @@ pub fn check_config(config: &PackageConfig, expected: &PackageConfig) -> Result<
 mod tests {
     use super::*;
     use crate::registry::reference::valid_tag;
+
+    fn package() -> PackageConfig {
+        PackageConfig {
+            name: "app".into(),
+            fingerprint: "f".repeat(40),
+            cache_key: "a".repeat(64),
+            compilation_base: format!("sha256:{}", "b".repeat(64)),
+            dependencies: vec![DependencyKey {
+                name: "lib".into(),
+                cache_key: "c".repeat(64),
+            }],
+            diff_id: format!("sha256:{}", "d".repeat(64)),
+        }
+    }
+
+    fn layer() -> Descriptor {
+        Descriptor::new(
+            MediaType::ImageLayerGzip,
+            123,
+            format!("sha256:{}", "e".repeat(64))
+                .parse::<oci_spec::image::Digest>()
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_manifest_carries_the_package_and_reads_back() {
+        let notes = BTreeMap::from([("org.example.note".to_string(), "kept".to_string())]);
+        let json = manifest_json(&layer(), &package(), &notes).unwrap();
+        let parsed: ImageManifest = serde_json::from_value(json.clone()).unwrap();
+        let (read_layer, read_package) = read_manifest(&parsed).unwrap();
+        assert_eq!(read_package, package());
+        assert_eq!(read_layer.digest(), layer().digest());
+        assert_eq!(json["annotations"]["org.example.note"], "kept");
+        // Every package has the same config, whose digest is that of CONFIG.
+        assert_eq!(
+            json["config"]["digest"],
+            format!("sha256:{}", hex::encode(sha2::Sha256::digest(CONFIG)))
+        );
+        check_config(&read_package, &package()).unwrap();
+        let mut other = package();
+        other.cache_key = "9".repeat(64);
+        assert!(check_config(&read_package, &other)
+            .unwrap_err()
+            .contains("cache_key"));
+    }
+
+    #[test]
+    fn foreign_manifests_are_refused() {
+        let good = manifest_json(&layer(), &package(), &BTreeMap::new()).unwrap();
+        let refused = |edit: &dyn Fn(&mut serde_json::Value), why: &str| {
+            let mut json = good.clone();
+            edit(&mut json);
+            let parsed: ImageManifest = serde_json::from_value(json).unwrap();
+            let err = read_manifest(&parsed).unwrap_err();
+            assert!(err.contains(why), "{err} (expected {why:?})");
+        };
+        refused(
+            &|j| j["artifactType"] = "application/vnd.cloudfoundry.fissile-oci.package.v1".into(),
+            "artifactType",
+        );
+        refused(
+            &|j| j["config"]["digest"] = format!("sha256:{}", "0".repeat(64)).into(),
+            "its config is",
+        );
+        refused(
+            &|j| {
+                let l = j["layers"][0].clone();
+                j["layers"] = serde_json::json!([l.clone(), l]);
+            },
+            "2 layers",
+        );
+        refused(
+            &|j| {
+                j["annotations"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove(PACKAGE_ANNOTATION);
+            },
+            "no org.cloudfoundry.fissile-oci.package",
+        );
+        refused(
+            &|j| j["annotations"][PACKAGE_ANNOTATION] = "{not json".into(),
+            "not a package",
+        );
+    }
 
     #[test]
     fn tags_are_valid_readable_and_keep_the_whole_key() {

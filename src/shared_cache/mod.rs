@@ -18,20 +18,27 @@
 pub mod artifact;
 mod base;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use oci_spec::image::{Descriptor, ImageManifest, MediaType};
 
 use crate::oci::store::canonical_json;
 use crate::oci::{OciError, OciStore};
-use crate::registry::{push_new_image, Client, NoReporter, Reference, RegistryError, Repository};
+use crate::registry::{Client, Reference, RegistryError, Repository};
 
 pub use artifact::{base_tag, package_tag, DependencyKey, PackageConfig};
 
-/// The largest config blob taken from the cache (they are a few hundred bytes).
-const MAX_CONFIG: u64 = 1024 * 1024;
+/// The most tags a repository may have for one listing to stand in for a lookup per tag
+/// (about 100 bytes each in the answer).
+pub const MAX_LISTED: usize = 5000;
+/// How often a run lists the repository's tags while it waits for another shard's packages,
+/// at the most and at the least: a listing costs one request however many keys it answers
+/// for, and a hop from shard to shard waits half an interval on average.
+pub const LIST_FIRST: Duration = Duration::from_millis(100);
+pub const LIST_MAX: Duration = Duration::from_secs(1);
 
 /// `--cache-mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +91,11 @@ impl SharedCacheError {
         }
     }
 
+    /// The registry has no such manifest or blob.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, SharedCacheError::Registry { source, .. } if matches!(**source, RegistryError::NotFound { .. }))
+    }
+
     /// The run was interrupted while the cache was in use.
     pub fn is_interrupted(&self) -> bool {
         matches!(self, SharedCacheError::Registry { source, .. } if matches!(**source, RegistryError::Interrupted))
@@ -94,7 +106,7 @@ impl SharedCacheError {
 pub type Notify = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A package pulled into the store, not yet named: its layer (verified against its digest),
-/// and its config (the `diff_id` to check once unpacked).
+/// and what its manifest says of it (the `diff_id` to check once unpacked).
 #[derive(Clone, Debug)]
 pub struct FetchedPackage {
     pub layer: Descriptor,
@@ -110,6 +122,20 @@ pub struct SharedCache {
     required: bool,
     state: Mutex<State>,
     notify: Notify,
+    /// Whether the repository has the config every package shares.
+    config_there: Mutex<bool>,
+    listing: Mutex<Listing>,
+}
+
+/// The repository's tags as last listed.
+#[derive(Default)]
+struct Listing {
+    tags: Option<Arc<HashSet<String>>>,
+    at: Option<Instant>,
+    interval: Duration,
+    generation: u64,
+    /// Listing is no help here (too many tags, or refused).
+    off: bool,
 }
 
 #[derive(Default)]
@@ -138,6 +164,8 @@ impl SharedCache {
             required,
             state: Mutex::new(State::default()),
             notify,
+            config_there: Mutex::new(false),
+            listing: Mutex::new(Listing::default()),
         }
     }
 
@@ -267,50 +295,29 @@ impl SharedCache {
             .map_err(self.registry_error(format!("looking up {tag}")))
     }
 
-    /// Pulls the package `expected` describes from `tag` (by `digest` when a lookup found
-    /// it): the manifest and the config are checked against what was asked for, and the layer
-    /// is streamed into `store`, verified against its digest (a corrupt one is never kept). The
-    /// caller unpacks it, checks the `diff_id`, and names the image.
+    /// Pulls the package `expected` describes from `reference` (its tag, or the digest a
+    /// lookup found under it): the manifest is checked against what was asked for, and the
+    /// layer is streamed into `store`, verified against its digest (a corrupt one is never
+    /// kept). The caller unpacks it, checks the `diff_id`, and names the image.
     pub fn fetch_package(
         &self,
         store: &OciStore,
         tag: &str,
-        digest: Option<&str>,
+        reference: &str,
         expected: &PackageConfig,
-        key_annotation: &str,
     ) -> Result<FetchedPackage, SharedCacheError> {
-        let reference = format!("{}:{tag}", self.repository);
+        let shown = format!("{}:{tag}", self.repository);
         let invalid = |message: String| SharedCacheError::Invalid {
-            reference: reference.clone(),
+            reference: shown.clone(),
             message,
         };
         let manifest = self
             .client
-            .get_manifest(&self.repository, digest.unwrap_or(tag))
+            .get_manifest(&self.repository, reference)
             .map_err(self.registry_error(format!("pulling {tag}")))?;
         let parsed: ImageManifest = serde_json::from_slice(&manifest.bytes)
             .map_err(|e| invalid(format!("not an image manifest: {e}")))?;
-        let (config_descriptor, layer) =
-            artifact::check_manifest(&parsed, key_annotation, &expected.cache_key)
-                .map_err(invalid)?;
-        if config_descriptor.size() > MAX_CONFIG {
-            return Err(invalid(format!(
-                "its config is {} bytes, more than a package config can be",
-                config_descriptor.size()
-            )));
-        }
-        let mut config_bytes = Vec::new();
-        self.client
-            .pull_blob(
-                &self.repository,
-                config_descriptor.digest().as_ref(),
-                config_descriptor.size(),
-                &mut config_bytes,
-                &mut |_| {},
-            )
-            .map_err(self.registry_error(format!("pulling the config of {tag}")))?;
-        let config: PackageConfig = serde_json::from_slice(&config_bytes)
-            .map_err(|e| invalid(format!("its config is not a package config: {e}")))?;
+        let (layer, config) = artifact::read_manifest(&parsed).map_err(invalid)?;
         artifact::check_config(&config, expected).map_err(invalid)?;
 
         if !store.has_blob(layer.digest()) {
@@ -342,8 +349,9 @@ impl SharedCache {
     }
 
     /// Pushes the package whose image in `store` is `local` (one layer) as the artifact for
-    /// `config`, with `annotations`: the layer and config where the repository lacks them, the
-    /// manifest last, under its tag.
+    /// `config`, with `annotations`: the layer (just made here, so sent without asking whether
+    /// the registry has it), then the manifest under its tag. The config every package shares
+    /// goes first, once per run.
     pub fn push_package(
         &self,
         store: &OciStore,
@@ -361,25 +369,123 @@ impl SharedCache {
                 message: "the package's image in the store has no layer".into(),
             });
         };
-        let config_descriptor = store
-            .put_json(MediaType::Other(artifact::CONFIG_MEDIA_TYPE.into()), config)
+        self.ensure_config(store)?;
+        let path = store
+            .blob_path(layer.digest())
             .map_err(self.store_error(what.clone()))?;
-        let json = artifact::manifest_json(&config_descriptor, layer, annotations);
+        self.client
+            .push_blob(
+                &self.repository,
+                layer.digest().as_ref(),
+                layer.size(),
+                &path,
+                None,
+                &mut |_| {},
+            )
+            .map_err(self.registry_error(what.clone()))?;
+        let json = artifact::manifest_json(layer, config, annotations).map_err(|e| {
+            SharedCacheError::Invalid {
+                reference: format!("{}:{tag}", self.repository),
+                message: format!("its manifest cannot be written: {e}"),
+            }
+        })?;
         let bytes = canonical_json(&json).map_err(self.store_error(what.clone()))?;
-        let manifest_descriptor = store
-            .put_bytes(MediaType::ImageManifest, &bytes)
-            .map_err(self.store_error(what.clone()))?;
-        // Its layer and config were just made here: sent without asking whether the
-        // registry has them.
-        push_new_image(
-            &self.client,
-            store,
-            &manifest_descriptor,
-            &self.reference(&tag),
-            &NoReporter,
-        )
-        .map_err(self.registry_error(what))?;
+        self.client
+            .put_manifest(
+                &self.repository,
+                &tag,
+                MediaType::ImageManifest.to_string().as_str(),
+                &bytes,
+            )
+            .map_err(self.registry_error(what))?;
         Ok(())
+    }
+
+    /// Makes sure the repository has the config every package artifact shares: asked once
+    /// per run, sent if missing.
+    fn ensure_config(&self, store: &OciStore) -> Result<(), SharedCacheError> {
+        let mut there = self.config_there.lock().unwrap_or_else(|p| p.into_inner());
+        if *there {
+            return Ok(());
+        }
+        let what = "pushing the package config";
+        let descriptor = store
+            .put_bytes(
+                MediaType::Other(artifact::CONFIG_MEDIA_TYPE.into()),
+                artifact::CONFIG,
+            )
+            .map_err(self.store_error(what))?;
+        let digest = descriptor.digest().to_string();
+        if self
+            .client
+            .blob_exists(&self.repository, &digest)
+            .map_err(self.registry_error(what))?
+            .is_none()
+        {
+            let path = store
+                .blob_path(descriptor.digest())
+                .map_err(self.store_error(what))?;
+            self.client
+                .push_blob(
+                    &self.repository,
+                    &digest,
+                    descriptor.size(),
+                    &path,
+                    None,
+                    &mut |_| {},
+                )
+                .map_err(self.registry_error(what))?;
+        }
+        *there = true;
+        Ok(())
+    }
+
+    /// The repository's tags, with the listing's generation (it grows with every new
+    /// listing). Listed again now when `fresh`; otherwise when the last listing is older than
+    /// the listing interval: [`LIST_FIRST`] after a listing that had new tags (the fleet is
+    /// pushing, more will come), half as long again after each that had none, up to
+    /// [`LIST_MAX`]. One caller lists while the others wait for its answer: a run asks once
+    /// per interval however many jobs wait. `None` when a listing is no help here: the
+    /// repository has more than [`MAX_LISTED`] tags, or the registry refuses to list them;
+    /// then callers look tags up one by one.
+    pub fn listing(&self, fresh: bool) -> Option<(u64, Arc<HashSet<String>>)> {
+        if !self.usable() {
+            return None;
+        }
+        let mut listing = self.listing.lock().unwrap_or_else(|p| p.into_inner());
+        if listing.off {
+            return None;
+        }
+        if let (Some(at), Some(tags), false) = (listing.at, &listing.tags, fresh) {
+            if at.elapsed() < listing.interval {
+                return Some((listing.generation, tags.clone()));
+            }
+        }
+        let asked = Instant::now();
+        match self.client.list_tags(&self.repository, MAX_LISTED) {
+            Ok(Some(tags)) => {
+                let tags = Arc::new(tags.into_iter().collect::<HashSet<String>>());
+                let grew = listing
+                    .tags
+                    .as_ref()
+                    .is_none_or(|old| tags.iter().any(|t| !old.contains(t)));
+                listing.interval = if grew {
+                    LIST_FIRST
+                } else {
+                    listing.interval.mul_f64(1.5).clamp(LIST_FIRST, LIST_MAX)
+                };
+                listing.tags = Some(tags.clone());
+                listing.at = Some(asked);
+                listing.generation += 1;
+                Some((listing.generation, tags))
+            }
+            // Too many tags, or no listing (some registries want more than pull rights for
+            // it): per-tag lookups from now on, whose failures are reported where they happen.
+            Ok(None) | Err(_) => {
+                listing.off = true;
+                None
+            }
+        }
     }
 }
 

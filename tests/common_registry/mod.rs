@@ -319,6 +319,8 @@ pub enum Damage {
     /// Answers the second upload chunk (PATCH) with 503 itself, as a load balancer in front of
     /// a busy registry does; later requests pass.
     RefuseSecondChunk,
+    /// Answers every tag listing (GET .../tags/list) with 403 DENIED itself.
+    RefuseTagList,
 }
 
 /// A proxy on 127.0.0.1 in front of a plain http registry; stops when dropped.
@@ -430,6 +432,19 @@ fn serve(
             damaged.fetch_add(1, Ordering::SeqCst);
             client_out
                 .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")?;
+            continue;
+        }
+        if damage == Damage::RefuseTagList && method == "GET" && uri.contains("/tags/list") {
+            damaged.fetch_add(1, Ordering::SeqCst);
+            let body = br#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#;
+            client_out.write_all(
+                format!(
+                    "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            )?;
+            client_out.write_all(body)?;
             continue;
         }
         server_out.write_all(&request.raw)?;
