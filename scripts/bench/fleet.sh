@@ -8,7 +8,12 @@
 # The registry: Debian's docker-registry (distribution 2.8) on 127.0.0.1, a fresh one (empty
 # storage, free port, the in-memory blob descriptor cache of distribution's default config) for
 # the run, stopped by PID at the end. It runs on the same cores as the runners: its CPU is the
-# one cost here that a real fleet would not pay on the runners' machines.
+# one cost here that a real fleet would not pay on the runners' machines, and it is printed. Its
+# storage is a tmpfs mounted for the run (unmounted at the end): it stands in for a registry on
+# another machine, and on these machines' ext4 (no journal) the files every run deletes slow the
+# next file creations for minutes, so a registry on the runners' disk made each run slower than
+# the one before (0.32x, 0.36x, 0.39x in a row, against 0.33x, 0.33x, 0.34x on a tmpfs, measured
+# interleaved). BENCH_REGISTRY_DISK=1 keeps it on disk.
 #
 # Each work dir is fresh, with the busybox base built into it before the clock starts (the base
 # is not what is measured), except (c)'s, which starts empty. Then:
@@ -33,6 +38,7 @@
 #   BENCH_PACKAGES   packages in the release (default 200)
 #   BENCH_SLEEP      seconds each packaging script sleeps (default 0.2)
 #   BENCH_JOBS       -j of every runner (default 4)
+#   BENCH_REGISTRY_DISK  1: the registry's storage on disk under $BENCH_DIR, not on a tmpfs
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -62,6 +68,8 @@ target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
 mkdir -p "$BENCH_DIR"
 BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
 DIR="$BENCH_DIR/fleet"
+# A registry tmpfs left mounted by a run that was killed.
+if mountpoint -q "$DIR/registry/data" 2>/dev/null; then umount "$DIR/registry/data"; fi
 rm -rf "$DIR"
 mkdir -p "$DIR/bin"
 # A private copy, so a concurrent cargo build cannot swap the binary in the middle of the runs.
@@ -80,9 +88,16 @@ stop_registry() {
     REGISTRY_PID=""
   fi
 }
-trap stop_registry EXIT
+cleanup() {
+  stop_registry
+  if mountpoint -q "$DIR/registry/data" 2>/dev/null; then umount "$DIR/registry/data"; fi
+}
+trap cleanup EXIT
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$DIR/registry"
+mkdir -p "$DIR/registry/data"
+if [[ ${BENCH_REGISTRY_DISK:-0} != 1 ]]; then
+  mount -t tmpfs -o size=4g,mode=0700 fissile-oci-bench-registry "$DIR/registry/data"
+fi
 cat > "$DIR/registry/config.yml" <<EOF
 version: 0.1
 log:
@@ -112,6 +127,11 @@ work_with_base() {
   "$BIN" -q -w "$1" base build --from busybox >/dev/null
 }
 now() { date +%s.%N; }
+# CPU seconds (user + system) the registry has used so far: its CPU is shared with the runners
+# here, so it is printed per phase.
+registry_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$REGISTRY_PID/stat"
+}
 secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b - a}'; }
 # Package statuses of a summary, "name status" per line.
 statuses() {
@@ -135,6 +155,7 @@ log "(a) ${SINGLE}s"
 
 log "(b) $SHARDS shards started at once, -j $JOBS each, cache $CACHE"
 for i in $(seq "$SHARDS"); do work_with_base "$DIR/shard$i"; done
+CPU0=$(registry_cpu)
 t0=$(now)
 pids=()
 for i in $(seq "$SHARDS"); do
@@ -160,14 +181,17 @@ DISTINCT=$(for i in $(seq "$SHARDS"); do statuses "$DIR/shard$i.json"; done | aw
 DUPLICATES=$((COMPILES - DISTINCT))
 [[ $DISTINCT == "$PACKAGES" ]] ||
   { echo "(b) the fleet compiled $DISTINCT packages of $PACKAGES" >&2; exit 1; }
-log "(b) ${FLEET}s, $COMPILES compiles of $DISTINCT packages"
+FLEET_CPU=$(secs "$CPU0" "$(registry_cpu)")
+log "(b) ${FLEET}s, $COMPILES compiles of $DISTINCT packages, registry CPU ${FLEET_CPU}s"
 
 log "(c) a warm runner on an empty work dir, cache $CACHE"
+CPU1=$(registry_cpu)
 t0=$(now)
 "$BIN" -w "$DIR/warm" compile "$REL" --base busybox -j "$JOBS" \
   --cache "$CACHE" --tls-verify=false \
   --summary "$DIR/warm.json" 2>"$DIR/warm.err" || fail_with "(c)" $? "$DIR/warm.err"
 WARM=$(secs "$t0" "$(now)")
+WARM_CPU=$(secs "$CPU1" "$(registry_cpu)")
 WARM_PULLED=$(count "$DIR/warm.json" pulled)
 log "(c) ${WARM}s, $WARM_PULLED pulled"
 stop_registry
@@ -180,11 +204,17 @@ WR=$(ratio "$WARM" "$SINGLE")
 echo
 echo "fleet of $SHARDS shards vs one runner: $PACKAGES packages sleeping ${SLEEP}s, -j $JOBS ($(date -u +%FT%TZ), $(nproc) CPUs)"
 echo "load average before: $LOAD_BEFORE; after: $LOAD_AFTER"
+if [[ ${BENCH_REGISTRY_DISK:-0} == 1 ]]; then
+  echo "registry storage: on disk ($DIR/registry/data)"
+else
+  echo "registry storage: a tmpfs"
+fi
 printf '%-34s %8s %8s\n' run wall_s ratio
 printf '%-34s %8s %8s\n' "(a) one cold runner" "$SINGLE" 1.000
 printf '%-34s %8s %8s\n' "(b) $SHARDS shards, first start to last exit" "$FLEET" "$FR"
 printf '%-34s %8s %8s\n' "(c) warm runner, empty work dir" "$WARM" "$WR"
 for i in $(seq "$SHARDS"); do echo "  ${SHARD_LINE[i]}"; done
+echo "registry CPU: ${FLEET_CPU}s in (b), ${WARM_CPU}s in (c)"
 echo "(b) wall: $FR x (a) (target <= 0.35x): $(verdict "$FR" 0.35)"
 echo "(b) duplicate compiles: $DUPLICATES (target 0): $(verdict "$DUPLICATES" 0)"
 echo "(c) wall: $WR x (a) (target <= 0.1x), $WARM_PULLED of $PACKAGES pulled: $(verdict "$WR" 0.1)"
