@@ -39,6 +39,10 @@ const POLL_MAX: Duration = Duration::from_millis(500);
 /// due. Shorter costs CPU the compiles need (`scripts/bench/fleet.sh` was no faster with 25 ms
 /// and a 50 ms listing interval).
 const WAIT_TICK: Duration = Duration::from_millis(50);
+/// Times a listed tag may fail to answer before the listing is no longer believed for it (a
+/// push that died between making the tag's directory and writing its link leaves a tag that
+/// distribution lists for good): from then on its key is looked up with `HEAD`s.
+const LISTED_BUT_MISSING: u32 = 3;
 
 /// What this run knows of one package in the shared cache, by scheduler position: whether it
 /// is there (or done here, so it will be), the manifest a poll found, when its key may be
@@ -49,9 +53,16 @@ pub(super) struct Presence {
     pub compiled_here: std::sync::atomic::AtomicBool,
     found: std::sync::Mutex<Option<String>>,
     due: std::sync::Mutex<(Option<Instant>, u32)>,
+    /// How often a listing showed its tag and the tag did not answer.
+    listed_missing: std::sync::atomic::AtomicU32,
 }
 
 impl Presence {
+    /// Whether listings are still believed about this key.
+    fn listing_believed(&self) -> bool {
+        self.listed_missing.load(Ordering::SeqCst) < LISTED_BUT_MISSING
+    }
+
     /// Whether this caller may poll the key now; if so, the next poll is pushed back.
     fn claim(&self, now: Instant) -> bool {
         let mut due = self.due.lock().unwrap_or_else(|p| p.into_inner());
@@ -244,12 +255,18 @@ impl Jobs<'_> {
             self.set_mode(pos, Mode::Compile);
             return Ok(Step::Attach { lane: 0 });
         }
-        if let Some((generation, listed)) = cache.listing(false) {
+        let listing = cache.listing(false);
+        if let Some((generation, listed)) = &listing {
+            let generation = *generation;
             // One listing answers for every key this run waits for; whoever sees a new one
             // first takes note of what it has.
             if self.listing_seen.fetch_max(generation, Ordering::SeqCst) < generation {
                 for (k, tag) in self.tags.iter().enumerate() {
-                    if !self.presence[k].known.load(Ordering::SeqCst) && listed.contains(tag) {
+                    let presence = &self.presence[k];
+                    if !presence.known.load(Ordering::SeqCst)
+                        && presence.listing_believed()
+                        && listed.contains(tag)
+                    {
                         *self.presence[k]
                             .found
                             .lock()
@@ -258,7 +275,8 @@ impl Jobs<'_> {
                     }
                 }
             }
-        } else {
+        }
+        if listing.is_none() || !self.presence[pos].listing_believed() {
             self.poll_frontier(pos, now, cache)
                 .map_err(|e| self.failure(index, e))?;
             if !cache.usable() {
@@ -348,6 +366,9 @@ impl Jobs<'_> {
             Ok(done) => Ok(Step::Done(done)),
             Err(PullFailed::Ends(failure)) => Err(failure),
             Err(PullFailed::NotYet) => {
+                self.presence[pos]
+                    .listed_missing
+                    .fetch_add(1, Ordering::SeqCst);
                 *self.presence[pos]
                     .found
                     .lock()
