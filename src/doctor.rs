@@ -7,7 +7,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::rootless::check::{self, Needs, Problem};
-use crate::sandbox::{check_private, default_runtime_root, CgroupSupport, HostContext};
+use crate::sandbox::{
+    check_private, default_runtime_root, v2_device_rules_problem, CgroupSupport, HostContext,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -166,6 +168,18 @@ fn cgroups(host: &HostContext, rootless: bool) -> Check {
     const NAME: &str = "cgroups";
     match &host.cgroups {
         CgroupSupport::V1 => Check::ok(NAME, "cgroup v1: pids and memory limits are enforced"),
+        CgroupSupport::V2 if !rootless => match v2_device_rules_problem() {
+            None => Check::ok(
+                NAME,
+                "cgroup v2: pids, memory and device rules are enforced",
+            ),
+            Some(problem) => Check::fail(
+                NAME,
+                problem,
+                "give it CAP_SYS_RESOURCE (a container: --cap-add SYS_RESOURCE), or an unlimited \
+                 locked-memory limit (ulimit -l unlimited; a container: --ulimit memlock=-1)",
+            ),
+        },
         CgroupSupport::V2 => Check::ok(NAME, "cgroup v2: pids and memory limits are enforced"),
         CgroupSupport::Unavailable { reason } => Check::warn(
             NAME,

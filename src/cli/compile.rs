@@ -21,7 +21,9 @@ use fissile_oci::compile::{
 use fissile_oci::oci::OciStore;
 use fissile_oci::plan::Plan;
 use fissile_oci::rootless::check::{self, Needs};
-use fissile_oci::sandbox::{LibcontainerSandbox, Network};
+use fissile_oci::sandbox::{
+    v2_device_rules_problem, CgroupSupport, HostContext, LibcontainerSandbox, Network, SandboxError,
+};
 use fissile_oci::shared_cache::{Notify, SharedCache};
 use fissile_oci::workdir::{WorkDir, WorkDirLock};
 
@@ -239,6 +241,13 @@ fn open_store(
 /// needs subordinate ids: checked before minutes of work, not after. Says what can be done
 /// without (a notice), refuses what cannot.
 fn preflight(base: Option<&str>, store: &OciStore, printer: Printer) -> anyhow::Result<()> {
+    // As root on a cgroup v2 host, every sandbox loads the device rules: refused up front,
+    // not by each package.
+    if nix::unistd::geteuid().is_root() && HostContext::detect().cgroups == CgroupSupport::V2 {
+        if let Some(problem) = v2_device_rules_problem() {
+            return Err(SandboxError::DeviceRules { problem }.into());
+        }
+    }
     let bootstraps = base.is_none() && store.resolve(&base::default_base_tag())?.is_none();
     let needs = Needs {
         subordinate_ids: bootstraps,

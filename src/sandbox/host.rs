@@ -204,9 +204,66 @@ fn v2_swap_accounted() -> bool {
         .is_none_or(|dir| dir.join("memory.swap.max").is_file())
 }
 
+/// `CAP_SYS_RESOURCE`, from linux/capability.h.
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// Why the device rules cannot be loaded on a cgroup v2 host, if they cannot. There they are a
+/// BPF program, and libcgroups raises `RLIMIT_MEMLOCK` to unlimited before loading it (even on
+/// kernels that no longer count BPF memory against it): without `CAP_SYS_RESOURCE`, a hard limit
+/// below unlimited makes that fail, and so every sandbox. A root in a container started without
+/// that capability is the usual case.
+pub fn v2_device_rules_problem() -> Option<String> {
+    let status = fs_err::read_to_string("/proc/self/status").unwrap_or_default();
+    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK)
+        .map(|(_, hard)| hard)
+        .ok();
+    memlock_problem(effective_capability(&status, CAP_SYS_RESOURCE), hard)
+}
+
+fn memlock_problem(cap_sys_resource: bool, memlock_hard: Option<u64>) -> Option<String> {
+    if cap_sys_resource || memlock_hard == Some(nix::sys::resource::RLIM_INFINITY) {
+        return None;
+    }
+    let limit = match memlock_hard {
+        Some(bytes) => format!("{} KiB", bytes / 1024),
+        None => "unknown".to_string(),
+    };
+    Some(format!(
+        "this root lacks CAP_SYS_RESOURCE and its hard RLIMIT_MEMLOCK is {limit}: libcontainer \
+         cannot load the cgroup v2 device rules (it raises that limit to unlimited first), so \
+         no sandbox would start"
+    ))
+}
+
+/// Whether capability `cap` is in the effective set a `/proc/<pid>/status` text shows.
+fn effective_capability(status: &str, cap: u32) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|set| set & (1 << cap) != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_rules_need_cap_sys_resource_or_an_unlimited_memlock() {
+        let root = "Name:\tx\nCapEff:\t000001ffffffffff\n";
+        let capped = "Name:\tx\nCapEff:\t000001fffeffffff\n";
+        assert!(effective_capability(root, CAP_SYS_RESOURCE));
+        assert!(!effective_capability(capped, CAP_SYS_RESOURCE));
+        assert!(!effective_capability("Name:\tx\n", CAP_SYS_RESOURCE));
+        assert_eq!(memlock_problem(true, Some(8 << 20)), None);
+        assert_eq!(
+            memlock_problem(false, Some(nix::sys::resource::RLIM_INFINITY)),
+            None
+        );
+        let problem = memlock_problem(false, Some(8 << 20)).unwrap();
+        assert!(problem.contains("CAP_SYS_RESOURCE"), "{problem}");
+        assert!(problem.contains("8192 KiB"), "{problem}");
+    }
 
     #[test]
     fn subid_lines_by_name_or_id() {

@@ -45,7 +45,9 @@ mod zygote;
 use crate::cancel::CancelToken;
 pub use client::{LibcontainerSandbox, SandboxProcess, Stopper, ZYGOTE_SUBCOMMAND};
 pub use error::SandboxError;
-pub use host::{in_path, parse_subid, CgroupSupport, HostContext, IdRange};
+pub use host::{
+    in_path, parse_subid, v2_device_rules_problem, CgroupSupport, HostContext, IdRange,
+};
 pub use runtime_spec::{
     build_runtime_spec, inherit_network_namespace, rootless_id_maps, SpecError,
 };
