@@ -41,8 +41,7 @@ pub use client::{Client, ClientOptions, Manifest};
 pub use locations::BlobLocations;
 pub use reference::{Reference, Repository};
 pub use transfer::{
-    pull_image, push_image, push_new_image, BlobKind, BlobOutcome, NoReporter, PulledImage,
-    PushReport, Reporter,
+    pull_image, push_image, BlobKind, BlobOutcome, NoReporter, PulledImage, PushReport, Reporter,
 };
 
 /// What went wrong talking to a registry. [`RegistryError::is_environment`] tells a problem

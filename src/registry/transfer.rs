@@ -12,7 +12,6 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 
 use super::client::{Client, Manifest, MAX_MANIFEST};
 use super::reference::{Reference, Repository};
-use super::upload::MONOLITHIC_MAX;
 use super::RegistryError;
 use crate::oci::image::host_arch;
 use crate::oci::OciStore;
@@ -73,31 +72,6 @@ pub fn push_image(
     destination: &Reference,
     reporter: &dyn Reporter,
 ) -> Result<PushReport, RegistryError> {
-    push(client, store, manifest, destination, reporter, false)
-}
-
-/// [`push_image`] for an image whose blobs were just made here, so the registry almost
-/// certainly lacks them: small ones (up to [`MONOLITHIC_MAX`]) are sent without a `HEAD`
-/// first, which would cost a request each to learn nothing. Sending one the registry has is
-/// harmless (same digest, same bytes).
-pub fn push_new_image(
-    client: &Client,
-    store: &OciStore,
-    manifest: &Descriptor,
-    destination: &Reference,
-    reporter: &dyn Reporter,
-) -> Result<PushReport, RegistryError> {
-    push(client, store, manifest, destination, reporter, true)
-}
-
-fn push(
-    client: &Client,
-    store: &OciStore,
-    manifest: &Descriptor,
-    destination: &Reference,
-    reporter: &dyn Reporter,
-    new: bool,
-) -> Result<PushReport, RegistryError> {
     let repository = &destination.repository;
     let mut report = PushReport::default();
     let bytes = store.read_blob(manifest, MAX_MANIFEST)?;
@@ -105,8 +79,7 @@ fn push(
     if is_index(&media_type) {
         let index: ImageIndex = parse(store, manifest, &bytes)?;
         for child in index.manifests() {
-            let child_report =
-                push_manifest_blobs(client, store, child, repository, reporter, new)?;
+            let child_report = push_manifest_blobs(client, store, child, repository, reporter)?;
             add(&mut report, &child_report);
             let child_bytes = store.read_blob(child, MAX_MANIFEST)?;
             client.put_manifest(
@@ -117,7 +90,7 @@ fn push(
             )?;
         }
     } else {
-        let blobs = push_manifest_blobs(client, store, manifest, repository, reporter, new)?;
+        let blobs = push_manifest_blobs(client, store, manifest, repository, reporter)?;
         add(&mut report, &blobs);
     }
     let reference = destination
@@ -142,7 +115,6 @@ fn push_manifest_blobs(
     manifest: &Descriptor,
     repository: &Repository,
     reporter: &dyn Reporter,
-    new: bool,
 ) -> Result<PushReport, RegistryError> {
     let bytes = store.read_blob(manifest, MAX_MANIFEST)?;
     let parsed: ImageManifest = parse(store, manifest, &bytes)?;
@@ -154,7 +126,7 @@ fn push_manifest_blobs(
     }
     let outcomes = in_parallel(&blobs, client.options.parallel, |(blob, kind)| {
         client.check_cancel()?;
-        push_blob(client, store, blob, *kind, repository, reporter, new)
+        push_blob(client, store, blob, *kind, repository, reporter)
     })?;
     let mut report = PushReport::default();
     for ((blob, _), outcome) in blobs.iter().zip(&outcomes) {
@@ -180,12 +152,10 @@ fn push_blob(
     kind: BlobKind,
     repository: &Repository,
     reporter: &dyn Reporter,
-    new: bool,
 ) -> Result<BlobOutcome, RegistryError> {
     let digest = blob.digest().as_ref();
     reporter.start(digest, blob.size(), kind);
-    let ask = !new || blob.size() > MONOLITHIC_MAX;
-    let outcome = if ask && client.blob_exists(repository, digest)?.is_some() {
+    let outcome = if client.blob_exists(repository, digest)?.is_some() {
         BlobOutcome::Existed
     } else {
         let path = store.blob_path(blob.digest())?;

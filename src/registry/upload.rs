@@ -28,7 +28,7 @@ use super::RegistryError;
 use crate::oci::OciError;
 
 /// The largest blob sent in one request body (read into memory, hashed before it leaves).
-pub const MONOLITHIC_MAX: u64 = 4 * 1024 * 1024;
+const MONOLITHIC_MAX: u64 = 4 * 1024 * 1024;
 
 /// Fresh upload sessions one blob may use before giving up (lost uploads, range confusion).
 const MAX_RESTARTS: u32 = 3;
