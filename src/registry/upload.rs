@@ -263,19 +263,10 @@ impl Upload<'_> {
             .send(&request, super::request::Payload::Bytes(&bytes))?;
         match response.status().as_u16() {
             201 | 204 => Ok(true),
-            400 => {
-                let message = error_message(response);
-                if message.contains("DIGEST_INVALID") {
-                    Err(RegistryError::DigestMismatch {
-                        registry: self.repository.registry.clone(),
-                        what: format!("the upload of {digest} as the registry received it"),
-                        expected: digest.to_string(),
-                        found: format!("other bytes ({message})"),
-                    })
-                } else {
-                    Ok(false)
-                }
-            }
+            400 => match self.digest_invalid(digest, error_message(response)) {
+                Ok(mismatch) => Err(mismatch),
+                Err(_) => Ok(false),
+            },
             404 if client.blob_exists(self.repository, digest)?.is_some() => Ok(true),
             401 | 403 => Err(self.session.status_error(
                 &request,
@@ -283,6 +274,21 @@ impl Upload<'_> {
                 &format!("upload of {digest} to {}", self.repository),
             )),
             _ => Ok(false),
+        }
+    }
+
+    /// A commit's 400 whose registry says `DIGEST_INVALID`: it received other bytes than
+    /// `digest` names, as the mismatch; any other 400's `message` back.
+    fn digest_invalid(&self, digest: &str, message: String) -> Result<RegistryError, String> {
+        if message.contains("DIGEST_INVALID") {
+            Ok(RegistryError::DigestMismatch {
+                registry: self.repository.registry.clone(),
+                what: format!("the upload of {digest} as the registry received it"),
+                expected: digest.to_string(),
+                found: format!("other bytes ({message})"),
+            })
+        } else {
+            Err(message)
         }
     }
 
@@ -384,25 +390,16 @@ impl Upload<'_> {
         };
         match response.status().as_u16() {
             201 | 204 => Ok(()),
-            400 => {
-                let message = error_message(response);
-                if message.contains("DIGEST_INVALID") {
-                    Err(RegistryError::DigestMismatch {
-                        registry: self.repository.registry.clone(),
-                        what: format!("the upload of {digest} as the registry received it"),
-                        expected: digest.to_string(),
-                        found: format!("other bytes ({message})"),
-                    })
-                } else {
-                    Err(RegistryError::Protocol {
-                        registry: self.repository.registry.clone(),
-                        method: "PUT".into(),
-                        path: request.path(),
-                        status: 400,
-                        message,
-                    })
-                }
-            }
+            400 => match self.digest_invalid(digest, error_message(response)) {
+                Ok(mismatch) => Err(mismatch),
+                Err(message) => Err(RegistryError::Protocol {
+                    registry: self.repository.registry.clone(),
+                    method: "PUT".into(),
+                    path: request.path(),
+                    status: 400,
+                    message,
+                }),
+            },
             404 if client.blob_exists(self.repository, digest)?.is_some() => Ok(()),
             _ => Err(self.session.status_error(
                 &request,
