@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::rootless::check::{self, Needs, Problem};
 use crate::sandbox::{
     check_private, default_runtime_root, v2_device_rules_problem, CgroupSupport, HostContext,
+    V2_DEVICE_RULES_FIX,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -173,12 +174,7 @@ fn cgroups(host: &HostContext, rootless: bool) -> Check {
                 NAME,
                 "cgroup v2: pids, memory and device rules are enforced",
             ),
-            Some(problem) => Check::fail(
-                NAME,
-                problem,
-                "give it CAP_SYS_RESOURCE (a container: --cap-add SYS_RESOURCE), or an unlimited \
-                 locked-memory limit (ulimit -l unlimited; a container: --ulimit memlock=-1)",
-            ),
+            Some(problem) => Check::fail(NAME, problem, V2_DEVICE_RULES_FIX),
         },
         CgroupSupport::V2 => Check::ok(NAME, "cgroup v2: pids and memory limits are enforced"),
         CgroupSupport::Unavailable { reason } => Check::warn(

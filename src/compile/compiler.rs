@@ -294,7 +294,6 @@ impl Compiler<'_> {
                 polls: (0..todo.len()).map(|_| AtomicUsize::new(0)).collect(),
                 notes: Default::default(),
                 tmpfs_refused: Default::default(),
-                todo: &todo,
                 deps: graph_nodes.iter().map(|n| n.dependencies.clone()).collect(),
                 mine: todo.iter().map(|&i| mine(i)).collect(),
                 presence: todo

@@ -27,7 +27,7 @@ use super::units::{cached, Unit};
 use crate::cancel::CancelToken;
 use crate::plan::Plan;
 use crate::sandbox::{Outcome, ScratchSpace};
-use crate::shared_cache::{package_tag, SharedCache};
+use crate::shared_cache::SharedCache;
 use crate::workdir::{remove_tree, NameLock, RunDir};
 
 /// Polls for a package another shard compiles: once its dependencies are known to be in the
@@ -58,6 +58,19 @@ pub(super) struct Presence {
 }
 
 impl Presence {
+    /// Takes note that the cache has the package, to be pulled by `reference` (its tag, or
+    /// the digest a lookup found).
+    fn found_at(&self, reference: String) {
+        *self.found.lock().unwrap_or_else(|p| p.into_inner()) = Some(reference);
+        self.known.store(true, Ordering::SeqCst);
+    }
+
+    /// Forgets what [`Presence::found_at`] noted: the tag did not answer.
+    fn forget(&self) {
+        *self.found.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.known.store(false, Ordering::SeqCst);
+    }
+
     /// Whether listings are still believed about this key.
     fn listing_believed(&self) -> bool {
         self.listed_missing.load(Ordering::SeqCst) < LISTED_BUT_MISSING
@@ -155,8 +168,6 @@ pub(super) struct Jobs<'a> {
     pub modes: Vec<AtomicU8>,
     /// What the sweep found in the shared cache, by unit: the reference to pull it by.
     pub remote_hits: &'a [Option<String>],
-    /// The unit of each scheduler position.
-    pub todo: &'a [usize],
     /// Past this, a shard stops waiting for other shards and compiles what it needs.
     pub deadline: Instant,
     /// Lookups so far (polls, or a lookup before a compile), by scheduler position.
@@ -224,10 +235,12 @@ impl Jobs<'_> {
         }
     }
 
-    /// One look for a package another shard compiles: pulled once a poll found it; past the
-    /// deadline (or with the cache gone) compiled here. Only the packages it needs whose own
-    /// dependencies are known to be in the cache are polled (the fleet's frontier), each key
-    /// once per interval however many jobs wait for it.
+    /// One look for a package another shard compiles: pulled once the cache has it; past the
+    /// deadline (or with the cache gone) compiled here. The run's listing of the cache's tags
+    /// answers for every key at once ([`SharedCache::listing`]); without one (or for a key the
+    /// listing lied about), only the packages it needs whose own dependencies are known to be
+    /// in the cache are looked up (the fleet's frontier), each key once per interval however
+    /// many jobs wait for it.
     fn wait(&self, index: usize, pos: usize, token: &CancelToken) -> JobResult {
         let unit = &self.units[index];
         let Some(cache) = self.cache() else {
@@ -238,7 +251,7 @@ impl Jobs<'_> {
         if now >= self.deadline && !self.presence[pos].known.load(Ordering::SeqCst) {
             // One last look at the package itself, whatever is known of its dependencies.
             self.polls[pos].fetch_add(1, Ordering::SeqCst);
-            match cache.lookup(&package_tag(&unit.name, &unit.key)) {
+            match cache.lookup(&self.tags[pos]) {
                 Ok(Some(found)) => {
                     return self.fetch_or_compile(index, pos, Some(found.digest().as_ref()), token)
                 }
@@ -267,11 +280,7 @@ impl Jobs<'_> {
                         && presence.listing_believed()
                         && listed.contains(tag)
                     {
-                        *self.presence[k]
-                            .found
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner()) = Some(tag.clone());
-                        self.presence[k].known.store(true, Ordering::SeqCst);
+                        presence.found_at(tag.clone());
                     }
                 }
             }
@@ -308,16 +317,9 @@ impl Jobs<'_> {
             if !self.presence[k].claim(now) {
                 continue;
             }
-            let other = &self.units[self.todo_unit(k)];
             self.polls[k].fetch_add(1, Ordering::SeqCst);
-            match cache.lookup(&package_tag(&other.name, &other.key)) {
-                Ok(Some(found)) => {
-                    *self.presence[k]
-                        .found
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = Some(found.digest().to_string());
-                    self.presence[k].known.store(true, Ordering::SeqCst);
-                }
+            match cache.lookup(&self.tags[k]) {
+                Ok(Some(found)) => self.presence[k].found_at(found.digest().to_string()),
                 Ok(None) => {}
                 Err(e) => {
                     if let Some(required) = cache.failed(&e, false) {
@@ -330,11 +332,6 @@ impl Jobs<'_> {
             }
         }
         Ok(())
-    }
-
-    /// The unit at scheduler position `pos`.
-    fn todo_unit(&self, pos: usize) -> usize {
-        self.todo[pos]
     }
 
     fn frontier(&self, pos: usize) -> Vec<usize> {
@@ -358,8 +355,7 @@ impl Jobs<'_> {
         if let Some(layer) = self.in_store(index) {
             return Ok(Step::Done(Done::Cached { layer }));
         }
-        let tag = package_tag(&self.units[index].name, &self.units[index].key);
-        let by_tag = reference.is_none_or(|r| r == tag);
+        let by_tag = reference.is_none_or(|r| r == self.tags[pos]);
         let wait_again = by_tag && self.mode(pos) == Mode::Wait && Instant::now() < self.deadline;
         self.polls[pos].fetch_add(1, Ordering::SeqCst);
         match self.pull(index, reference, lock, wait_again) {
@@ -369,11 +365,7 @@ impl Jobs<'_> {
                 self.presence[pos]
                     .listed_missing
                     .fetch_add(1, Ordering::SeqCst);
-                *self.presence[pos]
-                    .found
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = None;
-                self.presence[pos].known.store(false, Ordering::SeqCst);
+                self.presence[pos].forget();
                 Ok(Step::Later(WAIT_TICK))
             }
             Err(PullFailed::CompileHere) => {
@@ -470,7 +462,6 @@ impl Jobs<'_> {
         if let Some(layer) = self.in_store(index) {
             return Ok(Done::Cached { layer });
         }
-        let unit = &self.units[index];
         // Another runner may have pushed it since the sweep; not again after a pull of it
         // failed or a wait for it ran out, nor when a dependency was compiled here (then
         // another runner would have had to compile that one too, at the same time).
@@ -479,11 +470,11 @@ impl Jobs<'_> {
                 .iter()
                 .any(|&d| self.presence[d].compiled_here.load(Ordering::SeqCst));
         if let (Some(cache), false) = (self.cache(), looked) {
-            let tag = package_tag(&unit.name, &unit.key);
+            let tag = &self.tags[pos];
             let found = match cache.listing(false) {
-                Some((_, listed)) => Ok(listed.contains(&tag).then(|| tag.clone())),
+                Some((_, listed)) => Ok(listed.contains(tag).then(|| tag.clone())),
                 None => cache
-                    .lookup(&tag)
+                    .lookup(tag)
                     .map(|hit| hit.map(|d| d.digest().to_string())),
             };
             match found {

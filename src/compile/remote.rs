@@ -270,18 +270,15 @@ fn unpack_layer(
     let builder = match TreeBuilder::new(published, limits) {
         Err(crate::extract::ExtractError::DestinationExists { .. }) if published.is_dir() => None,
         Err(e) => return Err(unpackable(e)),
-        Ok(builder) => Some(builder),
-    };
-    let builder = if let Some(mut builder) = builder {
-        builder
-            .only_under(&Path::new("var/vcap/packages").join(name))
-            .allow_escaping_symlinks(true);
-        builder
-            .apply(&mut hashing, &blob_path, false)
-            .map_err(unpackable)?;
-        Some(builder)
-    } else {
-        None
+        Ok(mut builder) => {
+            builder
+                .only_under(&Path::new("var/vcap/packages").join(name))
+                .allow_escaping_symlinks(true);
+            builder
+                .apply(&mut hashing, &blob_path, false)
+                .map_err(unpackable)?;
+            Some(builder)
+        }
     };
     // The rest of the stream (tar's end blocks, or all of it) counts for the digest.
     std::io::copy(&mut hashing, &mut std::io::sink())

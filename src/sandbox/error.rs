@@ -7,7 +7,7 @@ pub enum SandboxError {
     #[error("/proc is not mounted: the sandbox zygote is started through /proc/self/exe")]
     NoProc,
     /// See [`super::v2_device_rules_problem`].
-    #[error("{problem}; fix: give it CAP_SYS_RESOURCE (a container: --cap-add SYS_RESOURCE), or an unlimited locked-memory limit (ulimit -l unlimited; a container: --ulimit memlock=-1)")]
+    #[error("{problem}; fix: {}", super::host::V2_DEVICE_RULES_FIX)]
     DeviceRules { problem: String },
     #[error("failed to start a sandbox helper through the zygote {exe}")]
     SpawnHelper {

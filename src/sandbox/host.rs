@@ -220,6 +220,11 @@ pub fn v2_device_rules_problem() -> Option<String> {
     memlock_problem(effective_capability(&status, CAP_SYS_RESOURCE), hard)
 }
 
+/// What to do about [`v2_device_rules_problem`].
+pub const V2_DEVICE_RULES_FIX: &str = "give it CAP_SYS_RESOURCE (a container: --cap-add \
+     SYS_RESOURCE), or an unlimited locked-memory limit (ulimit -l unlimited; a container: \
+     --ulimit memlock=-1)";
+
 fn memlock_problem(cap_sys_resource: bool, memlock_hard: Option<u64>) -> Option<String> {
     if cap_sys_resource || memlock_hard == Some(nix::sys::resource::RLIM_INFINITY) {
         return None;

@@ -47,6 +47,7 @@ pub use client::{LibcontainerSandbox, SandboxProcess, Stopper, ZYGOTE_SUBCOMMAND
 pub use error::SandboxError;
 pub use host::{
     in_path, parse_subid, v2_device_rules_problem, CgroupSupport, HostContext, IdRange,
+    V2_DEVICE_RULES_FIX,
 };
 pub use runtime_spec::{
     build_runtime_spec, inherit_network_namespace, rootless_id_maps, SpecError,

@@ -111,7 +111,6 @@ pub type Notify = Arc<dyn Fn(&str) + Send + Sync>;
 pub struct FetchedPackage {
     pub layer: Descriptor,
     pub config: PackageConfig,
-    pub manifest_digest: String,
 }
 
 /// The shared cache of one run.
@@ -341,11 +340,7 @@ impl SharedCache {
                 .finish()
                 .map_err(self.store_error(format!("pulling {tag}")))?;
         }
-        Ok(FetchedPackage {
-            layer,
-            config,
-            manifest_digest: manifest.digest,
-        })
+        Ok(FetchedPackage { layer, config })
     }
 
     /// Pushes the package whose image in `store` is `local` (one layer) as the artifact for
