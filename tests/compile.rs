@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 
 mod common_cli;
 mod common_debian;
+mod common_release;
 mod common_skip;
 
 use common_cli::{fissile, succeed};
@@ -27,29 +28,10 @@ fn root_or_skip() -> bool {
     )
 }
 
-/// A source-directory release: (name, deps, packaging script, extra src files).
+/// A source-directory release: (name, deps, packaging script) per package (the slice type lets
+/// the literals' dependency arrays of different lengths coerce).
 fn release(dir: &Path, name: &str, packages: &[(&str, &[&str], &str)]) -> PathBuf {
-    let root = dir.join(name);
-    std::fs::create_dir_all(root.join("config")).unwrap();
-    std::fs::write(root.join("config/final.yml"), format!("name: {name}\n")).unwrap();
-    for (pkg, deps, script) in packages {
-        let p = root.join("packages").join(pkg);
-        std::fs::create_dir_all(&p).unwrap();
-        let deps_yaml: String = deps.iter().map(|d| format!("- {d}\n")).collect();
-        std::fs::write(
-            p.join("spec"),
-            format!("name: {pkg}\ndependencies:\n{deps_yaml}files:\n- {pkg}/**/*\n"),
-        )
-        .unwrap();
-        std::fs::write(p.join("packaging"), script).unwrap();
-        std::fs::create_dir_all(root.join("src").join(pkg)).unwrap();
-        std::fs::write(
-            root.join("src").join(pkg).join("input.txt"),
-            format!("source of {pkg}\n"),
-        )
-        .unwrap();
-    }
-    root
+    common_release::release(dir, name, packages)
 }
 
 fn summary(path: &Path) -> serde_json::Value {

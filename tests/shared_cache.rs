@@ -10,6 +10,7 @@
 
 mod common_cli;
 mod common_registry;
+mod common_release;
 mod common_skip;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use std::process::{Command, Output, Stdio};
 
 use common_cli::{fissile, succeed};
 use common_registry::{Damage, Options, Proxy, Registry};
+use common_release::release;
 
 fn ready() -> bool {
     common_cli::root_or_skip("shared cache tests compile in sandboxes as root here")
@@ -27,32 +29,6 @@ fn ready() -> bool {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A release source dir: (name, dependencies, packaging script) per package, each with one
-/// source file.
-fn release(dir: &Path, name: &str, packages: &[(String, Vec<String>, String)]) -> PathBuf {
-    let root = dir.join(name);
-    std::fs::create_dir_all(root.join("config")).unwrap();
-    std::fs::write(root.join("config/final.yml"), format!("name: {name}\n")).unwrap();
-    for (pkg, deps, script) in packages {
-        let p = root.join("packages").join(pkg);
-        std::fs::create_dir_all(&p).unwrap();
-        let deps_yaml: String = deps.iter().map(|d| format!("- {d}\n")).collect();
-        std::fs::write(
-            p.join("spec"),
-            format!("name: {pkg}\ndependencies:\n{deps_yaml}files:\n- {pkg}/**/*\n"),
-        )
-        .unwrap();
-        std::fs::write(p.join("packaging"), script).unwrap();
-        std::fs::create_dir_all(root.join("src").join(pkg)).unwrap();
-        std::fs::write(
-            root.join("src").join(pkg).join("input.txt"),
-            format!("source of {pkg}\n"),
-        )
-        .unwrap();
-    }
-    root
 }
 
 /// Copies its sources and writes which dependencies it saw.
